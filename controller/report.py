@@ -1,0 +1,162 @@
+"""The run report: one canonical, versioned JSON document per batch, with every item in a terminal state.
+
+Building the report is pure (data in, data out); renderers (HTML, Markdown, terminal) read this model and
+storage writes its JSON. Schema changes that remove or rename a field bump ``SCHEMA``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA = "fanout.report/v1"
+
+
+class ItemState(StrEnum):
+    """Terminal state of one item. Every item of a batch ends in exactly one of these."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # ran and exited non-zero (after its retries)
+    TIMED_OUT = "timed_out"  # killed at its task timeout
+    CANCELLED = "cancelled"  # cancelled by the user, a deadline or Prefect while pending or running
+    NOT_LAUNCHED = "not_launched"  # never started: launch refused, batch cancelled or failed first
+
+    @property
+    def ok(self) -> bool:
+        return self is ItemState.SUCCEEDED
+
+
+class BatchStatus(StrEnum):
+    SUCCEEDED = "succeeded"  # every item succeeded
+    FAILED = "failed"  # at least one item did not succeed
+    CANCELLED = "cancelled"  # the batch was cancelled before all items ended
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskResult(_Frozen):
+    """One Cloud Run task of an item's execution (an item with ``task_count`` > 1 has several)."""
+
+    index: int
+    state: ItemState
+    exit_code: int | None = None
+    attempts: int = 0  # 1 + retries; 0 when the task never started
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class ItemResult(_Frozen):
+    """What happened to one item of the batch."""
+
+    key: str  # unique within the batch
+    index: int  # position in the spec
+    job: str
+    label: str | None = None
+    state: ItemState
+    reason: str | None = None  # why it did not succeed, in words
+    exit_code: int | None = None  # first non-zero exit code among its tasks, else 0 if it ran
+    attempts: int = 0
+    launch: int | None = None  # index of the launch that carried it
+    execution: str | None = None  # full execution resource name
+    task_index: int | None = None  # set for packed items: the task that ran this item
+    tasks: list[TaskResult] = []
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    console_url: str | None = None
+    log_url: str | None = None
+    log_tail: list[str] | None = None
+    log_tail_truncated: bool = False
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.start_time and self.end_time:
+            return (self.end_time - self.start_time).total_seconds()
+        return None
+
+
+class LaunchResult(_Frozen):
+    """One Cloud Run execution started by the batch (per item, or packed with many items)."""
+
+    index: int
+    key: str  # idempotency key: batch id + launch index, carried into the execution's env
+    job: str
+    packed: bool
+    items: int
+    execution: str | None = None
+    state: str | None = None  # execution's Completed condition, or why it never started
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    console_url: str | None = None
+
+
+class Summary(_Frozen):
+    total: int
+    by_state: dict[ItemState, int]
+    launches: int
+    duration_seconds: float | None
+
+    @property
+    def succeeded(self) -> int:
+        return self.by_state.get(ItemState.SUCCEEDED, 0)
+
+    @property
+    def not_succeeded(self) -> int:
+        return self.total - self.succeeded
+
+
+class Report(_Frozen):
+    """The whole batch. Written as ``<report-to>/<batch-id>/report.json``."""
+
+    schema_: str = Field(default=SCHEMA, alias="schema")
+    batch_id: str
+    status: BatchStatus
+    flow_run_id: str | None = None
+    spec_digest: str
+    project: str
+    region: str
+    mode: str
+    started_at: datetime
+    finished_at: datetime
+    summary: Summary
+    launches: list[LaunchResult]
+    items: list[ItemResult]
+    problems: list[str] = []  # batch-level errors (e.g. a cancelled flow, a failed API), in words
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> str:
+        """Canonical JSON: stable key order, UTC timestamps, ``schema`` as the first key."""
+        return self.model_dump_json(by_alias=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Report:
+        return cls.model_validate_json(text)
+
+    def failed_items(self) -> list[ItemResult]:
+        return [item for item in self.items if not item.state.ok]
+
+
+def summarize(items: Iterable[ItemResult], *, launches: int, duration_seconds: float | None) -> Summary:
+    """Counts by state (every state present, zeros included, in declaration order)."""
+    items = list(items)
+    counts = Counter(item.state for item in items)
+    return Summary(
+        total=len(items),
+        by_state={state: counts.get(state, 0) for state in ItemState},
+        launches=launches,
+        duration_seconds=duration_seconds,
+    )
+
+
+def batch_status(summary: Summary, *, cancelled: bool) -> BatchStatus:
+    if cancelled:
+        return BatchStatus.CANCELLED
+    return BatchStatus.SUCCEEDED if summary.not_succeeded == 0 else BatchStatus.FAILED
