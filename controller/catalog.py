@@ -88,9 +88,7 @@ class JobDefinition(_Strict):
     @classmethod
     def _name_is_a_job_name(cls, name: str) -> str:
         if not limits.JOB_NAME_RE.match(name):
-            raise ValueError(
-                "a job name has 1-63 lowercase letters, digits or hyphens, starting with a letter"
-            )
+            raise ValueError("a job name has 1-63 lowercase letters, digits or hyphens, starting with a letter")
         return name
 
     @field_validator("timeout")
@@ -180,10 +178,7 @@ class Catalog:
         if "value" in data and "jobs" not in data:
             data = data["value"]
         try:
-            jobs = {
-                name: JobDefinition.model_validate({"name": name, **spec})
-                for name, spec in data["jobs"].items()
-            }
+            jobs = {name: JobDefinition.model_validate({"name": name, **spec}) for name, spec in data["jobs"].items()}
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise CatalogError(f"not a job catalog from the Terraform module: {_short(exc)}") from None
         return cls(jobs, project=data.get("project"), region=data.get("region"))
@@ -213,7 +208,5 @@ def _local_arg(arg: str, job_dir: Path) -> str:
 
 def _short(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
+        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,487 @@
+"""Batch specs: what the user asks to run, loaded from YAML, JSON or Python objects and validated.
+
+Validation happens before any API call and reports every problem at once, each with its location
+(``items[12].env.PORT``, plus the file line when the spec came from a file). Nothing here talks to GCP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from controller import limits
+from controller.catalog import Catalog
+from controller.durations import parse_duration
+
+MAX_SPEC_BYTES = 64 * 1024 * 1024
+MAX_ITEMS = 100_000
+# Cloud Run refuses requests over its API size limits; one item's args and env must fit comfortably.
+MAX_ARGS_BYTES = 64 * 1024
+MAX_ENV_VALUE_BYTES = 32 * 1024
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}$")
+_BATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class SpecError(Exception):
+    """The spec is invalid. ``problems`` lists every problem found, each with its location."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"invalid batch spec{where} ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SecretValue(_Strict):
+    """An env value that must never appear in a report, log or error: either a Secret Manager reference
+    (Cloud Run reads it; the value never passes through the controller) or a literal marked sensitive."""
+
+    secret: str | None = Field(default=None, description="Secret Manager secret: projects/P/secrets/S")
+    version: str = "latest"
+    value: str | None = Field(default=None, description="a literal value, redacted everywhere")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, secret: str | None) -> str | None:
+        if secret is not None and not re.match(r"^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", secret):
+            raise ValueError("secret must be a Secret Manager name: 'projects/PROJECT/secrets/NAME' or 'NAME'")
+        return secret
+
+    def model_post_init(self, _context: Any) -> None:
+        if (self.secret is None) == (self.value is None):
+            raise ValueError("give exactly one of 'secret' (a Secret Manager reference) or 'value'")
+
+
+EnvValue = str | SecretValue
+
+
+class ItemFields(_Strict):
+    """Fields an item and the ``defaults`` block share."""
+
+    job: str | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    env: dict[str, EnvValue] | None = None
+    task_count: int | None = Field(default=None, ge=1, le=limits.MAX_TASKS_PER_EXECUTION)
+    timeout: str | float | None = None
+    retries: int | None = Field(default=None, ge=0, le=limits.MAX_RETRIES)
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, timeout: str | float | None) -> str | float | None:
+        if timeout is not None:
+            seconds = parse_duration(timeout)
+            if not 1 <= seconds <= limits.MAX_TASK_TIMEOUT_SECONDS:
+                raise ValueError(
+                    f"timeout must be between 1s and {limits.MAX_TASK_TIMEOUT_SECONDS // 3600}h "
+                    f"(Cloud Run's limit), got {timeout!r}"
+                )
+        return timeout
+
+    @field_validator("args", "command")
+    @classmethod
+    def _argv_size(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None and sum(len(a.encode()) + 1 for a in argv) > MAX_ARGS_BYTES:
+            raise ValueError(f"arguments are over {MAX_ARGS_BYTES // 1024} KiB; pass large inputs by URL")
+        return argv
+
+
+class ItemSpec(ItemFields):
+    key: str | None = None
+    label: str | None = Field(default=None, max_length=200)
+
+
+class BatchSpec(_Strict):
+    """A batch as written by the user, before defaults are applied."""
+
+    batch_id: str | None = None
+    defaults: ItemFields = ItemFields()
+    keep_jobs: bool = Field(default=False, description="keep one-off jobs after the batch")
+    items: list[ItemSpec] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @field_validator("batch_id")
+    @classmethod
+    def _batch_id(cls, batch_id: str | None) -> str | None:
+        if batch_id is not None and not _BATCH_ID_RE.match(batch_id):
+            raise ValueError("batch_id has 1-40 lowercase letters, digits or hyphens and starts with a letter or digit")
+        return batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One item with defaults applied and every value checked: what the planner works from."""
+
+    index: int
+    key: str
+    job: str | None  # a catalog job, or None for a one-off container run
+    image: str | None
+    command: tuple[str, ...] | None
+    args: tuple[str, ...] | None  # None: the job's default args
+    env: tuple[tuple[str, str], ...]
+    secret_env: tuple[tuple[str, str, str], ...]  # (name, secret, version)
+    sensitive_env: tuple[tuple[str, str], ...]  # literal values to pass but never show
+    task_count: int | None
+    timeout_seconds: float | None
+    retries: int | None
+    cpu: str | None
+    memory: str | None
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A validated batch."""
+
+    batch_id: str
+    items: tuple[Item, ...]
+    keep_jobs: bool
+    digest: str  # sha256 of the canonical JSON of the spec as given
+
+    def sensitive_values(self) -> frozenset[str]:
+        """Literal values that must be redacted from every output."""
+        return frozenset(value for item in self.items for _, value in item.sensitive_env if value)
+
+
+def new_batch_id() -> str:
+    """A fresh, sortable-enough batch id: ``b-<8 hex>``."""
+    return f"b-{secrets.token_hex(4)}"
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and aliases (the latter defeats "billion laughs" bombs)."""
+
+
+def _refuse_alias(loader: _UniqueKeyLoader, deep: bool = False) -> Any:
+    raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in batch specs")
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.AliasEvent) or key_node.tag == "tag:yaml.org,2002:merge":
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML merge keys (<<) are not allowed in batch specs", key_node.start_mark
+            )
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "mapping keys must be plain strings", key_node.start_mark
+            )
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _compose_node_no_alias(self: _UniqueKeyLoader, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        raise yaml.composer.ComposerError(
+            None, None, "YAML aliases (*name) are not allowed in batch specs", event.start_mark
+        )
+    return yaml.SafeLoader.compose_node(self, parent, index)
+
+
+_UniqueKeyLoader.compose_node = _compose_node_no_alias  # type: ignore[method-assign,assignment]
+
+
+def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
+    try:
+        root = yaml.compose(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str | int, ...], int] = {}
+    stack: list[tuple[tuple[str | int, ...], yaml.Node]] = [((), root)] if root is not None else []
+    while stack:
+        path, node = stack.pop()
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    child = (*path, key_node.value)
+                    lines[child] = key_node.start_mark.line + 1
+                    stack.append((child, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(((*path, i), child) for i, child in enumerate(node.value))
+    return lines
+
+
+def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """Decode and parse YAML or JSON text into plain data, with a path -> line index."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError([f"spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}"], source)
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SpecError(
+                [f"byte {exc.start}: not UTF-8 text; save the spec as UTF-8 (YAML or JSON)"], source
+            ) from None
+    if "\x00" in text:
+        raise SpecError(["the spec contains NUL characters; is it a binary file?"], source)
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError([f"{where}{exc.problem or exc.context}"], source) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise SpecError([f"cannot parse as YAML or JSON: {str(exc).splitlines()[0]}"], source) from None
+    return data, _line_index(text) if len(text) < 4 * 1024 * 1024 else {}
+
+
+def load_spec_file(path: str | Path) -> tuple[Any, dict[tuple[str | int, ...], int], str]:
+    """Read a spec file: returns the parsed data, its line index and a display name."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([f"the file is {size} bytes; the limit is {MAX_SPEC_BYTES}"], str(path))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([f"cannot read the spec: {exc.strerror or exc}"], str(path)) from None
+    data, lines = parse_text(raw, str(path))
+    return data, lines, str(path)
+
+
+# --- validation ----------------------------------------------------------------------------------------
+
+
+def _loc(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _line_of(lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if (line := lines.get(loc[:end])) is not None:
+            return line
+    return None
+
+
+def _describe(loc: tuple[str | int, ...], msg: str, lines: Mapping[tuple[str | int, ...], int]) -> str:
+    line = _line_of(lines, loc)
+    prefix = f"line {line}: " if line else ""
+    return f"{prefix}{_loc(loc)}: {msg}"
+
+
+def _pydantic_problems(exc: ValidationError, lines: Mapping[tuple[str | int, ...], int]) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # Union members add their type names to the location (e.g. "str", "SecretValue"); drop them.
+        loc = tuple(p for p in err["loc"] if p not in {"str", "SecretValue", "float", "int"})
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see `fanout run --help` for the spec format)"
+        problems.append(_describe(loc, msg, lines))
+    return list(dict.fromkeys(problems))
+
+
+def canonical_digest(data: Any) -> str:
+    """sha256 of the spec's canonical JSON: the same spec always has the same digest."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate(
+    data: Any,
+    catalog: Catalog,
+    *,
+    lines: Mapping[tuple[str | int, ...], int] | None = None,
+    source: str | None = None,
+    batch_id: str | None = None,
+) -> Batch:
+    """Check a parsed spec against the schema, Cloud Run's limits and the job catalog.
+
+    Raises SpecError listing every problem found.
+    """
+    lines = lines or {}
+    if isinstance(data, list):
+        data = {"items": data}
+    if not isinstance(data, dict):
+        raise SpecError(["the spec must be a mapping with an 'items' list (or a list of items)"], source)
+    try:
+        spec = BatchSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_problems(exc, lines), source) from None
+    except RecursionError:
+        raise SpecError(["the spec is nested too deeply"], source) from None
+
+    problems: list[str] = []
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    defaults = spec.defaults
+    for index, raw in enumerate(spec.items):
+        item, item_problems = _resolve_item(index, raw, defaults, catalog)
+        problems.extend(_describe(loc, msg, lines) for loc, msg in item_problems)
+        if item is None:
+            continue
+        if item.key in seen:
+            problems.append(
+                _describe(("items", index, "key"), f"duplicate key {item.key!r} (also items[{seen[item.key]}])", lines)
+            )
+        seen.setdefault(item.key, index)
+        items.append(item)
+    if problems:
+        raise SpecError(problems, source)
+    return Batch(
+        batch_id=batch_id or spec.batch_id or new_batch_id(),
+        items=tuple(items),
+        keep_jobs=spec.keep_jobs,
+        digest=canonical_digest(data),
+    )
+
+
+def _merge_env(defaults: Mapping[str, EnvValue] | None, own: Mapping[str, EnvValue] | None) -> dict[str, EnvValue]:
+    return {**(defaults or {}), **(own or {})}
+
+
+def _resolve_item(
+    index: int, raw: ItemSpec, defaults: ItemFields, catalog: Catalog
+) -> tuple[Item | None, list[tuple[tuple[str | int, ...], str]]]:
+    here: tuple[str | int, ...] = ("items", index)
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+
+    def pick(name: str) -> Any:
+        value = getattr(raw, name)
+        return getattr(defaults, name) if value is None else value
+
+    key = raw.key if raw.key is not None else f"item-{index:05d}"
+    if not _KEY_RE.match(key):
+        problems.append(
+            ((*here, "key"), "a key has 1-128 letters, digits or ._:/@+=- and starts with a letter or digit")
+        )
+
+    # An item's own job/image choice wins over the defaults as a pair: an item that names an image is a
+    # one-off run even when the defaults name a job.
+    job = raw.job if (raw.job is not None or raw.image is not None) else defaults.job
+    image = raw.image if (raw.job is not None or raw.image is not None) else defaults.image
+    command = pick("command")
+    if job is not None and image is not None:
+        problems.append((here, "give either 'job' (a provisioned Cloud Run job) or 'image' (a one-off run), not both"))
+    elif job is None and image is None:
+        problems.append((here, "give 'job' (a provisioned Cloud Run job) or 'image' and 'command' (a one-off run)"))
+
+    definition = None
+    if job is not None:
+        if job not in catalog:
+            known = ", ".join(sorted(catalog.jobs)) or "none"
+            problems.append(((*here, "job"), f"no job {job!r} in the catalog (known jobs: {known})"))
+        else:
+            definition = catalog[job]
+        for field in ("command", "cpu", "memory"):
+            if getattr(raw, field) is not None:
+                problems.append(
+                    ((*here, field), f"'{field}' applies to one-off runs ('image'); a provisioned job's is fixed")
+                )
+    elif image is not None and not command:
+        problems.append(
+            ((*here, "command"), "a one-off run needs a non-empty 'command' (the program and its arguments)")
+        )
+
+    args = pick("args")
+    if definition is not None and definition.requires_args and not (args if args is not None else definition.args):
+        problems.append(((*here, "args"), f"job {job!r} needs args (its definition says requires_args)"))
+
+    retries = pick("retries")
+    if definition is not None and raw.retries is not None and raw.retries != definition.max_retries:
+        problems.append(
+            (
+                (*here, "retries"),
+                f"Cloud Run cannot override retries per execution; job {job!r} has max_retries="
+                f"{definition.max_retries} (change it in jobs/{job}/job.yaml)",
+            )
+        )
+
+    env_plain: list[tuple[str, str]] = []
+    env_secret: list[tuple[str, str, str]] = []
+    env_sensitive: list[tuple[str, str]] = []
+    env = _merge_env(defaults.env, raw.env)
+    if len(env) > limits.MAX_ENV_VARS_PER_CONTAINER:
+        problems.append(((*here, "env"), f"at most {limits.MAX_ENV_VARS_PER_CONTAINER} env vars per container"))
+    for name, value in env.items():
+        if problem := limits.env_name_problem(name):
+            problems.append(((*here, "env", name), problem))
+        elif name.startswith("FANOUT_"):
+            problems.append(((*here, "env", name), "names starting with FANOUT_ are reserved for the controller"))
+        if isinstance(value, SecretValue):
+            if value.secret is not None:
+                env_secret.append((name, value.secret, value.version))
+            else:
+                env_sensitive.append((name, value.value or ""))
+        else:
+            if len(value.encode()) > MAX_ENV_VALUE_BYTES:
+                problems.append(((*here, "env", name), f"value is over {MAX_ENV_VALUE_BYTES // 1024} KiB"))
+            env_plain.append((name, value))
+
+    timeout = pick("timeout")
+    task_count = pick("task_count")
+    if problems:
+        return None, problems
+    return (
+        Item(
+            index=index,
+            key=key,
+            job=job,
+            image=image,
+            command=tuple(command) if command is not None else None,
+            args=tuple(args) if args is not None else None,
+            env=tuple(env_plain),
+            secret_env=tuple(env_secret),
+            sensitive_env=tuple(env_sensitive),
+            task_count=task_count,
+            timeout_seconds=parse_duration(timeout) if timeout is not None else None,
+            retries=retries,
+            cpu=pick("cpu"),
+            memory=pick("memory"),
+            label=raw.label,
+        ),
+        [],
+    )
+
+
+def load_batch(
+    source: str | Path | Mapping[str, Any] | list[Any],
+    catalog: Catalog,
+    *,
+    batch_id: str | None = None,
+) -> Batch:
+    """Load and validate a batch from a file path, YAML/JSON text or Python objects."""
+    if isinstance(source, Mapping | list):
+        return validate(dict(source) if isinstance(source, Mapping) else source, catalog, batch_id=batch_id)
+    text = str(source)
+    if isinstance(source, Path) or "\n" not in text:
+        data, lines, name = load_spec_file(source)
+    else:
+        data, lines = parse_text(text)
+        name = "<inline spec>"
+    return validate(data, catalog, lines=lines, source=name, batch_id=batch_id)
