@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,8 @@ class BatchSpec(_Strict):
     batch_id: str | None = None
     defaults: ItemFields = ItemFields()
     keep_jobs: bool = Field(default=False, description="keep one-off jobs after the batch")
-    items: list[ItemSpec] = Field(min_length=1, max_length=MAX_ITEMS)
+    # Items are validated one by one (see validate) so one bad item does not hide the others' problems.
+    items: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
 
     @field_validator("batch_id")
     @classmethod
@@ -167,51 +168,49 @@ def new_batch_id() -> str:
 # --- loading -------------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and aliases (the latter defeats "billion laughs" bombs)."""
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _refuse_alias(loader: _UniqueKeyLoader, deep: bool = False) -> Any:
-    raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in batch specs")
+class _SpecLoader(_BaseLoader):  # type: ignore[misc]
+    """Safe YAML loading that refuses duplicate keys, merge keys and aliases.
 
+    Aliases are refused because expanding them is how "billion laughs" bombs exhaust memory; the composer
+    builds a small graph, and the first node constructed twice is an alias, so it is caught before any
+    expansion.
+    """
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.AliasEvent) or key_node.tag == "tag:yaml.org,2002:merge":
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node in self.constructed_objects or node in self.recursive_objects:
             raise yaml.constructor.ConstructorError(
-                None, None, "YAML merge keys (<<) are not allowed in batch specs", key_node.start_mark
+                None, None, "YAML aliases (*name) are not allowed in batch specs", node.start_mark
             )
-        key = loader.construct_object(key_node, deep=deep)
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "mapping keys must be plain strings", key_node.start_mark
-            )
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=deep)
-    return mapping
+        return super().construct_object(node, deep=deep)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "YAML merge keys (<<) are not allowed in batch specs", key_node.start_mark
+                )
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "mapping keys must be plain strings", key_node.start_mark
+                )
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _compose_node_no_alias(self: _UniqueKeyLoader, parent: Any, index: Any) -> Any:
-    if self.check_event(yaml.AliasEvent):
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        raise yaml.composer.ComposerError(
-            None, None, "YAML aliases (*name) are not allowed in batch specs", event.start_mark
-        )
-    return yaml.SafeLoader.compose_node(self, parent, index)
-
-
-_UniqueKeyLoader.compose_node = _compose_node_no_alias  # type: ignore[method-assign,assignment]
+_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _SpecLoader.construct_mapping)
 
 
 def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
     try:
-        root = yaml.compose(text, Loader=_UniqueKeyLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return {}
     lines: dict[tuple[str | int, ...], int] = {}
@@ -230,8 +229,21 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    """Decode and parse YAML or JSON text into plain data, with a path -> line index."""
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _DuplicateKey(key)
+        mapping[key] = value
+    return mapping
+
+
+def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
+    """Decode and parse YAML or JSON text into plain data; returns the data and the decoded text."""
     if isinstance(text, bytes):
         if len(text) > MAX_SPEC_BYTES:
             raise SpecError([f"spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}"], source)
@@ -243,19 +255,28 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, dict[tup
             ) from None
     if "\x00" in text:
         raise SpecError(["the spec contains NUL characters; is it a binary file?"], source)
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text, object_pairs_hook=_unique_pairs), text
+        except _DuplicateKey as exc:
+            raise SpecError([f"duplicate key {exc.args[0]!r}"], source) from None
+        except ValueError:
+            pass  # flow-style YAML also starts with a brace; let the YAML parser say what is wrong
+        except RecursionError:
+            raise SpecError(["the spec is nested too deeply"], source) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError([f"{where}{exc.problem or exc.context}"], source) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise SpecError([f"cannot parse as YAML or JSON: {str(exc).splitlines()[0]}"], source) from None
-    return data, _line_index(text) if len(text) < 4 * 1024 * 1024 else {}
+    return data, text
 
 
-def load_spec_file(path: str | Path) -> tuple[Any, dict[tuple[str | int, ...], int], str]:
-    """Read a spec file: returns the parsed data, its line index and a display name."""
+def load_spec_file(path: str | Path) -> tuple[Any, str, str]:
+    """Read a spec file: returns the parsed data, its text and a display name."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -264,8 +285,8 @@ def load_spec_file(path: str | Path) -> tuple[Any, dict[tuple[str | int, ...], i
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecError([f"cannot read the spec: {exc.strerror or exc}"], str(path)) from None
-    data, lines = parse_text(raw, str(path))
-    return data, lines, str(path)
+    data, text = parse_text(raw, str(path))
+    return data, text, str(path)
 
 
 # --- validation ----------------------------------------------------------------------------------------
@@ -281,6 +302,29 @@ def _loc(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
+class _LazyLines(Mapping[tuple[str | int, ...], int]):
+    """Path -> line index, built from the source text only if an error needs it."""
+
+    def __init__(self, text: str | None) -> None:
+        self._text = text
+        self._index: dict[tuple[str | int, ...], int] | None = None
+
+    def _built(self) -> dict[tuple[str | int, ...], int]:
+        if self._index is None:
+            small = self._text is not None and len(self._text) < 8 * 1024 * 1024
+            self._index = _line_index(self._text) if small and self._text else {}
+        return self._index
+
+    def __getitem__(self, key: tuple[str | int, ...]) -> int:
+        return self._built()[key]
+
+    def __iter__(self) -> Iterator[tuple[str | int, ...]]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+
 def _line_of(lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
     for end in range(len(loc), -1, -1):
         if (line := lines.get(loc[:end])) is not None:
@@ -294,14 +338,18 @@ def _describe(loc: tuple[str | int, ...], msg: str, lines: Mapping[tuple[str | i
     return f"{prefix}{_loc(loc)}: {msg}"
 
 
-def _pydantic_problems(exc: ValidationError, lines: Mapping[tuple[str | int, ...], int]) -> list[str]:
+def _pydantic_problems(
+    exc: ValidationError, lines: Mapping[tuple[str | int, ...], int], prefix: tuple[str | int, ...] = ()
+) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
         # Union members add their type names to the location (e.g. "str", "SecretValue"); drop them.
-        loc = tuple(p for p in err["loc"] if p not in {"str", "SecretValue", "float", "int"})
+        loc = prefix + tuple(p for p in err["loc"] if p not in {"str", "SecretValue", "float", "int"})
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see `fanout run --help` for the spec format)"
+        elif err["type"] in {"model_type", "model_attributes_type", "dict_type"}:
+            msg = f"expected a mapping of fields, got {type(err['input']).__name__}"
         problems.append(_describe(loc, msg, lines))
     return list(dict.fromkeys(problems))
 
@@ -316,15 +364,16 @@ def validate(
     data: Any,
     catalog: Catalog,
     *,
-    lines: Mapping[tuple[str | int, ...], int] | None = None,
+    text: str | None = None,
     source: str | None = None,
     batch_id: str | None = None,
 ) -> Batch:
     """Check a parsed spec against the schema, Cloud Run's limits and the job catalog.
 
+    ``text`` is the spec's source text, used only to give line numbers when something is wrong.
     Raises SpecError listing every problem found.
     """
-    lines = lines or {}
+    lines = _LazyLines(text)
     if isinstance(data, list):
         data = {"items": data}
     if not isinstance(data, dict):
@@ -340,7 +389,12 @@ def validate(
     items: list[Item] = []
     seen: dict[str, int] = {}
     defaults = spec.defaults
-    for index, raw in enumerate(spec.items):
+    for index, raw_data in enumerate(spec.items):
+        try:
+            raw = ItemSpec.model_validate(raw_data)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, lines, prefix=("items", index)))
+            continue
         item, item_problems = _resolve_item(index, raw, defaults, catalog)
         problems.extend(_describe(loc, msg, lines) for loc, msg in item_problems)
         if item is None:
@@ -475,13 +529,14 @@ def load_batch(
     *,
     batch_id: str | None = None,
 ) -> Batch:
-    """Load and validate a batch from a file path, YAML/JSON text or Python objects."""
+    """Load and validate a batch from a file path, YAML/JSON text (anything multi-line or starting with
+    a brace) or Python objects."""
     if isinstance(source, Mapping | list):
         return validate(dict(source) if isinstance(source, Mapping) else source, catalog, batch_id=batch_id)
     text = str(source)
-    if isinstance(source, Path) or "\n" not in text:
-        data, lines, name = load_spec_file(source)
+    if isinstance(source, Path) or not ("\n" in text or text.lstrip().startswith(("{", "["))):
+        data, text, name = load_spec_file(source)
     else:
-        data, lines = parse_text(text)
+        data, text = parse_text(text)
         name = "<inline spec>"
-    return validate(data, catalog, lines=lines, source=name, batch_id=batch_id)
+    return validate(data, catalog, text=text, source=name, batch_id=batch_id)
