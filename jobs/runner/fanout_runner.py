@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Runs one item of a packed Cloud Run execution, or the program as given when nothing is packed.
+
+Usage (the ENTRYPOINT prefix of every packable image)::
+
+    python /opt/fanout/fanout_runner.py PROGRAM [PROGRAM_ARGS...] [JOB_ARGS...]
+
+Without ``FANOUT_MANIFEST`` the runner replaces itself with ``PROGRAM PROGRAM_ARGS JOB_ARGS``: a plain
+per-item execution sees no difference. With ``FANOUT_MANIFEST`` (a ``gs://bucket/prefix`` or a local
+directory) the task picks its item from the chunked manifest the controller wrote:
+
+* ``i = CLOUD_RUN_TASK_INDEX``, ``size = FANOUT_MANIFEST_CHUNK`` (default 100);
+* chunk ``{FANOUT_MANIFEST}/{i // size:05d}.json`` holds
+  ``{"schema": "fanout.manifest/v1", "offset": N, "items": [{"key", "args", "env"}, ...]}``;
+* the item ``items[i - offset]`` is run as ``PROGRAM PROGRAM_ARGS + item.args`` with ``item.env`` added to
+  the environment (the controller clears the job's default args for packed launches).
+
+Exit codes of the runner itself (anything else is the program's own exit code):
+
+* 64 (EX_USAGE): no program given.
+* 74 (EX_IOERR): the manifest chunk could not be read after retries (network, 5xx, 429).
+* 77 (EX_NOPERM): the storage server refused access to the chunk (401/403).
+* 78 (EX_CONFIG): the manifest is unusable: chunk missing, not JSON, wrong schema, item out of range,
+  bad field types, or the task index / chunk size env vars are not integers.
+* 126 / 127: the program is not executable / not found, as a shell reports them.
+
+Standard library only and no work at import time: it starts once per task, up to 10,000 times per
+execution.
+"""
+
+# Imports of urllib and time sit inside the functions that need them: a plain (unpacked) run never pays
+# for them, and this script starts once per task.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+SCHEMA = "fanout.manifest/v1"
+DEFAULT_CHUNK = 100
+EX_USAGE = 64
+EX_IOERR = 74
+EX_NOPERM = 77
+EX_CONFIG = 78
+EX_NOEXEC = 126
+EX_NOTFOUND = 127
+
+METADATA_HOST = "metadata.google.internal"
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+GCS_BASE = "https://storage.googleapis.com"
+# Bounded: the whole read gives up after about 0.5 + 1 + 2 + 4 = 7.5 s of back-off, well inside any
+# sensible task timeout, so a storage outage fails the task (and Cloud Run retries it) instead of hanging.
+READ_ATTEMPTS = 5
+BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0)
+HTTP_TIMEOUT_SECONDS = 10.0
+# Worth another try: the request timed out, was throttled, or the server failed.
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class ManifestError(Exception):
+    """The manifest is unusable; ``code`` is the runner's exit code for it."""
+
+    def __init__(self, message: str, code: int = EX_CONFIG) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def chunk_location(manifest: str, index: int, chunk_size: int) -> str:
+    """Where the chunk holding task ``index`` lives."""
+    return f"{manifest.rstrip('/')}/{index // chunk_size:05d}.json"
+
+
+def pick_item(chunk: Any, index: int, where: str) -> tuple[str, list[str], dict[str, str]]:
+    """The (key, args, env) of task ``index`` in a decoded chunk, checked field by field."""
+    if not isinstance(chunk, dict) or chunk.get("schema") != SCHEMA:
+        raise ManifestError(f"{where}: not a {SCHEMA} chunk")
+    offset, items = chunk.get("offset"), chunk.get("items")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not isinstance(items, list):
+        raise ManifestError(f"{where}: 'offset' must be an integer and 'items' a list")
+    position = index - offset
+    if not 0 <= position < len(items):
+        raise ManifestError(f"{where}: task {index} is not in this chunk (offset {offset}, {len(items)} items)")
+    item = items[position]
+    if not isinstance(item, dict):
+        raise ManifestError(f"{where}: item {position} is not an object")
+    key, args, env = item.get("key", ""), item.get("args", []), item.get("env", {})
+    if not isinstance(key, str):
+        raise ManifestError(f"{where}: item {position}: 'key' must be a string")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ManifestError(f"{where}: item {position} ({key}): 'args' must be a list of strings")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in env.items()
+    ):
+        raise ManifestError(f"{where}: item {position} ({key}): 'env' must map names to strings")
+    return key, args, env
+
+
+def read_chunk(
+    location: str,
+    environ: Mapping[str, str],
+    *,
+    sleep: Callable[[float], None] | None = None,
+) -> Any:
+    """The decoded JSON at ``location`` (``gs://`` or a local path)."""
+    if location.startswith("gs://"):
+        raw = _read_gcs(location, environ, sleep=sleep)
+    else:
+        try:
+            with open(location, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            raise ManifestError(f"{location}: no such manifest chunk") from None
+        except OSError as exc:
+            raise ManifestError(f"{location}: {exc.strerror or exc}", EX_IOERR) from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ManifestError(f"{location}: not JSON ({exc})") from None
+
+
+def _read_gcs(location: str, environ: Mapping[str, str], *, sleep: Callable[[float], None] | None) -> bytes:
+    from urllib.parse import quote
+
+    bucket, _, name = location[len("gs://") :].partition("/")
+    if not bucket or not name:
+        raise ManifestError(f"{location}: expected gs://BUCKET/OBJECT")
+    emulator = environ.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
+    base = GCS_BASE
+    if emulator:
+        base = emulator if "://" in emulator else f"http://{emulator}"
+    url = f"{base}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}?alt=media"
+
+    def fetch() -> bytes:
+        headers = {}
+        if not emulator:
+            headers["Authorization"] = f"Bearer {metadata_token(environ)}"
+        return _http_get(url, headers)
+
+    return _with_retries(fetch, location, sleep=sleep)
+
+
+def metadata_token(environ: Mapping[str, str]) -> str:
+    """An access token for the task's service account from the metadata server.
+
+    ``GCE_METADATA_HOST`` overrides the host, as it does for Google's own client libraries.
+    """
+    host = environ.get("GCE_METADATA_HOST") or METADATA_HOST
+    body = _http_get(f"http://{host}{TOKEN_PATH}", {"Metadata-Flavor": "Google"})
+    try:
+        token = json.loads(body)["access_token"]
+    except (ValueError, KeyError, TypeError):
+        raise ManifestError("metadata server returned no access_token", EX_IOERR) from None
+    if not isinstance(token, str) or not token:
+        raise ManifestError("metadata server returned no access_token", EX_IOERR)
+    return token
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _http_get(url: str, headers: Mapping[str, str]) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        if exc.code in RETRYABLE_STATUS:
+            raise _Retryable(f"HTTP {exc.code}") from None
+        if exc.code in (401, 403):
+            raise ManifestError(f"{_strip_query(url)}: access denied (HTTP {exc.code})", EX_NOPERM) from None
+        if exc.code == 404:
+            raise ManifestError(f"{_strip_query(url)}: not found (HTTP 404)") from None
+        raise ManifestError(f"{_strip_query(url)}: HTTP {exc.code}", EX_IOERR) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise _Retryable(str(getattr(exc, "reason", exc))) from None
+
+
+def _with_retries(fetch: Callable[[], bytes], what: str, *, sleep: Callable[[float], None] | None) -> bytes:
+    if sleep is None:
+        import time
+
+        sleep = time.sleep
+    last = ""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return fetch()
+        except _Retryable as exc:
+            last = str(exc)
+            if attempt < READ_ATTEMPTS - 1:
+                sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
+    raise ManifestError(f"{what}: could not read after {READ_ATTEMPTS} attempts ({last})", EX_IOERR)
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _int_env(environ: Mapping[str, str], name: str, default: int | None) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ManifestError(f"{name} is not set")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ManifestError(f"{name}={raw!r} is not an integer") from None
+    if value < 0 or (name == "FANOUT_MANIFEST_CHUNK" and value == 0):
+        raise ManifestError(f"{name}={raw!r} is out of range")
+    return value
+
+
+def resolve(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment the program runs with."""
+    if not argv:
+        raise ManifestError("usage: fanout_runner.py PROGRAM [ARGS...]", EX_USAGE)
+    manifest = environ.get("FANOUT_MANIFEST", "")
+    if not manifest:
+        return list(argv), dict(environ)
+    index = _int_env(environ, "CLOUD_RUN_TASK_INDEX", None)
+    size = _int_env(environ, "FANOUT_MANIFEST_CHUNK", DEFAULT_CHUNK)
+    where = chunk_location(manifest, index, size)
+    _key, args, env = pick_item(read_chunk(where, environ), index, where)
+    return [*argv, *args], {**environ, **env}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        program_argv, env = resolve(args, os.environ)
+    except ManifestError as exc:
+        print(f"fanout_runner: {exc}", file=sys.stderr)
+        return exc.code
+    sys.stdout.flush()
+    try:
+        os.execvpe(program_argv[0], program_argv, env)
+    except FileNotFoundError:
+        print(f"fanout_runner: {program_argv[0]}: not found", file=sys.stderr)
+        return EX_NOTFOUND
+    except PermissionError:
+        print(f"fanout_runner: {program_argv[0]}: not executable", file=sys.stderr)
+        return EX_NOEXEC
+    return 0  # unreachable: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
