@@ -62,6 +62,28 @@ class JobExample(_Strict):
     outcome: Literal["succeeded", "failed", "timed_out"] = "succeeded"
     exit_code: int | None = None
     output_contains: str | None = None
+    # A task-timeout override for this run (RunJob's ``overrides.timeout``), so a timeout example can
+    # show its outcome in seconds while the job keeps a timeout sensible for production.
+    timeout: str | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_a_duration(cls, timeout: str | None) -> str | None:
+        if timeout is not None and not 0 < parse_duration(timeout) <= limits.MAX_TASK_TIMEOUT_SECONDS:
+            raise ValueError(f"timeout must be between 1s and {limits.MAX_TASK_TIMEOUT_SECONDS}s")
+        return timeout
+
+    @model_validator(mode="after")
+    def _outcome_consistent(self) -> JobExample:
+        if self.outcome == "succeeded" and self.exit_code not in (None, 0):
+            raise ValueError("a succeeded example exits with 0")
+        if self.outcome == "failed" and self.exit_code == 0:
+            raise ValueError("a failed example exits with a non-zero code")
+        return self
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return None if self.timeout is None else parse_duration(self.timeout)
 
 
 class JobDefinition(_Strict):
@@ -101,9 +123,16 @@ class JobDefinition(_Strict):
 
     @model_validator(mode="after")
     def _env_names_allowed(self) -> JobDefinition:
-        for name in [*self.env, *self.secret_env]:
+        for name in [*self.env, *self.secret_env, *(n for example in self.examples for n in example.env)]:
             if problem := limits.env_name_problem(name):
                 raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _examples_runnable(self) -> JobDefinition:
+        for number, example in enumerate(self.examples):
+            if self.requires_args and not (example.args or self.args):
+                raise ValueError(f"examples.{number}: the job requires args and the example gives none")
         return self
 
     @property
