@@ -1,0 +1,228 @@
+"""Planning: a validated batch + the job catalog -> the launches that will run it. Pure: no I/O.
+
+A launch is one Cloud Run execution. Per-item launches carry one item's overrides; packed launches carry
+many items of the same job as the tasks of one execution, each task finding its item by
+``CLOUD_RUN_TASK_INDEX`` in a manifest (see ``jobs/runner``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from controller import limits
+from controller.catalog import Catalog, JobDefinition
+from controller.spec import Batch, Item
+
+MANIFEST_SCHEMA = "fanout.manifest/v1"
+MANIFEST_CHUNK = 100  # items per manifest object: each task downloads one small chunk, not the whole list
+# Env vars the controller sets on every execution it starts.
+ENV_LAUNCH_KEY = "FANOUT_LAUNCH_KEY"
+ENV_BATCH_ID = "FANOUT_BATCH_ID"
+ENV_MANIFEST = "FANOUT_MANIFEST"
+ENV_MANIFEST_CHUNK = "FANOUT_MANIFEST_CHUNK"
+
+
+class Mode(StrEnum):
+    AUTO = "auto"  # pack items of packable jobs when there are at least two that can share an execution
+    PACKED = "packed"  # pack everything that can be packed; refuse items of jobs that cannot
+    PER_ITEM = "per-item"  # one execution per item
+
+
+class PlanError(Exception):
+    """The batch cannot be planned as asked (e.g. --mode packed with a job that has no runner)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("cannot plan the batch:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class OneOffJob:
+    """A job the controller creates for items that give an image and a command instead of a job name."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    cpu: str
+    memory: str
+    max_retries: int
+    secret_env: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One execution to start: the job, the RunJob overrides, and the items it carries."""
+
+    index: int
+    key: str  # idempotency key, carried into the execution as FANOUT_LAUNCH_KEY
+    job: str
+    packed: bool
+    items: tuple[Item, ...]
+    args: tuple[str, ...] | None  # None: keep the job's args
+    clear_args: bool
+    env: tuple[tuple[str, str], ...]
+    secret_env: tuple[tuple[str, str, str], ...]
+    sensitive_env: tuple[tuple[str, str], ...]
+    task_count: int
+    timeout_seconds: float | None
+    manifest: str | None  # URL prefix of the manifest chunks (packed launches)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    batch: Batch
+    mode: Mode
+    launches: tuple[Launch, ...]
+    one_off_jobs: tuple[OneOffJob, ...]
+
+    @property
+    def task_total(self) -> int:
+        return sum(launch.task_count for launch in self.launches)
+
+
+def launch_key(batch_id: str, index: int) -> str:
+    return f"{batch_id}/{index:05d}"
+
+
+def manifest_chunks(launch: Launch, chunk: int = MANIFEST_CHUNK) -> Iterator[tuple[str, bytes]]:
+    """The manifest objects of a packed launch: (name relative to ``launch.manifest``, JSON bytes)."""
+    for start in range(0, len(launch.items), chunk):
+        items = launch.items[start : start + chunk]
+        body = {
+            "schema": MANIFEST_SCHEMA,
+            "launch": launch.key,
+            "offset": start,
+            "items": [{"key": item.key, "args": list(item.args or ()), "env": dict(item.env)} for item in items],
+        }
+        yield f"{start // chunk:05d}.json", json.dumps(body, separators=(",", ":")).encode()
+
+
+def one_off_job_for(item: Item) -> OneOffJob:
+    """The job an image/command item runs on; items with equal image, command and resources share it."""
+    if item.image is None or item.command is None:
+        raise ValueError(f"item {item.key!r} names a job, not an image and a command")
+    job = OneOffJob(
+        name="",
+        image=item.image,
+        command=item.command,
+        cpu=item.cpu or "1",
+        memory=item.memory or "512Mi",
+        max_retries=item.retries if item.retries is not None else 0,
+        secret_env=item.secret_env,
+    )
+    identity = json.dumps([job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env])
+    return replace(job, name=f"fanout-oneoff-{hashlib.sha256(identity.encode()).hexdigest()[:16]}")
+
+
+def _packable(item: Item, job: JobDefinition | None) -> str | None:
+    """Why this item cannot be packed, or None if it can."""
+    if job is None:
+        return "one-off runs (image + command) run one execution per item"
+    if not job.packable:
+        return f"job {job.name!r} does not run the fanout runner (packable: false in its job.yaml)"
+    if (item.task_count or 1) != 1:
+        return "an item with task_count > 1 needs its own execution"
+    if item.secret_env or item.sensitive_env:
+        return "items with secret env values run one per execution, so secrets never go into a manifest"
+    return None
+
+
+def plan(
+    batch: Batch,
+    catalog: Catalog,
+    *,
+    mode: Mode = Mode.AUTO,
+    manifest_root: str = "",
+    max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
+) -> Plan:
+    """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
+    (``gs://bucket/prefix/<batch>/manifests`` or a local folder)."""
+    one_offs: dict[str, OneOffJob] = {}
+    job_of_item: list[str] = []
+    for item in batch.items:
+        if item.job is None:
+            one_off = one_off_job_for(item)
+            one_offs.setdefault(one_off.name, one_off)
+            job_of_item.append(one_off.name)
+        else:
+            job_of_item.append(item.job)
+
+    groups: dict[tuple[str, float | None], list[Item]] = {}
+    single: list[Item] = []
+    problems: list[str] = []
+    for item, job_name in zip(batch.items, job_of_item, strict=True):
+        job = catalog.jobs.get(job_name) if item.job is not None else None
+        why_not = _packable(item, job)
+        if mode is Mode.PER_ITEM or why_not is not None:
+            if mode is Mode.PACKED and why_not is not None:
+                problems.append(f"items[{item.index}] ({item.key}): cannot pack: {why_not}")
+            single.append(item)
+        else:
+            groups.setdefault((job_name, item.timeout_seconds), []).append(item)
+    if problems:
+        raise PlanError(problems)
+    if mode is Mode.AUTO:
+        for group_key, items in list(groups.items()):
+            if len(items) < 2:
+                single.extend(items)
+                del groups[group_key]
+
+    launches: list[Launch] = []
+    # Launch order follows the spec: a group starts where its first item stands.
+    units: list[tuple[int, str, list[Item] | Item]] = [(item.index, "single", item) for item in single]
+    for (job_name, _timeout), items in groups.items():
+        for start in range(0, len(items), max_tasks_per_execution):
+            chunk = items[start : start + max_tasks_per_execution]
+            units.append((chunk[0].index, job_name, chunk))
+    units.sort(key=lambda unit: unit[0])
+
+    for index, (_, job_name, unit) in enumerate(units):
+        key = launch_key(batch.batch_id, index)
+        base_env = ((ENV_LAUNCH_KEY, key), (ENV_BATCH_ID, batch.batch_id))
+        if isinstance(unit, list):
+            manifest = f"{manifest_root.rstrip('/')}/{index:05d}"
+            job = catalog.jobs[job_name]
+            # Resolve default args into the manifest so the job's own args never mix with an item's.
+            packed = tuple(i if i.args is not None else replace(i, args=tuple(job.args)) for i in unit)
+            launches.append(
+                Launch(
+                    index=index,
+                    key=key,
+                    job=job_name,
+                    packed=True,
+                    items=packed,
+                    args=(),
+                    clear_args=True,
+                    env=(*base_env, (ENV_MANIFEST, manifest), (ENV_MANIFEST_CHUNK, str(MANIFEST_CHUNK))),
+                    secret_env=(),
+                    sensitive_env=(),
+                    task_count=len(packed),
+                    timeout_seconds=packed[0].timeout_seconds,
+                    manifest=manifest,
+                )
+            )
+        else:
+            item = unit
+            name = job_of_item[item.index]
+            launches.append(
+                Launch(
+                    index=index,
+                    key=key,
+                    job=name,
+                    packed=False,
+                    items=(item,),
+                    args=item.args,
+                    clear_args=item.args == (),
+                    env=(*base_env, *item.env),
+                    secret_env=item.secret_env,
+                    sensitive_env=item.sensitive_env,
+                    task_count=item.task_count or (catalog.jobs[name].task_count if name in catalog.jobs else 1),
+                    timeout_seconds=item.timeout_seconds,
+                    manifest=None,
+                )
+            )
+    return Plan(batch=batch, mode=mode, launches=tuple(launches), one_off_jobs=tuple(one_offs.values()))
