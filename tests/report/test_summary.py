@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+
+import pytest
+from rich.console import Console
+
+from controller.report import ItemState, Report
+from controller.summary import (
+    failed_first,
+    failed_rows,
+    format_seconds,
+    last_log_line,
+    print_summary,
+    printable,
+    render_markdown,
+)
+
+MakeReport = Callable[..., Report]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0.25, "0.2s"),
+        (42, "42s"),
+        (481, "8m01s"),
+        (7380, "2h03m"),
+        (100800, "1d04h"),
+        (59.6, "1m00s"),
+    ],
+)
+def test_format_seconds(seconds: float | None, text: str) -> None:
+    assert format_seconds(seconds) == text
+
+
+def test_printable_neutralises_terminal_controls_but_keeps_tabs() -> None:
+    assert printable("a\x1b[31mb\tc\u202ed\n") == "a\\x1b[31mb\tc\\u202ed\\x0a"
+
+
+def test_failed_first_puts_failures_before_cancelled_and_not_launched(make_report: MakeReport) -> None:
+    report = make_report(400)
+    order = [item.state for item in failed_first(report)]
+    severity = [ItemState.FAILED, ItemState.TIMED_OUT, ItemState.CANCELLED, ItemState.NOT_LAUNCHED]
+    assert order == sorted(order, key=severity.index)
+    assert len(order) == report.summary.not_succeeded
+    failed = [item.index for item in failed_first(report) if item.state is ItemState.FAILED]
+    assert failed == sorted(failed)
+
+
+def test_last_log_line_skips_blank_lines_and_truncates(make_report: MakeReport) -> None:
+    item = make_report(1, states=[ItemState.FAILED]).items[0]
+    assert last_log_line(item) == "Traceback: ValueError: bad input in item-00000"
+    long_item = item.model_copy(update={"log_tail": ["x" * 500, "   "]})
+    line = last_log_line(long_item, limit=20)
+    assert line is not None
+    assert len(line) == 20
+    assert line.endswith("…")
+    assert last_log_line(item.model_copy(update={"log_tail": None})) is None
+
+
+def test_markdown_has_counts_status_location_and_failed_table(make_report: MakeReport) -> None:
+    report = make_report(2000)
+    text = render_markdown(report, max_failed=10, report_url="gs://bucket/batch-demo/report.html")
+    summary = report.summary
+    assert f"## Batch batch-demo: {report.status.value}" in text
+    assert f"**{summary.not_succeeded:,} of 2,000 items did not succeed**" in text
+    assert f"| failed | {summary.by_state[ItemState.FAILED]:,} |" in text
+    assert f"| timed out | {summary.by_state[ItemState.TIMED_OUT]:,} |" in text
+    assert "duration 1h05m" in text
+    assert "Full report: gs://bucket/batch-demo/report.html" in text
+    assert f"(first 10 of {summary.not_succeeded:,})" in text
+    rows = [line for line in text.splitlines() if line.startswith("| item-")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {item.key}" for item in failed_first(report)[:10]]
+    first = failed_first(report)[0]
+    assert f"[execution]({first.console_url})" in rows[0]
+
+
+def test_markdown_escapes_untrusted_text(make_report: MakeReport) -> None:
+    report = make_report(1, states=[ItemState.FAILED], hostile_every=1)
+    text = render_markdown(report)
+    assert "<img" not in text
+    assert "</script>" not in text
+    assert "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in text
+    # Every table row keeps its seven cells: escaped pipes do not split a cell.
+    row = next(line for line in text.splitlines() if line.startswith("| item-"))
+    assert len(re.split(r"(?<!\\)\|", row)) == 9
+    assert "\x1b" not in text
+
+
+def test_markdown_links_only_web_urls(make_report: MakeReport) -> None:
+    report = make_report(1, states=[ItemState.FAILED])
+    item = report.items[0].model_copy(update={"console_url": "javascript:alert(1)", "log_url": None})
+    text = render_markdown(report.model_copy(update={"items": [item]}))
+    assert "javascript:" not in text
+    assert "[execution]" not in text
+
+
+def test_markdown_for_a_clean_batch_has_no_failed_table(make_report: MakeReport) -> None:
+    report = make_report(5, states=[ItemState.SUCCEEDED])
+    text = render_markdown(report.model_copy(update={"problems": []}))
+    assert "**all 5 items succeeded**" in text
+    assert "did not succeed" not in text
+
+
+def test_failed_rows_are_json_friendly_and_limited(make_report: MakeReport) -> None:
+    report = make_report(1000)
+    rows = failed_rows(report, limit=7)
+    assert [row["key"] for row in rows] == [item.key for item in failed_first(report)[:7]]
+    assert set(rows[0]) == {
+        "key",
+        "job",
+        "state",
+        "exit_code",
+        "attempts",
+        "reason",
+        "last_log_line",
+        "console_url",
+        "log_url",
+    }
+    assert all(isinstance(value, str | int | type(None)) for row in rows for value in row.values())
+    assert len(failed_rows(report)) == report.summary.not_succeeded
+
+
+def test_print_summary_shows_counts_and_first_failed_items(make_report: MakeReport) -> None:
+    report = make_report(300, hostile_every=3)
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=200, color_system=None), max_failed=5)
+    text = out.getvalue()
+    summary = report.summary
+    assert f"Batch batch-demo: failed · {summary.not_succeeded} of 300 items did not succeed" in text
+    assert re.search(rf"failed\s+{summary.by_state[ItemState.FAILED]}\s", text)
+    assert re.search(r"total\s+300\s", text)
+    for item in failed_first(report)[:5]:
+        assert item.key in text
+    assert failed_first(report)[5].key not in text
+    assert f"… and {summary.not_succeeded - 5} more" in text
+    # Rich markup inside data is printed literally, and escape sequences cannot reach the terminal.
+    assert "[red]markup[/red]" in text
+    assert "\x1b" not in text
+
+
+def test_print_summary_in_colour_keeps_data_escaped(make_report: MakeReport, hostile: str) -> None:
+    report = make_report(3, states=[ItemState.FAILED], hostile_every=1)
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=300, force_terminal=True))
+    text = out.getvalue()
+    assert "\\x1b[31mred" in text
+    assert hostile.partition(" [red]")[0] in text
