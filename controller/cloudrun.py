@@ -1,0 +1,421 @@
+"""Launch, watch and cancel executions on the Cloud Run Admin API v2, through google-cloud-run.
+
+Every API call goes through ``CloudRun._call``, which charges the quota budget and applies the retry
+policy (tests check that no call skips it). API messages become the immutable ``ExecutionStatus`` and
+``TaskStatus`` here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+from google.cloud import run_v2
+from google.protobuf import duration_pb2
+from tenacity import RetryCallState
+
+from controller.clients import Clients
+from controller.durations import to_api_duration
+from controller.plan import ENV_LAUNCH_KEY, Launch, OneOffJob
+from controller.quota import Budget, Limiter
+from controller.report import ItemState
+from controller.retry import is_ambiguous, retrying
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PAGE_SIZE = 1000
+# Clock skew allowance when matching executions to a batch by their create time.
+SKEW = timedelta(minutes=5)
+# gRPC code Cloud Run reports in a task attempt's status when the task ran past its timeout.
+DEADLINE_EXCEEDED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStatus:
+    """What the controller needs to know about one execution."""
+
+    name: str
+    job: str
+    key: str | None  # the FANOUT_LAUNCH_KEY it was started with, if any
+    task_count: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    retried: int
+    create_time: datetime | None
+    start_time: datetime | None
+    completion_time: datetime | None
+    outcome: str | None  # "succeeded" | "failed" | "cancelled" once done, else None
+    message: str | None
+    log_uri: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def finished_tasks(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @classmethod
+    def from_message(cls, execution: run_v2.Execution) -> ExecutionStatus:
+        completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
+        outcome: str | None = None
+        message = completed.message if completed is not None else None
+        if execution.completion_time:
+            reason = completed.execution_reason if completed is not None else None
+            if reason in (run_v2.Condition.ExecutionReason.CANCELLED,) or (
+                execution.cancelled_count and not execution.failed_count
+            ):
+                outcome = "cancelled"
+            elif completed is not None and completed.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
+                outcome = "succeeded"
+            else:
+                outcome = "failed"
+        key = None
+        for container in execution.template.containers:
+            for env in container.env:
+                if env.name == ENV_LAUNCH_KEY:
+                    key = env.value
+        return cls(
+            name=execution.name,
+            job=execution.job,
+            key=key,
+            task_count=execution.task_count,
+            running=execution.running_count,
+            succeeded=execution.succeeded_count,
+            failed=execution.failed_count,
+            cancelled=execution.cancelled_count,
+            retried=execution.retried_count,
+            create_time=_time(execution.create_time),
+            start_time=_time(execution.start_time),
+            completion_time=_time(execution.completion_time),
+            outcome=outcome,
+            message=message or None,
+            log_uri=execution.log_uri or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    index: int
+    state: ItemState | None  # None while pending or running
+    exit_code: int | None
+    attempts: int
+    start_time: datetime | None
+    completion_time: datetime | None
+    message: str | None
+
+    @classmethod
+    def from_message(cls, task: run_v2.Task) -> TaskStatus:
+        completed = next((c for c in task.conditions if c.type_ == "Completed"), None)
+        result = task.last_attempt_result if "last_attempt_result" in task else None
+        exit_code = result.exit_code if result is not None else None
+        status_code = result.status.code if result is not None and "status" in result else 0
+        state: ItemState | None = None
+        if task.completion_time or (
+            completed is not None
+            and completed.state in (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.CONDITION_FAILED)
+        ):
+            if completed is not None and completed.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
+                state = ItemState.SUCCEEDED
+            elif completed is not None and completed.execution_reason == run_v2.Condition.ExecutionReason.CANCELLED:
+                state = ItemState.CANCELLED
+            elif status_code == DEADLINE_EXCEEDED:
+                state = ItemState.TIMED_OUT
+            else:
+                state = ItemState.FAILED
+        started = bool(task.start_time) or result is not None
+        message = (result.status.message if result is not None and result.status.message else None) or (
+            completed.message if completed is not None else None
+        )
+        return cls(
+            index=task.index,
+            state=state,
+            exit_code=exit_code,
+            attempts=task.retried + 1 if started else 0,
+            start_time=_time(task.start_time),
+            completion_time=_time(task.completion_time),
+            message=message or None,
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    """Proto-plus gives timestamps as datetimes (epoch 0 when unset)."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        stamp = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return None if stamp.timestamp() == 0 else stamp.astimezone(UTC)
+    return None
+
+
+def short_name(resource: str) -> str:
+    return resource.rsplit("/", 1)[-1]
+
+
+class CloudRun:
+    """The controller's view of one project and region of Cloud Run."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        project: str,
+        region: str,
+        budget: Budget,
+        *,
+        attempts: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
+        self.clients = clients
+        self.project = project
+        self.region = region
+        self.budget = budget
+        self._attempts = attempts
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self.parent = f"projects/{project}/locations/{region}"
+
+    def job_path(self, job: str) -> str:
+        return f"{self.parent}/jobs/{job}"
+
+    # -- the one gate every call passes ------------------------------------------------------------------
+
+    def _call(
+        self, limiter: Limiter, what: str, fn: Callable[[], T], *, ambiguous: Callable[[], T | None] | None = None
+    ) -> T:
+        """Run one API call under the quota budget and the retry policy.
+
+        ``ambiguous`` is consulted after an error that may hide a success (a dropped response to a write):
+        if it finds the effect, that is the result and the call is not repeated.
+        """
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is not None:
+                log.debug("retrying %s after %s: %s", what, type(exc).__name__, exc)
+                if self._on_retry:
+                    self._on_retry(what, exc)
+
+        for attempt in retrying(attempts=self._attempts, sleep=self._sleep, before_sleep=before_sleep):
+            with attempt:
+                limiter.acquire()
+                try:
+                    return fn()
+                except Exception as exc:
+                    if ambiguous is not None and is_ambiguous(exc):
+                        found = ambiguous()
+                        if found is not None:
+                            log.info("%s: the server acted although the call failed; adopting the result", what)
+                            return found
+                    raise
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    # -- jobs ---------------------------------------------------------------------------------------------
+
+    def ensure_job(self, job: OneOffJob, *, service_account: str | None = None) -> None:
+        """Create a one-off job unless it exists already (a previous attempt or a resumed batch made it)."""
+        container = run_v2.Container(
+            image=job.image,
+            command=list(job.command),
+            resources=run_v2.ResourceRequirements(limits={"cpu": job.cpu, "memory": job.memory}),
+            env=[
+                run_v2.EnvVar(
+                    name=name,
+                    value_source=run_v2.EnvVarSource(
+                        secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
+                    ),
+                )
+                for name, secret, version in job.secret_env
+            ],
+        )
+        template = run_v2.TaskTemplate(containers=[container], max_retries=job.max_retries)
+        if service_account:
+            template.service_account = service_account
+        request = run_v2.CreateJobRequest(
+            parent=self.parent,
+            job_id=job.name,
+            job=run_v2.Job(
+                labels={"managed-by": "fanout"},
+                template=run_v2.ExecutionTemplate(template=template),
+            ),
+        )
+
+        def create() -> bool:
+            try:
+                operation = self.clients.jobs.create_job(request=request, retry=None)
+            except gexc.AlreadyExists:
+                return True
+            operation.result(timeout=300)
+            return True
+
+        self._call(self.budget.write, f"create job {job.name}", create, ambiguous=lambda: self._job_exists(job.name))
+
+    def _job_exists(self, name: str) -> bool | None:
+        try:
+            self.clients.jobs.get_job(name=self.job_path(name), retry=None)
+        except gexc.NotFound:
+            return None
+        return True
+
+    def delete_job(self, name: str) -> None:
+        def delete() -> None:
+            try:
+                self.clients.jobs.delete_job(name=self.job_path(name), retry=None)
+            except gexc.NotFound:
+                return
+
+        self._call(self.budget.write, f"delete job {name}", delete)
+
+    # -- executions ---------------------------------------------------------------------------------------
+
+    def run(self, launch: Launch, *, since: datetime) -> ExecutionStatus:
+        """Start the launch's execution, exactly once.
+
+        After an ambiguous failure the job's recent executions are searched for the launch's key before
+        the run is repeated, so a dropped response never leads to a second execution.
+        """
+        override = run_v2.RunJobRequest.Overrides.ContainerOverride(
+            args=list(launch.args or ()),
+            clear_args=launch.clear_args,
+            env=[
+                *(run_v2.EnvVar(name=name, value=value) for name, value in (*launch.env, *launch.sensitive_env)),
+                *(
+                    run_v2.EnvVar(
+                        name=name,
+                        value_source=run_v2.EnvVarSource(
+                            secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
+                        ),
+                    )
+                    for name, secret, version in launch.secret_env
+                ),
+            ],
+        )
+        overrides = run_v2.RunJobRequest.Overrides(container_overrides=[override], task_count=launch.task_count)
+        if launch.timeout_seconds is not None:
+            overrides.timeout = duration_pb2.Duration(seconds=int(launch.timeout_seconds))
+        request = run_v2.RunJobRequest(name=self.job_path(launch.job), overrides=overrides)
+
+        def start() -> ExecutionStatus:
+            operation = self.clients.jobs.run_job(request=request, retry=None)
+            metadata = operation.metadata
+            if metadata is None or not metadata.name:
+                raise gexc.InternalServerError("RunJob answered without the execution in its metadata")
+            return ExecutionStatus.from_message(metadata)
+
+        def look() -> ExecutionStatus | None:
+            return self.find_launched(launch.job, {launch.key}, since=since).get(launch.key)
+
+        return self._call(self.budget.run, f"run {launch.job} ({launch.key})", start, ambiguous=look)
+
+    def list_executions(self, job: str, *, since: datetime | None = None) -> Iterator[ExecutionStatus]:
+        """The job's executions, newest first, stopping at the first one created before ``since``."""
+        token = ""
+        while True:
+            request = run_v2.ListExecutionsRequest(parent=self.job_path(job), page_size=PAGE_SIZE, page_token=token)
+            page = self._call(self.budget.read, f"list executions of {job}", self._lister(request))
+            for message in page.executions:
+                status = ExecutionStatus.from_message(message)
+                if since is not None and status.create_time is not None and status.create_time < since - SKEW:
+                    return
+                yield status
+            token = page.next_page_token
+            if not token:
+                return
+
+    def find_launched(self, job: str, keys: set[str], *, since: datetime) -> dict[str, ExecutionStatus]:
+        """Executions of ``job`` created since ``since`` that carry one of ``keys``."""
+        found: dict[str, ExecutionStatus] = {}
+        try:
+            for status in self.list_executions(job, since=since):
+                if status.key in keys and status.key not in found:
+                    found[status.key] = status
+                    if len(found) == len(keys):
+                        break
+        except gexc.NotFound:
+            return {}
+        return found
+
+    def _lister(self, request: run_v2.ListExecutionsRequest | run_v2.ListTasksRequest) -> Callable[[], Any]:
+        """One page of a list call. Only the first page of a pager is read: later pages are requested by
+        the caller, each through ``_call``, so every page is charged and retried."""
+        if isinstance(request, run_v2.ListTasksRequest):
+            return lambda: self.clients.tasks.list_tasks(request=request, retry=None)
+        return lambda: self.clients.executions.list_executions(request=request, retry=None)
+
+    def get_execution(self, name: str) -> ExecutionStatus:
+        message = self._call(
+            self.budget.read,
+            f"get {short_name(name)}",
+            lambda: self.clients.executions.get_execution(name=name, retry=None),
+        )
+        return ExecutionStatus.from_message(message)
+
+    def poll(self, names_by_job: dict[str, set[str]], *, since: datetime) -> dict[str, ExecutionStatus]:
+        """Current status of the given executions, with as few calls as possible: a Get each for a job
+        with few of them, else one paged List of the job (which returns many executions per call)."""
+        statuses: dict[str, ExecutionStatus] = {}
+        for job, names in names_by_job.items():
+            if len(names) <= 2:
+                for name in names:
+                    statuses[name] = self.get_execution(name)
+                continue
+            remaining = set(names)
+            for status in self.list_executions(job, since=since):
+                if status.name in remaining:
+                    statuses[status.name] = status
+                    remaining.discard(status.name)
+                    if not remaining:
+                        break
+            for name in remaining:  # older than the page window or deleted: ask directly
+                statuses[name] = self.get_execution(name)
+        return statuses
+
+    def list_tasks(self, execution: str) -> list[TaskStatus]:
+        tasks: list[TaskStatus] = []
+        token = ""
+        while True:
+            request = run_v2.ListTasksRequest(parent=execution, page_size=PAGE_SIZE, page_token=token)
+            page = self._call(self.budget.read, f"list tasks of {short_name(execution)}", self._lister(request))
+            tasks.extend(TaskStatus.from_message(task) for task in page.tasks)
+            token = page.next_page_token
+            if not token:
+                return sorted(tasks, key=lambda task: task.index)
+
+    def cancel(self, execution: str) -> None:
+        """Ask Cloud Run to cancel an execution; an execution that already ended is not an error."""
+
+        def cancel() -> None:
+            try:
+                self.clients.executions.cancel_execution(name=execution, retry=None)
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return
+
+        self._call(self.budget.write, f"cancel {short_name(execution)}", cancel)
+
+    def cancel_all(self, executions: Iterable[str]) -> None:
+        for name in executions:
+            self.cancel(name)
+
+
+def overrides_summary(launch: Launch) -> dict[str, Any]:
+    """The RunJob overrides of a launch as plain data, for ``fanout plan`` (sensitive values masked)."""
+    env = dict(launch.env)
+    env.update({name: "***" for name, _ in launch.sensitive_env})
+    env.update({name: f"<secret {secret}:{version}>" for name, secret, version in launch.secret_env})
+    summary: dict[str, Any] = {"taskCount": launch.task_count, "env": env}
+    if launch.args is not None:
+        summary["args"] = list(launch.args)
+    if launch.clear_args:
+        summary["clearArgs"] = True
+    if launch.timeout_seconds is not None:
+        summary["timeout"] = to_api_duration(launch.timeout_seconds)
+    return summary
