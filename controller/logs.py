@@ -1,0 +1,200 @@
+"""Log tails from Cloud Logging: the last lines each item printed, in as few ``entries:list`` calls as the
+filter language allows.
+
+One filter names many executions at once (``labels."run.googleapis.com/execution_name"=("a" OR "b")``),
+entries come newest first, and each target keeps its first ``max_lines`` (its tail) until every target is
+full or the call budget is spent. Fetching is bounded in calls and time, so a slow Logging API shortens
+the tails instead of holding up the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.cloud.logging import DESCENDING
+
+from controller.quota import Limiter
+from controller.retry import is_retryable, retrying
+
+log = logging.getLogger(__name__)
+
+EXECUTION_LABEL = "run.googleapis.com/execution_name"
+TASK_INDEX_LABEL = "run.googleapis.com/task_index"
+# Logging filters are limited to 20,000 characters; leave room for the fixed clauses.
+MAX_FILTER_CHARS = 18_000
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TailTarget:
+    """Whose tail to fetch: an execution, and for packed executions one task of it."""
+
+    key: str  # the item key the tail belongs to
+    execution: str  # short execution name
+    task_index: int | None = None
+
+
+@dataclass
+class Tail:
+    lines: list[str] = field(default_factory=list)  # newest first while collecting
+    bytes: int = 0
+    truncated: bool = False
+
+    def chronological(self) -> list[str]:
+        return list(reversed(self.lines))
+
+
+@dataclass
+class TailStats:
+    calls: int = 0
+    entries: int = 0
+    incomplete: bool = False  # the call or time budget ran out before every tail was full
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _batches(values: Sequence[str], label: str, fixed: int) -> list[list[str]]:
+    """Split values so each ``label=("a" OR "b" ...)`` clause stays under the filter length limit."""
+    out: list[list[str]] = [[]]
+    size = fixed + len(label) + 4
+    for value in values:
+        cost = len(value) + 6
+        if out[-1] and size + cost > MAX_FILTER_CHARS:
+            out.append([])
+            size = fixed + len(label) + 4
+        out[-1].append(value)
+        size += cost
+    return [batch for batch in out if batch]
+
+
+def build_filters(project: str, targets: Iterable[TailTarget], since: datetime | None) -> list[str]:
+    """Filters covering every target: per-item executions grouped by execution name, packed tasks grouped
+    by execution and task index."""
+    base = ['resource.type="cloud_run_job"', f'resource.labels.project_id="{project}"']
+    if since is not None:
+        base.append(f'timestamp>="{since.isoformat().replace("+00:00", "Z")}"')
+    fixed = " AND ".join(base)
+    whole: list[str] = []
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for target in targets:
+        if target.task_index is None:
+            whole.append(target.execution)
+        else:
+            by_task[target.execution].append(str(target.task_index))
+    filters = []
+    for batch in _batches(sorted(set(whole)), EXECUTION_LABEL, len(fixed)):
+        values = " OR ".join(_quote(v) for v in batch)
+        filters.append(f'{fixed} AND labels."{EXECUTION_LABEL}"=({values})')
+    for execution, indexes in sorted(by_task.items()):
+        head = f'{fixed} AND labels."{EXECUTION_LABEL}"={_quote(execution)}'
+        for batch in _batches(sorted(set(indexes), key=int), TASK_INDEX_LABEL, len(head)):
+            values = " OR ".join(_quote(v) for v in batch)
+            filters.append(f'{head} AND labels."{TASK_INDEX_LABEL}"=({values})')
+    return filters
+
+
+def _text(entry: Any) -> str:
+    payload = entry.payload
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, dict):
+        return str(payload.get("message", payload))
+    return str(payload)
+
+
+def fetch_tails(
+    client: Any,
+    project: str,
+    targets: Sequence[TailTarget],
+    *,
+    limiter: Limiter,
+    max_lines: int = 50,
+    max_bytes: int = 8192,
+    since: datetime | None = None,
+    max_calls: int = 20,
+    max_seconds: float = 60.0,
+    redact: Callable[[str], str] = lambda line: line,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[dict[str, Tail], TailStats]:
+    """The last lines of each target, keyed by ``TailTarget.key``."""
+    tails: dict[str, Tail] = {target.key: Tail() for target in targets}
+    owners: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+    for target in targets:
+        owners[(target.execution, target.task_index)].append(target.key)
+    open_targets = {target.key for target in targets}
+    stats = TailStats()
+    deadline = clock() + max_seconds
+
+    for filter_ in build_filters(project, targets, since):
+        token: str | None = None
+        while open_targets:
+            if stats.calls >= max_calls or clock() >= deadline:
+                stats.incomplete = True
+                break
+            try:
+                entries, token = _one_page(client, project, filter_, token, limiter, sleep)
+            except Exception as exc:
+                if not is_retryable(exc) and not _is_api_error(exc):
+                    raise
+                log.warning("log tails incomplete: Cloud Logging failed: %s", exc)
+                stats.incomplete = True
+                break
+            stats.calls += 1
+            stats.entries += len(entries)
+            for entry in entries:
+                labels = entry.labels or {}
+                execution = labels.get(EXECUTION_LABEL, "")
+                index_text = labels.get(TASK_INDEX_LABEL)
+                candidates = owners.get((execution, None), []) + (
+                    owners.get((execution, int(index_text)), []) if index_text is not None else []
+                )
+                for key in candidates:
+                    if key not in open_targets:
+                        continue
+                    tail = tails[key]
+                    line = redact(_text(entry))
+                    if len(tail.lines) >= max_lines or tail.bytes + len(line) > max_bytes:
+                        tail.truncated = True
+                        open_targets.discard(key)
+                        continue
+                    tail.lines.append(line)
+                    tail.bytes += len(line)
+            if not token:
+                break
+        if stats.incomplete:
+            break
+    return tails, stats
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.GoogleAPICallError)
+
+
+def _one_page(
+    client: Any, project: str, filter_: str, token: str | None, limiter: Limiter, sleep: Callable[[float], None]
+) -> tuple[list[Any], str | None]:
+    for attempt in retrying(attempts=4, max_seconds=30, sleep=sleep):
+        with attempt:
+            limiter.acquire()
+            iterator = client.list_entries(
+                resource_names=[f"projects/{project}"],
+                filter_=filter_,
+                order_by=DESCENDING,
+                page_size=PAGE_SIZE,
+                page_token=token,
+            )
+            page = next(iterator.pages, None)
+            entries = list(page) if page is not None else []
+            return entries, iterator.next_page_token
+    raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
