@@ -1,0 +1,503 @@
+"""Running a planned batch: launch, watch, cancel, collect, and turn what happened into item results.
+
+Plain Python with injected clock and waits, so tests drive it exactly and the Prefect flow (``flow.py``)
+stays a thin layer that maps these steps onto task runs. Thread-safe where the flow needs it: launches
+run on a pool of threads while the watcher polls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from google.api_core import exceptions as gexc
+
+from controller.cloudrun import CloudRun, ExecutionStatus, TaskStatus, short_name
+from controller.logs import Tail, TailTarget, fetch_tails
+from controller.plan import Launch, Plan, manifest_chunks
+from controller.report import (
+    BatchStatus,
+    ItemResult,
+    ItemState,
+    LaunchResult,
+    Report,
+    TaskResult,
+    batch_status,
+    summarize,
+)
+from controller.retry import is_retryable
+from controller.spec import Item
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+BATCH_STATE = "batch.json"
+BATCH_SCHEMA = "fanout.batch/v1"
+
+
+class BatchConflict(Exception):
+    """The batch id is taken by a batch with a different spec."""
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Adaptive polling: ``fastest`` while executions are changing, slowing by ``backoff`` up to
+    ``slowest`` while nothing changes."""
+
+    fastest: float = 2.0
+    slowest: float = 30.0
+    backoff: float = 1.5
+
+
+@dataclass
+class LaunchState:
+    launch: Launch
+    execution: ExecutionStatus | None = None
+    error: str | None = None  # why it never started
+    tasks: list[TaskStatus] | None = None
+    adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
+
+    @property
+    def active(self) -> bool:
+        return self.execution is not None and not self.execution.done
+
+
+@dataclass
+class Redactor:
+    """Replaces sensitive literal values in any text that leaves the controller."""
+
+    secrets: frozenset[str] = frozenset()
+
+    def __call__(self, text: str) -> str:
+        for value in self.secrets:
+            if value and value in text:
+                text = text.replace(value, "***")
+        return text
+
+
+@dataclass
+class BatchRunner:
+    plan: Plan
+    cloud: CloudRun
+    store: Store
+    concurrency: int = 16
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[Mapping[str, int]], None] | None = None
+    deadline_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self.states = [LaunchState(launch) for launch in self.plan.launches]
+        self.started_at = self.now()
+        self.redact = Redactor(self.plan.batch.sensitive_values())
+        self.problems: list[str] = []
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._start_clock = self.clock()
+
+    # -- before launching ----------------------------------------------------------------------------
+
+    def open_batch(self, *, project: str, region: str) -> bool:
+        """Record the batch next to its report, or find it there; returns True when resuming.
+
+        Raises BatchConflict when the id belongs to a batch with a different spec.
+        """
+        batch = self.plan.batch
+        existing = self.store.read(batch.batch_id, BATCH_STATE)
+        if existing is not None:
+            state = json.loads(existing)
+            if state.get("spec_digest") != batch.digest:
+                raise BatchConflict(
+                    f"batch id {batch.batch_id!r} was already used for a different spec "
+                    f"(at {self.store.url(batch.batch_id)}); choose another --batch-id, or run the same spec "
+                    "to resume it"
+                )
+            self.started_at = datetime.fromisoformat(state["started_at"])
+            return True
+        state = {
+            "schema": BATCH_SCHEMA,
+            "batch_id": batch.batch_id,
+            "spec_digest": batch.digest,
+            "started_at": self.started_at.isoformat(),
+            "project": project,
+            "region": region,
+            "mode": str(self.plan.mode),
+            "launches": len(self.plan.launches),
+            "items": len(batch.items),
+        }
+        self.store.write(batch.batch_id, BATCH_STATE, json.dumps(state, indent=1).encode())
+        return False
+
+    def prepare(self, *, service_account: str | None = None) -> None:
+        """Create one-off jobs and write the manifests of packed launches."""
+        for job in self.plan.one_off_jobs:
+            self.cloud.ensure_job(job, service_account=service_account)
+        batch_id = self.plan.batch.batch_id
+        files: list[tuple[str, bytes]] = []
+        for launch in self.plan.launches:
+            if launch.packed:
+                files.extend((f"manifests/{launch.index:05d}/{name}", data) for name, data in manifest_chunks(launch))
+        if files:
+            self.store.write_many(batch_id, files)
+
+    def adopt_existing(self) -> int:
+        """Attach to executions this batch already started (a resumed run); returns how many."""
+        keys_by_job: dict[str, set[str]] = {}
+        for state in self.states:
+            keys_by_job.setdefault(state.launch.job, set()).add(state.launch.key)
+        by_key: dict[str, ExecutionStatus] = {}
+        for job, keys in keys_by_job.items():
+            by_key.update(self.cloud.find_launched(job, keys, since=self.started_at))
+        for state in self.states:
+            if (found := by_key.get(state.launch.key)) is not None:
+                state.execution, state.adopted = found, True
+        return len(by_key)
+
+    # -- launching -----------------------------------------------------------------------------------
+
+    def pending(self) -> list[LaunchState]:
+        return [s for s in self.states if s.execution is None and s.error is None]
+
+    def launch(self, state: LaunchState) -> LaunchState:
+        """Start one launch's execution (exactly once); records a refusal as the reason it never ran."""
+        if self.cancel_event.is_set():
+            state.error = "the batch was cancelled before this launch started"
+            return state
+        try:
+            execution = self.cloud.run(state.launch, since=self.started_at)
+        except gexc.GoogleAPICallError as exc:
+            state.error = self.redact(f"Cloud Run refused the run: {exc.message or exc}")
+            log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            state.error = self.redact(f"Cloud Run could not be reached: {type(exc).__name__}: {exc}")
+            log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
+        else:
+            with self._lock:
+                state.execution = execution
+        return state
+
+    def launch_all(self) -> None:
+        """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead)."""
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="launch") as pool:
+            list(pool.map(self.launch, self.pending()))
+
+    # -- watching ------------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Items by state for progress: pending, running and the terminal states known so far."""
+        counts: Counter[str] = Counter()
+        for state in self.states:
+            items = len(state.launch.items)
+            execution = state.execution
+            if state.error is not None:
+                counts[ItemState.NOT_LAUNCHED] += items
+            elif execution is None:
+                counts["pending"] += items
+            elif state.launch.packed:
+                counts[ItemState.SUCCEEDED] += execution.succeeded
+                counts[ItemState.FAILED] += execution.failed
+                counts[ItemState.CANCELLED] += execution.cancelled
+                counts["running"] += execution.running
+                counts["pending"] += max(0, items - execution.finished_tasks - execution.running)
+            elif execution.done:
+                outcome = {"succeeded": ItemState.SUCCEEDED, "cancelled": ItemState.CANCELLED}
+                counts[outcome.get(execution.outcome or "", ItemState.FAILED)] += 1
+            else:
+                counts["running" if execution.start_time else "pending"] += 1
+        return dict(counts)
+
+    def _deadline_passed(self) -> bool:
+        return self.deadline_seconds is not None and self.clock() - self._start_clock > self.deadline_seconds
+
+    def watch(self, launching_done: Callable[[], bool] = lambda: True) -> None:
+        """Poll until every started execution has ended and launching is over, or until cancelled or past
+        the batch deadline (then cancel)."""
+        interval = self.poll.fastest
+        last: dict[str, tuple[int, ...]] = {}
+        while True:
+            with self._lock:
+                active = [s for s in self.states if s.active]
+            if not active and launching_done():
+                break
+            if self._deadline_passed():
+                self.problems.append(f"the batch passed its deadline of {self.deadline_seconds:.0f}s")
+                self.cancel_event.set()
+            if self.cancel_event.is_set():
+                break
+            changed = False
+            if active:
+                names_by_job: dict[str, set[str]] = {}
+                for state in active:
+                    assert state.execution is not None
+                    names_by_job.setdefault(state.launch.job, set()).add(state.execution.name)
+                statuses = self.cloud.poll(names_by_job, since=self.started_at)
+                with self._lock:
+                    for state in active:
+                        assert state.execution is not None
+                        status = statuses.get(state.execution.name)
+                        if status is None:
+                            continue
+                        signature = (status.running, status.succeeded, status.failed, status.cancelled, status.done)
+                        changed |= last.get(status.name) != signature
+                        last[status.name] = signature
+                        state.execution = status
+            if self.progress:
+                self.progress(self.counts())
+            interval = self.poll.fastest if changed else min(interval * self.poll.backoff, self.poll.slowest)
+            if not active:
+                interval = self.poll.fastest  # only waiting for launches to register
+            self.cancel_event.wait(interval)
+        if self.cancel_event.is_set():
+            self.cancel()
+
+    def cancel(self, *, wait_seconds: float = 60.0) -> None:
+        """Cancel every execution of the batch still running, then wait (bounded) until they have stopped."""
+        self.cancelled = True
+        with self._lock:
+            active = [s for s in self.states if s.active]
+        for state in active:
+            assert state.execution is not None
+            try:
+                self.cloud.cancel(state.execution.name)
+            except gexc.GoogleAPICallError as exc:
+                self.problems.append(self.redact(f"could not cancel {short_name(state.execution.name)}: {exc.message}"))
+        deadline = self.clock() + wait_seconds
+        while active and self.clock() < deadline:
+            names_by_job: dict[str, set[str]] = {}
+            for state in active:
+                assert state.execution is not None
+                names_by_job.setdefault(state.launch.job, set()).add(state.execution.name)
+            statuses = self.cloud.poll(names_by_job, since=self.started_at)
+            for state in active:
+                assert state.execution is not None
+                state.execution = statuses.get(state.execution.name, state.execution)
+            active = [s for s in active if s.active]
+            if active:
+                time.sleep(min(self.poll.fastest, 1.0))
+        if active:
+            self.problems.append(
+                f"{len(active)} execution(s) had not stopped {wait_seconds:.0f}s after cancellation: "
+                + ", ".join(short_name(s.execution.name) for s in active if s.execution)
+            )
+
+    # -- collecting ----------------------------------------------------------------------------------
+
+    def collect_tasks(self) -> None:
+        """Fetch task details where the execution alone cannot tell each item's outcome."""
+        for state in self.states:
+            execution = state.execution
+            if execution is None:
+                continue
+            simple = not state.launch.packed and execution.task_count == 1 and execution.outcome == "succeeded"
+            if simple:
+                state.tasks = [
+                    TaskStatus(
+                        index=0,
+                        state=ItemState.SUCCEEDED,
+                        exit_code=0,
+                        attempts=execution.retried + 1,
+                        start_time=execution.start_time,
+                        completion_time=execution.completion_time,
+                        message=None,
+                    )
+                ]
+            else:
+                state.tasks = self.cloud.list_tasks(execution.name)
+
+    def tail_targets(self, results: Iterable[ItemResult], *, all_items: bool = False) -> list[TailTarget]:
+        return [
+            TailTarget(key=r.key, execution=short_name(r.execution), task_index=r.task_index)
+            for r in results
+            if r.execution and (all_items or not r.state.ok) and r.state is not ItemState.NOT_LAUNCHED
+        ]
+
+    def attach_tails(
+        self,
+        results: list[ItemResult],
+        logging_client: object,
+        *,
+        all_items: bool = False,
+        max_lines: int = 50,
+        max_bytes: int = 8192,
+        max_calls: int = 20,
+        max_seconds: float = 60.0,
+    ) -> list[ItemResult]:
+        """Results with the log tails of failed items (or all) filled in. A Logging failure leaves them
+        without tails and notes it; it never fails the report."""
+        targets = self.tail_targets(results, all_items=all_items)
+        if not targets:
+            return results
+        try:
+            tails, stats = fetch_tails(
+                logging_client,
+                self.cloud.project,
+                targets,
+                limiter=self.cloud.budget.logs,
+                max_lines=max_lines,
+                max_bytes=max_bytes,
+                since=self.started_at,
+                max_calls=max_calls,
+                max_seconds=max_seconds,
+                redact=self.redact,
+            )
+        except gexc.GoogleAPICallError as exc:
+            self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {exc.message}"))
+            return results
+        if stats.incomplete:
+            self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
+        with_tails: dict[str, Tail] = tails
+        return [
+            r.model_copy(
+                update={
+                    "log_tail": with_tails[r.key].chronological(),
+                    "log_tail_truncated": with_tails[r.key].truncated,
+                }
+            )
+            if r.key in with_tails
+            else r
+            for r in results
+        ]
+
+    def item_results(self) -> list[ItemResult]:
+        """One result per item of the batch, every one in a terminal state, in spec order."""
+        results: list[ItemResult] = []
+        for state in self.states:
+            for position, item in enumerate(state.launch.items):
+                results.append(self._item_result(state, item, position))
+        results.sort(key=lambda r: r.index)
+        return results
+
+    def _item_result(self, state: LaunchState, item: Item, position: int) -> ItemResult:
+        launch = state.launch
+        base = {"key": item.key, "index": item.index, "job": launch.job, "label": item.label, "launch": launch.index}
+        execution = state.execution
+        if execution is None:
+            why = state.error or (
+                "the batch was cancelled before this item launched" if self.cancelled else "never launched"
+            )
+            return ItemResult(**base, state=ItemState.NOT_LAUNCHED, reason=why)
+        console = self.console_url(execution.name)
+        tasks = state.tasks or []
+        if launch.packed:
+            tasks = [t for t in tasks if t.index == position]
+        task_results = [
+            TaskResult(
+                index=t.index,
+                state=t.state or self._unfinished_state(),
+                exit_code=t.exit_code,
+                attempts=t.attempts,
+                start_time=t.start_time,
+                end_time=t.completion_time,
+            )
+            for t in tasks
+        ]
+        reason: str | None
+        if not task_results:
+            item_state = self._unfinished_state() if not execution.done else ItemState.FAILED
+            reason = execution.message or "Cloud Run reported no tasks for this execution"
+        else:
+            bad = [t for t in task_results if t.state is not ItemState.SUCCEEDED]
+            worst = min(bad, key=lambda t: _SEVERITY[t.state]) if bad else None
+            item_state = worst.state if worst else ItemState.SUCCEEDED
+            reason = self._reason(worst, tasks, launch) if worst else None
+        exit_codes = [t.exit_code for t in task_results if t.exit_code is not None]
+        starts = [t.start_time for t in task_results if t.start_time]
+        ends = [t.end_time for t in task_results if t.end_time]
+        return ItemResult(
+            **base,
+            state=item_state,
+            reason=self.redact(reason) if reason else None,
+            exit_code=next((c for c in exit_codes if c != 0), exit_codes[0] if exit_codes else None),
+            attempts=max((t.attempts for t in task_results), default=0),
+            execution=execution.name,
+            task_index=position if launch.packed else None,
+            tasks=task_results,
+            create_time=execution.create_time,
+            start_time=min(starts) if starts else execution.start_time,
+            end_time=max(ends) if ends else execution.completion_time,
+            console_url=console,
+            log_url=execution.log_uri,
+        )
+
+    def _unfinished_state(self) -> ItemState:
+        return ItemState.CANCELLED if self.cancelled else ItemState.FAILED
+
+    def _reason(self, worst: TaskResult, tasks: list[TaskStatus], launch: Launch) -> str:
+        message = next((t.message for t in tasks if t.index == worst.index and t.message), None)
+        if worst.state is ItemState.TIMED_OUT:
+            limit = f" of {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
+            return f"task {worst.index} ran past its timeout{limit}" + (f": {message}" if message else "")
+        if worst.state is ItemState.CANCELLED:
+            return "cancelled" + (f": {message}" if message else "")
+        if worst.exit_code is not None:
+            return f"task {worst.index} exited with code {worst.exit_code} after {worst.attempts} attempt(s)"
+        return message or f"task {worst.index} did not finish"
+
+    def console_url(self, execution: str) -> str:
+        return (
+            f"https://console.cloud.google.com/run/jobs/executions/details/{self.cloud.region}/"
+            f"{short_name(execution)}/tasks?project={self.cloud.project}"
+        )
+
+    def launch_results(self) -> list[LaunchResult]:
+        out = []
+        for state in self.states:
+            execution = state.execution
+            out.append(
+                LaunchResult(
+                    index=state.launch.index,
+                    key=state.launch.key,
+                    job=state.launch.job,
+                    packed=state.launch.packed,
+                    items=len(state.launch.items),
+                    execution=execution.name if execution else None,
+                    state=(execution.outcome or "unfinished") if execution else (state.error or "not launched"),
+                    create_time=execution.create_time if execution else None,
+                    start_time=execution.start_time if execution else None,
+                    end_time=execution.completion_time if execution else None,
+                    console_url=self.console_url(execution.name) if execution else None,
+                )
+            )
+        return out
+
+    def report(self, items: list[ItemResult], *, flow_run_id: str | None = None) -> Report:
+        finished = self.now()
+        duration = (finished - self.started_at).total_seconds()
+        summary = summarize(items, launches=len(self.states), duration_seconds=duration)
+        return Report(
+            batch_id=self.plan.batch.batch_id,
+            status=batch_status(summary, cancelled=self.cancelled),
+            flow_run_id=flow_run_id,
+            spec_digest=self.plan.batch.digest,
+            project=self.cloud.project,
+            region=self.cloud.region,
+            mode=str(self.plan.mode),
+            started_at=self.started_at,
+            finished_at=finished,
+            summary=summary,
+            launches=self.launch_results(),
+            items=items,
+            problems=[self.redact(p) for p in self.problems],
+        )
+
+
+_SEVERITY = {
+    ItemState.TIMED_OUT: 0,
+    ItemState.FAILED: 1,
+    ItemState.CANCELLED: 2,
+    ItemState.NOT_LAUNCHED: 3,
+    ItemState.SUCCEEDED: 4,
+}
+
+__all__ = ["BatchConflict", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy", "Redactor"]

@@ -1,0 +1,143 @@
+"""Where reports, manifests and batch state live: a GCS prefix or a local folder.
+
+Layout under the destination: ``<batch-id>/report.json``, ``report.html``, ``batch.json`` (what a resumed
+run needs to find the batch again) and ``manifests/<launch>/<chunk>.json`` (packed launches). Every write
+replaces the object whole: GCS object writes are atomic, and local writes go through a temporary file and
+``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """A report destination could not be used; the message says which and why."""
+
+
+class Store(Protocol):
+    def url(self, batch_id: str, name: str = "") -> str: ...
+
+    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str: ...
+
+    def read(self, batch_id: str, name: str) -> bytes | None: ...
+
+    def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None: ...
+
+
+class LocalStore:
+    """A folder on this machine."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def url(self, batch_id: str, name: str = "") -> str:
+        return str(self.root / batch_id / name) if name else str(self.root / batch_id)
+
+    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str:
+        path = self.root / batch_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    def read(self, batch_id: str, name: str) -> bytes | None:
+        try:
+            return (self.root / batch_id / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
+        for name, data in files:
+            self.write(batch_id, name, data)
+
+
+class GcsStore:
+    """A ``gs://bucket/prefix`` through google-cloud-storage."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.bucket = client.bucket(bucket)
+
+    def _object(self, batch_id: str, name: str) -> str:
+        return "/".join(part for part in (self.prefix, batch_id, name) if part)
+
+    def url(self, batch_id: str, name: str = "") -> str:
+        return f"gs://{self.bucket_name}/{self._object(batch_id, name)}"
+
+    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        blob = self.bucket.blob(self._object(batch_id, name))
+        # Retrying is safe although the upload is unconditional: every attempt writes the same bytes, so a
+        # repeat after a lost response leaves the object exactly as the first attempt did.
+        try:
+            blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
+        except gexc.GoogleAPICallError as exc:
+            raise StoreError(f"cannot write {self.url(batch_id, name)}: {exc.message}") from None
+        return self.url(batch_id, name)
+
+    def read(self, batch_id: str, name: str) -> bytes | None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            data: bytes = self.bucket.blob(self._object(batch_id, name)).download_as_bytes()
+        except gexc.NotFound:
+            return None
+        return data
+
+    def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
+        # Manifests of a 10,000-item launch are 100 small objects: write them side by side.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda file: self.write(batch_id, file[0], file[1]), files))
+
+
+def open_store(destination: str, storage_client: Any | None = None) -> Store:
+    """A store for ``gs://bucket/prefix`` or a local folder path."""
+    if destination.startswith("gs://"):
+        bucket, _, prefix = destination.removeprefix("gs://").partition("/")
+        if not bucket:
+            raise StoreError(f"{destination!r} names no bucket; use gs://BUCKET/PREFIX")
+        if storage_client is None:
+            raise StoreError("a gs:// destination needs a storage client")
+        return GcsStore(storage_client, bucket, prefix)
+    if "://" in destination:
+        raise StoreError(f"unsupported report destination {destination!r}: use gs://BUCKET/PREFIX or a folder")
+    return LocalStore(destination)
+
+
+def read_url(url: str, storage_client: Any | None = None) -> bytes:
+    """Read one object by URL: ``gs://bucket/path`` or a local path (for ``fanout report show``)."""
+    if url.startswith("gs://"):
+        from google.api_core import exceptions as gexc
+
+        bucket, _, name = url.removeprefix("gs://").partition("/")
+        if storage_client is None:
+            raise StoreError("reading gs:// needs a storage client")
+        try:
+            data: bytes = storage_client.bucket(bucket).blob(name).download_as_bytes()
+        except gexc.NotFound:
+            raise StoreError(f"{url} does not exist") from None
+        return data
+    path = Path(url).expanduser()
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
