@@ -155,25 +155,15 @@ def hostile() -> str:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """A throwaway Prefect API server on SQLite for the whole session (it takes 5-15 s to start here)."""
-    from prefect.settings import (
-        PREFECT_LOGGING_LEVEL,
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        PREFECT_SERVER_LOGGING_LEVEL,
-    )
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED
     from prefect.settings.context import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    # Offline and quiet: no usage reporting from client or server, only warnings in the test output.
+    # Offline: no usage reporting from the client (DO_NOT_TRACK) or from the server subprocess.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DO_NOT_TRACK", "1")
         with (
-            temporary_settings(
-                updates={
-                    PREFECT_SERVER_ANALYTICS_ENABLED: False,
-                    PREFECT_LOGGING_LEVEL: "WARNING",
-                    PREFECT_SERVER_LOGGING_LEVEL: "WARNING",
-                }
-            ),
+            temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
             prefect_test_harness(server_startup_timeout=60),
         ):
             yield

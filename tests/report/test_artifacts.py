@@ -1,0 +1,125 @@
+"""publish_artifacts against a real (temporary) Prefect server, read back through the Prefect client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect import Flow, flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import Artifact
+from prefect.context import get_run_context
+
+from controller import artifacts
+from controller.artifacts import FAILED_ITEMS_KEY, REPORT_KEY, publish_artifacts
+from controller.report import ItemState, Report
+from controller.summary import failed_first
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+MakeReport = Callable[..., Report]
+REPORT_URL = "gs://reports/batch-demo/report.html"
+
+
+def flow_run_id() -> UUID:
+    context = get_run_context()
+    run = getattr(context, "flow_run", None)
+    assert run is not None
+    return UUID(str(run.id))
+
+
+# The report is captured, not passed as a parameter: Prefect stores flow parameters and refuses ones over
+# 512 KB, which a 2,000-item report is.
+def publishing_flow(report: Report) -> Flow[[], UUID]:
+    @flow(name="publish-report")
+    def publish() -> UUID:
+        publish_artifacts(report, report_url=REPORT_URL)
+        return flow_run_id()
+
+    return publish
+
+
+def publishing_flow_async(report: Report) -> Flow[[], Coroutine[Any, Any, UUID]]:
+    @flow(name="publish-report-async")
+    async def publish() -> UUID:
+        publish_artifacts(report, report_url=REPORT_URL)
+        return flow_run_id()
+
+    return publish
+
+
+def read_artifacts(run_id: UUID) -> dict[str, Artifact]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return {artifact.key: artifact for artifact in artifacts if artifact.key}
+
+
+def test_flow_run_gets_a_markdown_summary_and_a_failed_items_table(make_report: MakeReport) -> None:
+    report = make_report(2000)
+    run_id = publishing_flow(report)()
+
+    artifacts = read_artifacts(run_id)
+    assert set(artifacts) == {REPORT_KEY, FAILED_ITEMS_KEY}
+    markdown = artifacts[REPORT_KEY]
+    assert markdown.type == "markdown"
+    assert isinstance(markdown.data, str)
+    summary = report.summary
+    assert f"**{summary.not_succeeded:,} of 2,000 items did not succeed**" in markdown.data
+    assert f"| failed | {summary.by_state[ItemState.FAILED]:,} |" in markdown.data
+    assert f"| succeeded | {summary.succeeded:,} |" in markdown.data
+    assert REPORT_URL in markdown.data
+    worst = failed_first(report)
+    assert all(f"| {item.key} |" in markdown.data for item in worst[:50])
+
+    table = artifacts[FAILED_ITEMS_KEY]
+    assert table.type == "table"
+    assert isinstance(table.data, str)
+    rows = json.loads(table.data)
+    assert [row["key"] for row in rows] == [item.key for item in worst]
+    assert rows[0]["state"] == "failed"
+    assert rows[0]["last_log_line"].startswith("Traceback: ValueError")
+
+
+def test_async_flow_gets_the_artifacts_too(make_report: MakeReport) -> None:
+    report = make_report(50, states=[ItemState.SUCCEEDED, ItemState.TIMED_OUT])
+    run_id = asyncio.run(publishing_flow_async(report)())
+    artifacts = read_artifacts(run_id)
+    assert "**25 of 50 items did not succeed**" in str(artifacts[REPORT_KEY].data)
+    assert len(json.loads(str(artifacts[FAILED_ITEMS_KEY].data))) == 25
+
+
+def test_outside_a_flow_run_nothing_is_published(
+    make_report: MakeReport, caplog: pytest.LogCaptureFixture
+) -> None:
+    report = make_report(3, states=[ItemState.FAILED])
+    with caplog.at_level(logging.DEBUG, logger="controller.artifacts"):
+        publish_artifacts(report)
+    assert "not in a Prefect flow run" in caplog.text
+    with get_client(sync_client=True) as client:
+        assert not [a for a in client.read_artifacts() if a.flow_run_id is None]
+
+
+def test_a_failing_artifact_call_is_a_warning_and_does_not_stop_the_other(
+    make_report: MakeReport, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(**_: object) -> UUID:
+        raise httpx.ConnectError("connection refused")
+
+    # The Prefect function as our module sees it, replaced by one that fails like a dropped connection.
+    monkeypatch.setattr(artifacts, "create_table_artifact", refused)
+    report = make_report(3, states=[ItemState.FAILED])
+    with caplog.at_level(logging.WARNING, logger="controller.artifacts"):
+        run_id = publishing_flow(report)()
+    warnings = [record for record in caplog.records if record.name == "controller.artifacts"]
+    assert [record.getMessage() for record in warnings] == [
+        f"could not publish Prefect artifact {FAILED_ITEMS_KEY} for batch batch-demo"
+    ]
+    assert warnings[0].exc_info is not None
+    assert set(read_artifacts(run_id)) == {REPORT_KEY}
