@@ -1,0 +1,145 @@
+"""``fanout emulator`` / ``python -m controller.emulator``: serve the emulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from controller.catalog import Catalog, CatalogError
+from controller.emulator.faults import Faults
+from controller.emulator.server import Emulator
+
+log = logging.getLogger("controller.emulator")
+
+
+def _pair(text: str, what: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return name, value
+
+
+def _image(text: str) -> tuple[str, str]:
+    return _pair(text, "IMAGE=COMMAND")
+
+
+def _secret(text: str) -> tuple[str, str]:
+    return _pair(text, "SECRET=VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="fanout emulator",
+        description="Local Cloud Run Admin API v2 + Cloud Logging entries:list; tasks run as local processes.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--project", default="local-project")
+    parser.add_argument("--region", default="us-central1")
+    parser.add_argument(
+        "--jobs-dir", type=Path, default=None, help="job catalog folder (default: the repository's jobs/)"
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        type=_image,
+        default=[],
+        metavar="IMAGE=COMMAND",
+        help="what an image without a command runs locally (shell words), repeatable",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        type=_secret,
+        default=[],
+        metavar="SECRET=VALUE",
+        help="local value of a Secret Manager secret (short name or full name), repeatable",
+    )
+    parser.add_argument("--faults", type=Path, default=None, help="fault injection config (YAML or JSON)")
+    parser.add_argument("--max-running-tasks", type=int, default=None)
+    parser.add_argument("--docker", action="store_true", help="run images without a local command in Docker")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
+    return parser
+
+
+def _catalog(jobs_dir: Path | None) -> Catalog | None:
+    try:
+        return Catalog.from_jobs_dir(jobs_dir) if jobs_dir is not None else Catalog.from_jobs_dir()
+    except CatalogError as exc:
+        if jobs_dir is not None and "no job definitions" not in str(exc):
+            raise
+        log.info("no job catalog loaded: %s", str(exc).splitlines()[0])
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    try:
+        faults = Faults.from_file(args.faults) if args.faults else None
+        catalog = _catalog(args.jobs_dir)
+    except (OSError, ValueError, ValidationError, CatalogError) as exc:
+        print(f"fanout emulator: {exc}", file=sys.stderr)
+        return 2
+    emulator = Emulator(
+        catalog=catalog,
+        project=args.project,
+        region=args.region,
+        host=args.host,
+        port=args.port,
+        faults=faults,
+        local_images={image: shlex.split(command) for image, command in args.image},
+        max_running_tasks=args.max_running_tasks,
+        use_docker=args.docker,
+        secrets=dict(args.secret),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            emulator.start()
+        except OSError as exc:
+            print(f"fanout emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        jobs = len(catalog) if catalog else 0
+        print(
+            f"Cloud Run emulator serving {emulator.url} (project {args.project}, region {args.region}, "
+            f"{jobs} catalog jobs). Point clients at it:\n"
+            f"  export CLOUD_RUN_EMULATOR_HOST={emulator.url}\n"
+            f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
+            f"                    client_options=ClientOptions(api_endpoint='{emulator.url}'))\n"
+            f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
+            f"                 client_options={{'api_endpoint': '{emulator.url}'}})\n"
+            f"  gcloud config set api_endpoint_overrides/run {emulator.url}/\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+        # Wake up now and then: a signal handler only runs between bytecodes of the main thread.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Cloud Run emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``Emulator``: the local Cloud Run Admin API v2 + Logging server, served from a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from controller.catalog import Catalog
+from controller.emulator.app import EmulatorApp, Stats
+from controller.emulator.backend import Backend
+from controller.emulator.faults import FaultInjector, Faults
+from controller.emulator.logstore import DEFAULT_MAX_ENTRIES, LogStore
+
+_START_TIMEOUT = 15.0
+_STOP_TIMEOUT = 15.0
+
+
+class Emulator:
+    """A local Cloud Run Admin API v2 (jobs, executions, tasks, operations) and Logging ``entries:list``.
+
+    Tasks run as local processes. Each instance has fresh state. Use as a context manager, or call
+    ``start()`` and ``stop()``.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        project: str = "local-project",
+        region: str = "us-central1",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        local_images: Mapping[str, list[str]] | None = None,
+        max_running_tasks: int | None = None,
+        use_docker: bool = False,
+        *,
+        secrets: Mapping[str, str] | None = None,
+        max_log_entries: int = DEFAULT_MAX_ENTRIES,
+        kill_grace_seconds: float = 1.0,
+    ) -> None:
+        self.project = project
+        self.region = region
+        self.host = host
+        self._requested_port = port
+        self._faults = FaultInjector(faults)
+        self._stats = Stats()
+        self._catalog = catalog
+        self._backend_args: dict[str, Any] = {
+            "project": project,
+            "region": region,
+            "catalog": catalog,
+            "local_images": local_images,
+            "secrets": secrets,
+            "max_running_tasks": max_running_tasks,
+            "use_docker": use_docker,
+            "faults": self._faults,
+            "logs": LogStore(max_log_entries),
+            "kill_grace_seconds": kill_grace_seconds,
+        }
+        self._backend: Backend | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._failure: BaseException | None = None
+        self._ready = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> Emulator:
+        """Bind the port and serve from a background thread; returns once requests are answered."""
+        if self._thread is not None:
+            raise RuntimeError("this emulator is already started")
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        sock.listen(1024)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve_thread, name="cloudrun-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT) or self._failure is not None:
+            self.stop()
+            raise RuntimeError(f"the emulator did not start: {self._failure!r}")
+        atexit.register(self.stop)
+        return self
+
+    def _serve_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._failure = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        backend = Backend(**self._backend_args)
+        self._backend = backend
+        config = uvicorn.Config(
+            EmulatorApp(backend, self._faults, self._stats),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        assert self._sock is not None
+        serving = asyncio.ensure_future(server.serve(sockets=[self._sock]))
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started and not serving.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self._ready.set()
+        try:
+            await serving
+        finally:
+            await backend.shutdown()
+
+    def stop(self) -> None:
+        """Kill every running task process (whole process group) and stop serving. Idempotent."""
+        atexit.unregister(self.stop)
+        loop, thread, backend = self._loop, self._thread, self._backend
+        if loop is not None and backend is not None and not loop.is_closed():
+            # RuntimeError: the loop already stopped, and its own shutdown path killed the processes.
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                asyncio.run_coroutine_threadsafe(backend.shutdown(), loop).result(_STOP_TIMEOUT)
+        if self._server is not None:
+            self._server.should_exit = True
+        if thread is not None:
+            thread.join(_STOP_TIMEOUT)
+        if self._sock is not None:
+            self._sock.close()
+        self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``port=0``)."""
+        if self._sock is None:
+            raise RuntimeError("the emulator is not started")
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """Base URL to give clients as ``api_endpoint``, e.g. ``http://127.0.0.1:8123``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stats(self) -> dict[str, int]:
+        """Requests received per API method, e.g. ``{"Jobs.RunJob": 3, "Logging.ListLogEntries": 1}``."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero the request counts (and the peak running tasks counter)."""
+        self._stats.reset()
+        if self._backend is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._backend.reset_peak)
+
+    def task_stats(self) -> dict[str, int]:
+        """Task counters: tasks and attempts started, running now, peak running, log entries held."""
+        backend, loop = self._backend, self._loop
+        if backend is None or loop is None:
+            return {}
+
+        async def read() -> dict[str, int]:
+            return backend.task_stats()
+
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(_STOP_TIMEOUT)
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force."""
+        return self._faults.faults
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the faults at runtime (their random streams restart from ``faults.seed``)."""
+        self._faults.set(faults)
