@@ -25,7 +25,9 @@ class Outcome:
 
 
 def run_task(job: JobDefinition, example: JobExample) -> Outcome:
-    argv = [*CATALOG.local_images()[job.image], *(example.args or job.args)]
+    # An example that lists args (even none) replaces the job's, as a RunJob args override does.
+    args = example.args if "args" in example.model_fields_set else job.args
+    argv = [*CATALOG.local_images()[job.image], *args]
     timeout = example.timeout_seconds or job.timeout_seconds
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUD_RUN_", "FANOUT_"))}
     output = ""
