@@ -102,6 +102,7 @@ class BatchRunner:
         self.problems: list[str] = []
         self.cancelled = False
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
         self._start_clock = self.clock()
 
     # -- before launching ----------------------------------------------------------------------------
@@ -173,7 +174,8 @@ class BatchRunner:
             state.error = "the batch was cancelled before this launch started"
             return state
         try:
-            execution = self.cloud.run(state.launch, since=self.started_at)
+            with self._slots:
+                execution = self.cloud.run(state.launch, since=self.started_at)
         except gexc.GoogleAPICallError as exc:
             state.error = self.redact(f"Cloud Run refused the run: {exc.message or exc}")
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)

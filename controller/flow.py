@@ -1,0 +1,255 @@
+"""The Prefect 3 flow: one flow run per batch, a task run per launch (not per packed item).
+
+spec -> validate -> plan -> launch (tasks, bounded concurrency) while watching -> cancel if asked ->
+collect -> log tails -> report -> store, the last three in a ``finally`` so a failed or cancelled batch
+still leaves a complete report.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.offline import apply_quiet_defaults
+
+apply_quiet_defaults()
+
+from prefect import flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import PrefectFuture, wait  # noqa: E402
+from prefect.runtime import flow_run as current_flow_run  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
+from controller.catalog import Catalog  # noqa: E402
+from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
+from controller.cloudrun import CloudRun  # noqa: E402
+from controller.durations import parse_duration  # noqa: E402
+from controller.plan import Mode, Plan, plan  # noqa: E402
+from controller.quota import Budget, Rates  # noqa: E402
+from controller.report import Report  # noqa: E402
+from controller.spec import Batch, load_batch  # noqa: E402
+from controller.store import Store, open_store  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 16
+MAX_LAUNCH_THREADS = 64
+
+# The CLI shows live progress; the flow reports counts to whatever sink is set for the current context.
+progress_sink: contextvars.ContextVar[Callable[[Mapping[str, int]], None] | None] = contextvars.ContextVar(
+    "progress_sink", default=None
+)
+# And hands the finished report back to an in-process caller without a round trip through storage.
+report_sink: contextvars.ContextVar[Callable[[Report, str], None] | None] = contextvars.ContextVar(
+    "report_sink", default=None
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run a batch; every field has a CLI flag and a flow parameter."""
+
+    project: str
+    region: str
+    report_to: str
+    concurrency: int = DEFAULT_CONCURRENCY
+    mode: Mode = Mode.AUTO
+    deadline_seconds: float | None = None
+    logs_for: str = "failed"  # "failed" | "all" | "none"
+    log_lines: int = 50
+    rates: Rates = field(default_factory=Rates)
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    service_account: str | None = None
+
+
+# Batches running in this process, by id. Tasks take the batch id (a plain, visible parameter in the UI)
+# rather than the runner itself, which Prefect would otherwise walk and hash for every task run.
+_running: dict[str, BatchRunner] = {}
+
+
+@task(name="launch", cache_policy=NO_CACHE, task_run_name="launch-{index}")
+def launch_task(batch_id: str, index: int) -> str | None:
+    """Start one execution. Returns its name, or None when Cloud Run refused it (the reason is recorded)."""
+    runner = _running[batch_id]
+    state = runner.launch(runner.states[index])
+    if state.execution is None:
+        get_run_logger().warning("launch %s not started: %s", state.launch.key, state.error)
+        return None
+    return state.execution.name
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare_task(batch_id: str, service_account: str | None) -> int:
+    """Create one-off jobs, write manifests, and find executions a previous run of this batch started."""
+    runner = _running[batch_id]
+    runner.prepare(service_account=service_account)
+    return runner.adopt_existing()
+
+
+def _watch(runner: BatchRunner, futures: list[PrefectFuture[str | None]]) -> None:
+    """Watch in the flow's own thread while launch tasks run, so the progress is live from the start."""
+    runner.watch(launching_done=lambda: all(f.state.is_final() for f in futures))
+
+
+def execute(
+    batch: Batch,
+    catalog: Catalog,
+    options: Options,
+    *,
+    clients: Clients,
+    store: Store,
+    flow_run_id: str | None = None,
+    use_prefect_tasks: bool = True,
+) -> tuple[Report, str]:
+    """Run a validated batch to its report. Returns the report and where it was written."""
+    the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=store.url(batch.batch_id, "manifests"))
+    budget = Budget.from_rates(options.rates)
+    cloud = CloudRun(clients, options.project, options.region, budget)
+    runner = BatchRunner(
+        the_plan,
+        cloud,
+        store,
+        concurrency=options.concurrency,
+        poll=options.poll,
+        progress=progress_sink.get(),
+        deadline_seconds=options.deadline_seconds,
+    )
+    _running[batch.batch_id] = runner
+    try:
+        resumed = runner.open_batch(project=options.project, region=options.region)
+        if use_prefect_tasks:
+            adopted = prepare_task(batch.batch_id, options.service_account)
+            futures = [launch_task.submit(batch.batch_id, s.launch.index) for s in runner.pending()]
+            _watch(runner, futures)
+            wait(futures)
+        else:
+            runner.prepare(service_account=options.service_account)
+            adopted = runner.adopt_existing()
+            runner.launch_all()
+            runner.watch()
+        if resumed:
+            log.info("resumed batch %s: %d execution(s) were already running or done", batch.batch_id, adopted)
+    except BaseException as exc:
+        # Ctrl-C, SIGTERM, a Prefect cancellation or a crash: stop what runs, then report below.
+        runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
+        runner.cancel_event.set()
+        runner.cancel()
+        raise
+    finally:
+        _running.pop(batch.batch_id, None)
+        report, url = _finish(runner, clients, store, options, flow_run_id)
+    return report, url
+
+
+def _finish(
+    runner: BatchRunner, clients: Clients, store: Store, options: Options, flow_run_id: str | None
+) -> tuple[Report, str]:
+    """Collect, tail, build and store the report; each step degrades rather than losing the report."""
+    try:
+        runner.collect_tasks()
+    except Exception as exc:
+        runner.problems.append(runner.redact(f"task details unavailable: {type(exc).__name__}: {exc}"))
+    items = runner.item_results()
+    if options.logs_for != "none":
+        try:
+            items = runner.attach_tails(
+                items, clients.logging, all_items=options.logs_for == "all", max_lines=options.log_lines
+            )
+        except Exception as exc:
+            runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
+    report = runner.report(items, flow_run_id=flow_run_id)
+    batch_id = report.batch_id
+    url = store.write(batch_id, "report.json", report.to_json().encode())
+    try:
+        from controller.html_report import render_html
+
+        store.write(batch_id, "report.html", render_html(report).encode(), content_type="text/html")
+    except Exception as exc:
+        log.warning("report.html not written: %s", runner.redact(str(exc)))
+    if not runner.plan.batch.keep_jobs:
+        for job in runner.plan.one_off_jobs:
+            try:
+                runner.cloud.delete_job(job.name)
+            except Exception as exc:
+                log.warning("one-off job %s not deleted: %s", job.name, exc)
+    return report, url
+
+
+@flow(
+    name="fan-out",
+    description="Fan out a batch of containerized commands as Cloud Run job executions and report on each.",
+    # Threads for launch tasks; the batch's own --concurrency bounds how many call Cloud Run at once.
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_LAUNCH_THREADS),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def fan_out(
+    batch: str | dict[str, Any],
+    project: str | None = None,
+    region: str = "us-central1",
+    report_to: str = "reports",
+    concurrency: int = DEFAULT_CONCURRENCY,
+    mode: str = "auto",
+    batch_id: str | None = None,
+    catalog: str | None = None,
+    deadline: str | None = None,
+    logs_for: str = "failed",
+    gcp_credentials_block: str | None = None,
+    fail_on_item_failure: bool = False,
+) -> dict[str, Any]:
+    """Run a batch spec (a path, a gs:// URL, inline YAML/JSON, or a dict) on Cloud Run jobs.
+
+    Returns the report's summary and location. With ``fail_on_item_failure`` the flow run ends Failed when
+    any item did not succeed (after the report is written).
+    """
+    logger = get_run_logger()
+    credentials = load_credentials(gcp_credentials_block)
+    job_catalog = Catalog.load(catalog)
+    project = project or job_catalog.project
+    if not project:
+        raise ValueError("no project: pass project=..., or a catalog from the Terraform module that names one")
+    clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
+    store = open_store(report_to, clients.storage if report_to.startswith("gs://") else None)
+    spec_source: Any = batch
+    if isinstance(batch, str) and batch.startswith("gs://"):
+        from controller.store import read_url
+
+        spec_source = read_url(batch, clients.storage).decode("utf-8")
+    the_batch = load_batch(spec_source, job_catalog, batch_id=batch_id)
+    options = Options(
+        project=project,
+        region=region or job_catalog.region or "us-central1",
+        report_to=report_to,
+        concurrency=concurrency,
+        mode=Mode(mode),
+        deadline_seconds=parse_duration(deadline) if deadline else None,
+        logs_for=logs_for,
+    )
+    flow_run_id = current_flow_run.id
+    logger.info("batch %s: %d item(s) -> %s", the_batch.batch_id, len(the_batch.items), store.url(the_batch.batch_id))
+    report, url = execute(the_batch, job_catalog, options, clients=clients, store=store, flow_run_id=flow_run_id)
+
+    from controller.artifacts import publish_artifacts
+
+    publish_artifacts(report, report_url=url)
+    if (sink := report_sink.get()) is not None:
+        sink(report, url)
+    summary = {
+        "batch_id": report.batch_id,
+        "status": str(report.status),
+        "report": url,
+        "total": report.summary.total,
+        **{str(state): count for state, count in report.summary.by_state.items()},
+    }
+    logger.info("batch %s %s: %s", report.batch_id, report.status, url)
+    if fail_on_item_failure and report.summary.not_succeeded:
+        raise RuntimeError(
+            f"{report.summary.not_succeeded} of {report.summary.total} item(s) did not succeed; report: {url}"
+        )
+    return summary
+
+
+__all__ = ["LaunchState", "Options", "execute", "fan_out", "progress_sink", "report_sink"]
