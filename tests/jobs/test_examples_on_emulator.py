@@ -155,3 +155,35 @@ def test_example_has_the_promised_outcome_on_the_emulator(clients, finished, job
         )
         text = "\n".join(_as_line(entry.payload) for entry in entries)
         assert example.output_contains in text
+
+
+def test_a_packed_execution_runs_each_item_as_one_task(clients, tmp_path):
+    """Three items as the three tasks of one execution: the runner picks each task's item."""
+    items = [{"key": f"item-{i}", "args": [f"name-{i}"], "env": {"GREETING": f"Hi{i}"}} for i in range(3)]
+    for start in (0, 2):  # two chunks of two, to cross a chunk boundary
+        chunk = {"schema": "fanout.manifest/v1", "offset": start, "items": items[start : start + 2]}
+        (tmp_path / f"{start // 2:05d}.json").write_text(json.dumps(chunk))
+    overrides = run_v2.RunJobRequest.Overrides(
+        container_overrides=[
+            run_v2.RunJobRequest.Overrides.ContainerOverride(
+                clear_args=True,
+                env=[
+                    run_v2.EnvVar(name="FANOUT_MANIFEST", value=str(tmp_path)),
+                    run_v2.EnvVar(name="FANOUT_MANIFEST_CHUNK", value="2"),
+                ],
+            )
+        ],
+        task_count=3,
+    )
+    operation = clients["jobs"].run_job(
+        request=run_v2.RunJobRequest(name=f"projects/{PROJECT}/locations/{REGION}/jobs/hello", overrides=overrides)
+    )
+    execution = operation.result(timeout=DEADLINE_SECONDS)
+
+    assert execution.succeeded_count == 3
+    entries = clients["logging"].list_entries(
+        resource_names=[f"projects/{PROJECT}"],
+        filter_=f'labels."run.googleapis.com/execution_name"="{execution.name.rsplit("/", 1)[-1]}"',
+    )
+    lines = sorted(str(entry.payload) for entry in entries)
+    assert lines == [f"[task {i}] Hi{i}, name-{i}!" for i in range(3)]
