@@ -28,10 +28,6 @@ Standard library only and no work at import time: it starts once per task, up to
 execution.
 """
 
-# Imports of urllib and time sit inside the functions that need them: a plain (unpacked) run never pays
-# for them, and this script starts once per task.
-# ruff: noqa: PLC0415
-
 from __future__ import annotations
 
 import json
@@ -122,6 +118,8 @@ def read_chunk(
         raise ManifestError(f"{location}: not JSON ({exc})") from None
 
 
+# urllib and time are imported inside the functions that need them: a plain (unpacked) run never pays
+# for them, and this script starts once per task.
 def _read_gcs(location: str, environ: Mapping[str, str], *, sleep: Callable[[float], None] | None) -> bytes:
     from urllib.parse import quote
 
