@@ -94,7 +94,8 @@ def batch_duration(report: Report) -> float:
     return (report.finished_at - report.started_at).total_seconds()
 
 
-def _headline(report: Report) -> str:
+def headline(report: Report) -> str:
+    """One phrase for the outcome: "all 2,000 items succeeded" or "37 of 2,000 items did not succeed"."""
     summary = report.summary
     if summary.not_succeeded == 0:
         return f"all {summary.total:,} items succeeded"
@@ -125,7 +126,7 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
     lines = [
         f"## Batch {_md(report.batch_id)}: {report.status.value}",
         "",
-        f"**{_headline(report)}** · duration {format_seconds(batch_duration(report))} · "
+        f"**{headline(report)}** · duration {format_seconds(batch_duration(report))} · "
         f"{summary.launches:,} launches",
         "",
         "| State | Items |",
@@ -202,7 +203,7 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
             (printable(report.batch_id), "bold"),
             ": ",
             (report.status.value, _STATUS_STYLE[report.status]),
-            f" · {_headline(report)} · {format_seconds(batch_duration(report))} · {summary.launches:,} launches",
+            f" · {headline(report)} · {format_seconds(batch_duration(report))} · {summary.launches:,} launches",
         )
     )
     console.print(

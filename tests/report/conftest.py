@@ -141,12 +141,12 @@ def build_report(
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_report() -> Callable[..., Report]:
     return build_report
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def hostile() -> str:
     """The untrusted text planted in log tails, reasons and problems."""
     return HOSTILE
