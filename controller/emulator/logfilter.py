@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from controller.emulator.errors import invalid
+from controller.emulator.timefmt import parse_rfc3339_micros
 
 SEVERITY_LEVELS = {
     "DEFAULT": 0,
@@ -43,11 +43,11 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One stored log entry: its API JSON plus what filters compare (timestamps as epoch seconds)."""
+    """One stored log entry: its API JSON plus what filters compare (timestamps in epoch microseconds)."""
 
     seq: int
-    ts: float
-    receive_ts: float
+    ts: int
+    receive_ts: int
     execution: str
     entry: dict[str, Any]
 
@@ -250,9 +250,9 @@ class _Parser:
         return tuple(values), joiner == "AND"
 
 
-def _timestamp(text: str) -> float:
+def _timestamp(text: str) -> int:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()
+        return parse_rfc3339_micros(text)
     except ValueError:
         raise FilterError(f"invalid timestamp {text!r}: expected RFC 3339") from None
 

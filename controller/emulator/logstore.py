@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from controller.emulator.errors import invalid
 from controller.emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record
-from controller.emulator.timefmt import rfc3339
+from controller.emulator.timefmt import rfc3339_micros
 
 MAX_PAGE_SIZE = 1000  # entries.list: "If the value is negative or exceeds 1000, the request is rejected."
 DEFAULT_PAGE_SIZE = 50  # entries.list: "Default is 50."
@@ -34,7 +34,7 @@ class LogStore:
         self._all: deque[Record] = deque()
         self._by_execution: dict[str, deque[Record]] = {}
         self._seq = itertools.count(1)
-        self._last_ts = 0.0
+        self._last_ts = 0
 
     def __len__(self) -> int:
         return len(self._all)
@@ -54,7 +54,7 @@ class LogStore:
         severity: str | None = None,
     ) -> None:
         """Store one line a task printed (``stream`` is stdout, stderr or varlog/system)."""
-        now = max(time.time(), self._last_ts)
+        now = max(time.time_ns() // 1000, self._last_ts)
         self._last_ts = now
         seq = next(self._seq)
         entry: dict[str, Any] = {
@@ -64,8 +64,8 @@ class LogStore:
                 "type": "cloud_run_job",
                 "labels": {"job_name": job, "location": region, "project_id": project},
             },
-            "timestamp": rfc3339(now),
-            "receiveTimestamp": rfc3339(now),
+            "timestamp": rfc3339_micros(now),
+            "receiveTimestamp": rfc3339_micros(now),
             "labels": {
                 "instanceId": instance_id,
                 "run.googleapis.com/execution_name": execution,

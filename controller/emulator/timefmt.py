@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def rfc3339(epoch_seconds: float) -> str:
     """``2026-11-28T16:09:48.123456Z`` for a POSIX time."""
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339_micros(epoch_micros: int) -> str:
+    """``rfc3339`` for a POSIX time in whole microseconds (exact: no float rounding)."""
+    seconds, micros = divmod(epoch_micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339_micros(text: str) -> int:
+    """Microseconds since the epoch for an RFC 3339 timestamp; raises ValueError if it is not one."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // timedelta(microseconds=1)
