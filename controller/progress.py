@@ -21,18 +21,11 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.report import ItemState
-from controller.summary import format_seconds, state_label
+from controller.summary import STATE_STYLE, format_seconds, state_label
 
 PENDING = "pending"
 RUNNING = "running"
 KEYS = frozenset({PENDING, RUNNING, *ItemState})
-_STYLE = {
-    ItemState.SUCCEEDED: "green",
-    ItemState.FAILED: "red",
-    ItemState.TIMED_OUT: "magenta",
-    ItemState.CANCELLED: "yellow",
-    ItemState.NOT_LAUNCHED: "bright_black",
-}
 # The rate is measured over the last minute: long enough to smooth out polls that finish many items at
 # once, short enough to follow a batch that speeds up once its launches are all in.
 RATE_WINDOW = 60.0
@@ -194,7 +187,7 @@ class Progress:
         for state in ItemState:
             count = self._counts.get(state, 0)
             if count or state is ItemState.SUCCEEDED:
-                states.append(f"● {count:,} {state_label(state)}  ", style=_STYLE[state])
+                states.append(f"● {count:,} {state_label(state)}  ", style=STATE_STYLE[state])
         for key in (RUNNING, PENDING):
             states.append(
                 f"● {self._counts.get(key, 0):,} {key}  ", style="cyan" if key == RUNNING else "dim"

@@ -25,7 +25,8 @@ _SEVERITY = {
     ItemState.NOT_LAUNCHED: 3,
     ItemState.SUCCEEDED: 4,
 }
-_STATE_STYLE = {
+# Rich styles for states, shared by the summary table and the live progress display.
+STATE_STYLE = {
     ItemState.SUCCEEDED: "green",
     ItemState.FAILED: "red",
     ItemState.TIMED_OUT: "magenta",
@@ -220,7 +221,7 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
     for state in ItemState:
         count = summary.by_state.get(state, 0)
         share = f"{count / summary.total:.1%}" if summary.total else "-"
-        style = _STATE_STYLE[state] if count else "dim"
+        style = STATE_STYLE[state] if count else "dim"
         counts.add_row(Text(state_label(state), style=style), Text(f"{count:,}", style=style), share)
     counts.add_row(Text("total", style="bold"), Text(f"{summary.total:,}", style="bold"), "")
     console.print(counts)
@@ -242,7 +243,7 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
         table.add_row(
             Text(printable(item.key)),
             Text(printable(item.job)),
-            Text(state_label(item.state), style=_STATE_STYLE[item.state]),
+            Text(state_label(item.state), style=STATE_STYLE[item.state]),
             Text("" if item.exit_code is None else str(item.exit_code)),
             Text(str(item.attempts)),
             Text(printable(item.reason or "")),
