@@ -39,6 +39,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _MAX_BODY = 32 * 1024 * 1024
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
 @dataclass(frozen=True)
 class Call:
     """One parsed request."""
@@ -353,8 +357,8 @@ class EmulatorApp:
                 status, payload, rpc = await self._google(scope, receive, send)
             if payload is not None:
                 await _send_json(send, status, payload)
-        except OSError:
-            # The client went away while we answered; nothing to tell it.
+        except (ClientGone, OSError):
+            # The client went away before we could answer; nothing to tell it.
             status = 499
         finally:
             log.debug(
@@ -388,6 +392,8 @@ class EmulatorApp:
             payload = await route.handler(self.backend, Call(params, query, body))
         except ApiError as exc:
             return exc.http_code, exc.body(), rpc
+        except ClientGone:
+            raise
         except Exception:
             log.exception("%s %s failed in the emulator", method, path)
             error = ApiError("INTERNAL", "The emulator failed to serve this request.")
@@ -433,7 +439,7 @@ async def _read_json(receive: Receive) -> Any:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise OSError("client disconnected")
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > _MAX_BODY:
