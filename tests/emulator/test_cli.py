@@ -1,0 +1,137 @@
+"""``python -m controller.emulator`` (what ``fanout emulator`` runs): serves, logs requests, stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import run_v2
+
+from controller.catalog import Catalog, CatalogError
+from controller.emulator import Emulator
+from tests.emulator.conftest import FAST_POLL, PY, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _job_yaml(jobs_dir: Path, pid_file: Path) -> None:
+    folder = jobs_dir / "sleeper"
+    folder.mkdir(parents=True)
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    (folder / "job.yaml").write_text(
+        textwrap.dedent(
+            f"""\
+            name: sleeper
+            description: sleeps until killed
+            image: sleeper:1
+            timeout: 120s
+            max_retries: 0
+            local:
+              entrypoint: [{json.dumps(PY)}, "-c", {json.dumps(code)}]
+            """
+        )
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Path, sig: signal.Signals) -> None:
+    pid_file = tmp_path / "task.pid"
+    _job_yaml(tmp_path / "jobs", pid_file)
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [PY, "-m", "controller.emulator", "--port", str(port), "--jobs-dir", str(tmp_path / "jobs"), "-v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        jobs = run_v2.JobsClient(
+            credentials=AnonymousCredentials(), transport="rest", client_options=ClientOptions(api_endpoint=url)
+        )
+        name = "projects/local-project/locations/us-central1/jobs/sleeper"
+
+        def serving() -> bool:
+            try:
+                jobs.get_job(name=name)
+            except Exception:
+                return False
+            return True
+
+        wait_until(serving, timeout=20, what="the emulator to serve")
+        jobs.run_job(name=name)
+        wait_until(pid_file.exists, what="the task to start")
+        wait_until(lambda: pid_file.read_text().isdigit(), what="the task pid")
+        task_pid = int(pid_file.read_text())
+        assert psutil.pid_exists(task_pid)
+
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"serving {url}" in out
+    assert "api_endpoint" in out
+    assert "stopped" in out
+    assert "POST /v2/projects/local-project/locations/us-central1/jobs/sleeper:run -> 200 Jobs.RunJob" in err
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(task_pid) and psutil.Process(task_pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the task process outlived the emulator"
+        time.sleep(0.05)
+
+
+def test_cli_rejects_a_bad_faults_file(tmp_path: Path) -> None:
+    bad = tmp_path / "faults.yaml"
+    bad.write_text("task_kill_rate: 5\n")
+    result = subprocess.run(
+        [PY, "-m", "controller.emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "task_kill_rate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_repository_catalog_job_runs_through_its_local_entrypoint() -> None:
+    try:
+        catalog = Catalog.from_jobs_dir()
+    except CatalogError as exc:
+        pytest.skip(f"no usable job catalog in the repository: {exc}")
+    if "hello" not in catalog:
+        pytest.skip("the repository has no hello job")
+    with Emulator(catalog=catalog) as emulator:
+        jobs = run_v2.JobsClient(
+            credentials=AnonymousCredentials(),
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=emulator.url),
+        )
+        name = f"projects/{emulator.project}/locations/{emulator.region}/jobs/hello"
+        execution = jobs.run_job(name=name).result(timeout=60, polling=FAST_POLL)
+        assert execution.succeeded_count == 1

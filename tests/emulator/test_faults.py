@@ -1,0 +1,131 @@
+"""Fault injection: seeded error answers, latency, lost answers, killed tasks, executions that never start."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.api_core import exceptions
+from pydantic import ValidationError
+
+from controller.emulator import Emulator, Faults, MethodFaults
+from tests.emulator.conftest import FAST_POLL, Clients
+
+SLEEPER = "import sys, time; time.sleep(5)"
+
+
+def _status(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _answers(emulator: Emulator, path: str, n: int) -> list[tuple[int, Any]]:
+    return [_status(emulator.url + path) for _ in range(n)]
+
+
+def test_error_rates_are_per_method_seeded_and_reproducible(emu: Emulator, clients: Clients) -> None:
+    clients.create_job("target", "pass")
+    job_path = f"/v2/{clients.parent}/jobs/target"
+    faults = Faults(seed=7, methods={"Jobs.GetJob": MethodFaults(error_rates={503: 0.3, 429: 0.2})})
+    emu.set_faults(faults)
+    first = _answers(emu, job_path, 60)
+    assert {status for status, _ in first} == {200, 429, 503}
+    unavailable = next(body for status, body in first if status == 503)
+    assert unavailable["error"]["code"] == 503
+    assert unavailable["error"]["status"] == "UNAVAILABLE"
+    exhausted = next(body for status, body in first if status == 429)
+    assert exhausted["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert [status for status, _ in _answers(emu, f"/v2/{clients.parent}/jobs", 10)] == [200] * 10
+    emu.set_faults(faults)  # same seed: the same answers again
+    assert [s for s, _ in _answers(emu, job_path, 60)] == [s for s, _ in first]
+    assert emu.stats()["Jobs.GetJob"] == 120
+
+
+def test_emulator_endpoints_never_see_faults(emu: Emulator) -> None:
+    emu.set_faults(Faults(default=MethodFaults(error_rates={500: 1.0}, latency_seconds=0.5)))
+    started = time.monotonic()
+    assert _status(f"{emu.url}/_emulator/stats")[0] == 200
+    assert _status(f"{emu.url}/_emulator/faults")[0] == 200
+    assert time.monotonic() - started < 0.4
+    status, body = _status(f"{emu.url}/v2/projects/p/locations/l/jobs")
+    assert (status, body["error"]["status"]) == (500, "INTERNAL")
+
+
+def test_latency_is_added(emu: Emulator) -> None:
+    emu.set_faults(Faults(methods={"Jobs.*": MethodFaults(latency_seconds=0.3)}))
+    started = time.monotonic()
+    assert _status(f"{emu.url}/v2/projects/p/locations/l/jobs")[0] == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_answer_lost_after_run_job_acted(emu: Emulator, clients: Clients) -> None:
+    clients.create_job("dropped", "pass")
+    parent = f"{clients.parent}/jobs/dropped"
+    emu.set_faults(Faults(methods={"Jobs.RunJob": MethodFaults(drop_rate=1.0, drop_mode="503")}))
+    with pytest.raises(exceptions.ServiceUnavailable):
+        clients.run("dropped")
+    emu.set_faults(Faults(methods={"Jobs.RunJob": MethodFaults(drop_rate=1.0, drop_mode="close")}))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        clients.run("dropped")
+    emu.set_faults(Faults())
+    # The client saw two errors, yet both executions exist (and ran): a blind retry would start a third.
+    executions = list(clients.executions.list_executions(parent=parent))
+    assert len(executions) == 2
+    for execution in executions:
+        assert clients.finished(execution.name).succeeded_count == 1
+
+
+def test_tasks_killed_mid_run_fail_with_sigkill_exit_code_and_retry(emu: Emulator, clients: Clients) -> None:
+    emu.set_faults(Faults(task_kill_rate=1.0, task_kill_delay_seconds=(0.1, 0.2)))
+    clients.create_job("victim", SLEEPER, max_retries=1)
+    operation = clients.run("victim")
+    with pytest.raises(exceptions.FailedPrecondition):
+        operation.result(timeout=20, polling=FAST_POLL)
+    (task,) = clients.tasks_of(operation.metadata.name)
+    assert task.last_attempt_result.exit_code == 137
+    assert task.retried == 1
+    assert emu.task_stats()["attempts_started"] == 2
+
+
+def test_stuck_execution_never_starts_until_cancelled(emu: Emulator, clients: Clients) -> None:
+    emu.set_faults(Faults(stuck_execution_rate=1.0))
+    clients.create_job("stuck", "pass", task_count=3)
+    name = clients.run("stuck").metadata.name
+    # Nothing to wait for: the point is that nothing happens, so give it a moment to misbehave.
+    time.sleep(0.3)
+    execution = clients.executions.get_execution(name=name)
+    assert not execution.start_time
+    assert (execution.running_count, execution.succeeded_count) == (0, 0)
+    assert emu.task_stats()["tasks_started"] == 0
+    cancelled = clients.executions.cancel_execution(name=name).result(timeout=10, polling=FAST_POLL)
+    assert cancelled.cancelled_count == 3
+
+
+def test_faults_endpoint_and_file(emu: Emulator, tmp_path: Path) -> None:
+    wanted = {"seed": 3, "methods": {"Tasks.ListTasks": {"error_rates": {"500": 0.5}}}, "task_kill_rate": 0.1}
+    status, body = _status(f"{emu.url}/_emulator/faults", "POST", json.dumps(wanted).encode())
+    assert status == 200
+    assert emu.faults.methods["Tasks.ListTasks"].error_rates == {500: 0.5}
+    assert body["task_kill_rate"] == 0.1
+    status, body = _status(f"{emu.url}/_emulator/faults", "POST", b'{"task_kill_rate": 2}')
+    assert (status, body["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    assert emu.faults.task_kill_rate == 0.1
+
+    yaml_file = tmp_path / "faults.yaml"
+    yaml_file.write_text("seed: 5\nmethods:\n  Jobs.RunJob:\n    drop_rate: 0.25\n    drop_mode: close\n")
+    assert Faults.from_file(yaml_file).methods["Jobs.RunJob"].drop_mode == "close"
+    json_file = tmp_path / "faults.json"
+    json_file.write_text(json.dumps({"default": {"latency_seconds": 0.01}}))
+    assert Faults.from_file(json_file).for_method("Jobs.GetJob").latency_seconds == 0.01
+    with pytest.raises(ValidationError):
+        Faults.model_validate({"methods": {"Jobs.GetJob": {"error_rates": {404: 0.1}}}})
