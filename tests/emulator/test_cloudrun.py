@@ -387,3 +387,17 @@ def test_wait_operation_returns_when_done(clients: Clients) -> None:
     assert done.done
     execution = run_v2.Execution.deserialize(done.response.value)
     assert execution.succeeded_count == 1
+
+
+def test_docker_fallback_reports_an_unreachable_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with Emulator(use_docker=True) as emulator:
+        clients = Clients(emulator)
+        job = run_v2.Job(
+            template=run_v2.ExecutionTemplate(
+                template=run_v2.TaskTemplate(containers=[run_v2.Container(image="example.com/only-in-a-registry:1")])
+            )
+        )
+        clients.jobs.create_job(parent=clients.parent, job=job, job_id="dockerless").result(polling=FAST_POLL)
+        with pytest.raises(exceptions.FailedPrecondition, match="with a reachable engine"):
+            clients.run("dockerless").result(timeout=20, polling=FAST_POLL)
