@@ -93,6 +93,7 @@ class Clients:
     def logging(self) -> Any:
         from google.cloud import logging as gcl
 
+        # The HTTP/JSON API (not gRPC), so the same client works against Google and the local emulator.
         if self.endpoints.logging is None:
             return gcl.Client(project=self.project, credentials=self.credentials, _use_grpc=False)
         return gcl.Client(

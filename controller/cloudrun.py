@@ -139,7 +139,8 @@ class TaskStatus:
         return cls(
             index=task.index,
             state=state,
-            exit_code=exit_code,
+            # A killed task (timeout, cancel) has no exit code; the proto's default 0 would read as success.
+            exit_code=exit_code if state in (ItemState.SUCCEEDED, ItemState.FAILED) else None,
             attempts=task.retried + 1 if started else 0,
             start_time=_time(task.start_time),
             completion_time=_time(task.completion_time),

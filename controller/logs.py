@@ -20,7 +20,7 @@ from typing import Any
 from google.cloud.logging import DESCENDING
 
 from controller.quota import Limiter
-from controller.retry import is_retryable, retrying
+from controller.retry import is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _text(entry: Any) -> str:
         return payload
     if isinstance(payload, dict):
         return str(payload.get("message", payload))
-    return str(payload)
+    return "" if payload is None else str(payload)
 
 
 def fetch_tails(
@@ -123,7 +123,6 @@ def fetch_tails(
     max_seconds: float = 60.0,
     redact: Callable[[str], str] = lambda line: line,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[dict[str, Tail], TailStats]:
     """The last lines of each target, keyed by ``TailTarget.key``."""
     tails: dict[str, Tail] = {target.key: Tail() for target in targets}
@@ -135,41 +134,48 @@ def fetch_tails(
     deadline = clock() + max_seconds
 
     for filter_ in build_filters(project, targets, since):
-        token: str | None = None
+        entries = client.list_entries(
+            resource_names=[f"projects/{project}"], filter_=filter_, order_by=DESCENDING, page_size=PAGE_SIZE
+        )
+        consumed = 0
         while open_targets:
-            if stats.calls >= max_calls or clock() >= deadline:
-                stats.incomplete = True
-                break
+            # The client fetches a page when the previous one is used up: that moment is one API call,
+            # charged to the quota before it happens.
+            if consumed % PAGE_SIZE == 0:
+                if stats.calls >= max_calls or clock() >= deadline:
+                    stats.incomplete = True
+                    break
+                limiter.acquire()
+                stats.calls += 1
             try:
-                entries, token = _one_page(client, project, filter_, token, limiter, sleep)
+                entry = next(entries, None)
             except Exception as exc:
-                if not is_retryable(exc) and not _is_api_error(exc):
+                if not (is_retryable(exc) or _is_api_error(exc)):
                     raise
                 log.warning("log tails incomplete: Cloud Logging failed: %s", exc)
                 stats.incomplete = True
                 break
-            stats.calls += 1
-            stats.entries += len(entries)
-            for entry in entries:
-                labels = entry.labels or {}
-                execution = labels.get(EXECUTION_LABEL, "")
-                index_text = labels.get(TASK_INDEX_LABEL)
-                candidates = owners.get((execution, None), []) + (
-                    owners.get((execution, int(index_text)), []) if index_text is not None else []
-                )
-                for key in candidates:
-                    if key not in open_targets:
-                        continue
-                    tail = tails[key]
-                    line = redact(_text(entry))
-                    if len(tail.lines) >= max_lines or tail.bytes + len(line) > max_bytes:
-                        tail.truncated = True
-                        open_targets.discard(key)
-                        continue
-                    tail.lines.append(line)
-                    tail.bytes += len(line)
-            if not token:
+            if entry is None:
                 break
+            consumed += 1
+            stats.entries += 1
+            labels = entry.labels or {}
+            execution = labels.get(EXECUTION_LABEL, "")
+            index_text = labels.get(TASK_INDEX_LABEL)
+            candidates = owners.get((execution, None), []) + (
+                owners.get((execution, int(index_text)), []) if index_text is not None else []
+            )
+            for key in candidates:
+                if key not in open_targets:
+                    continue
+                tail = tails[key]
+                line = redact(_text(entry))
+                if len(tail.lines) >= max_lines or tail.bytes + len(line) > max_bytes:
+                    tail.truncated = True
+                    open_targets.discard(key)
+                    continue
+                tail.lines.append(line)
+                tail.bytes += len(line)
         if stats.incomplete:
             break
     return tails, stats
@@ -179,22 +185,3 @@ def _is_api_error(exc: BaseException) -> bool:
     from google.api_core import exceptions as gexc
 
     return isinstance(exc, gexc.GoogleAPICallError)
-
-
-def _one_page(
-    client: Any, project: str, filter_: str, token: str | None, limiter: Limiter, sleep: Callable[[float], None]
-) -> tuple[list[Any], str | None]:
-    for attempt in retrying(attempts=4, max_seconds=30, sleep=sleep):
-        with attempt:
-            limiter.acquire()
-            iterator = client.list_entries(
-                resource_names=[f"projects/{project}"],
-                filter_=filter_,
-                order_by=DESCENDING,
-                page_size=PAGE_SIZE,
-                page_token=token,
-            )
-            page = next(iterator.pages, None)
-            entries = list(page) if page is not None else []
-            return entries, iterator.next_page_token
-    raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
