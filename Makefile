@@ -1,0 +1,35 @@
+# One command to try it, one to test it (see README.md). Everything installs into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## run: install, then run the example batch on the embedded local emulator; report in ./reports
+run: install
+	$(VENV)/bin/fanout run examples/hello.yaml
+
+## lint: ruff and mypy on the code, checkov on terraform/ and the Dockerfiles
+lint: install
+	$(VENV)/bin/ruff check controller tests jobs bench
+	$(VENV)/bin/mypy
+	scripts/check-iac
+
+## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
+test: lint
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+## bench: the fan-out benchmark against the emulator (see bench/README.md)
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .venv-iac .pytest_cache .mypy_cache .ruff_cache reports
