@@ -1205,8 +1205,6 @@ def job_from_definition(job: JobDefinition) -> dict[str, Any]:
             },
         },
     }
-    if job.description:
-        body["annotations"] = {"run.googleapis.com/description": job.description}
     return parse_job(body)
 
 
