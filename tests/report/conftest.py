@@ -150,20 +150,3 @@ def make_report() -> Callable[..., Report]:
 def hostile() -> str:
     """The untrusted text planted in log tails, reasons and problems."""
     return HOSTILE
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """A throwaway Prefect API server on SQLite for the whole session (it takes 5-15 s to start here)."""
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED
-    from prefect.settings.context import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    # Offline: no usage reporting from the client (DO_NOT_TRACK) or from the server subprocess.
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DO_NOT_TRACK", "1")
-        with (
-            temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-            prefect_test_harness(server_startup_timeout=60),
-        ):
-            yield

