@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("FANOUT_EMULATOR_HOST"),
         help="URL of a running `fanout emulator` to use instead of Google (env FANOUT_EMULATOR_HOST)",
     )
+    run.add_argument(
+        "--poll-interval",
+        type=float,
+        default=2.0,
+        help="seconds between polls while executions change; slows to 30 s while nothing does (default 2)",
+    )
+    run.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="API calls per minute for KIND in run, write, read, logs ('none' for unlimited); defaults "
+        "follow Cloud Run's and Logging's default quotas (run=180 write=180 read=1000 logs=60)",
+    )
     run.add_argument("--quiet", action="store_true", help="no live progress")
 
     plan_cmd = sub.add_parser(
@@ -203,6 +217,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parse_rates(specs: list[str]) -> dict[str, int | None] | None:
+    """``["run=60", "logs=none"]`` -> ``{"run": 60, "logs": None}`` (other kinds keep their defaults)."""
+    from dataclasses import asdict
+
+    from controller.quota import Rates
+
+    if not specs:
+        return None
+    rates: dict[str, int | None] = asdict(Rates())
+    for spec in specs:
+        kind, _, value = spec.partition("=")
+        if kind not in rates:
+            raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(rates)}")
+        if value.lower() in {"none", "unlimited"}:
+            rates[kind] = None
+        elif value.isdigit() and int(value) > 0:
+            rates[kind] = int(value)
+        else:
+            raise ValueError(f"{spec!r}: give a positive number of calls per minute, or 'none'")
+    return rates
+
+
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -219,6 +255,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             parse_duration(args.deadline)
         except ValueError as exc:
             return _error(f"--deadline: {exc}")
+
+    try:
+        rates = _parse_rates(args.rate)
+    except ValueError as exc:
+        return _error(f"--rate: {exc}")
+    if args.poll_interval <= 0:
+        return _error("--poll-interval must be positive")
 
     emulator = None
     project = args.project or catalog.project
@@ -264,6 +307,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             deadline=args.deadline,
             logs_for=args.logs,
             gcp_credentials_block=args.credentials_block,
+            poll_interval=args.poll_interval,
+            rates=rates,
         )
     except KeyboardInterrupt:
         interrupted = True

@@ -199,11 +199,15 @@ def fan_out(
     logs_for: str = "failed",
     gcp_credentials_block: str | None = None,
     fail_on_item_failure: bool = False,
+    poll_interval: float = 2.0,
+    rates: dict[str, int | None] | None = None,
 ) -> dict[str, Any]:
     """Run a batch spec (a path, a gs:// URL, inline YAML/JSON, or a dict) on Cloud Run jobs.
 
     Returns the report's summary and location. With ``fail_on_item_failure`` the flow run ends Failed when
-    any item did not succeed (after the report is written).
+    any item did not succeed (after the report is written). ``poll_interval`` is the fastest poll (it slows
+    down to 30 s while nothing changes); ``rates`` overrides the calls-per-minute budget by kind
+    (``run``, ``write``, ``read``, ``logs``; null for unlimited).
     """
     logger = get_run_logger()
     credentials = load_credentials(gcp_credentials_block)
@@ -227,6 +231,8 @@ def fan_out(
         mode=Mode(mode),
         deadline_seconds=parse_duration(deadline) if deadline else None,
         logs_for=logs_for,
+        rates=Rates(**rates) if rates else Rates(),
+        poll=PollPolicy(fastest=poll_interval, slowest=max(30.0, poll_interval)),
     )
     flow_run_id = current_flow_run.id
     logger.info("batch %s: %d item(s) -> %s", the_batch.batch_id, len(the_batch.items), store.url(the_batch.batch_id))
