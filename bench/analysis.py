@@ -1,0 +1,282 @@
+"""From raw measurements to what the benchmark reports: call kinds, quota-bound wall time, ratios, the
+targets with PASS/FAIL, and the tables. Pure: no I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from bench.workload import FLOOR, MODE_TITLES, NAIVE, PACKED, PACKED_DEFAULT_POLL, PER_ITEM
+
+LOGGING = "Logging.ListLogEntries"
+RUN = "Jobs.RunJob"
+# The quota each Cloud Run method is charged to, as controller.quota.Rates groups them.
+WRITES = frozenset(
+    {
+        "Jobs.CreateJob",
+        "Jobs.UpdateJob",
+        "Jobs.DeleteJob",
+        "Executions.CancelExecution",
+        "Executions.DeleteExecution",
+        "Operations.DeleteOperation",
+    }
+)
+
+
+def call_kinds(requests: Mapping[str, int]) -> dict[str, int]:
+    """Emulator request counts grouped by quota: run, write, read (Cloud Run) and logs."""
+    kinds = {"run": 0, "write": 0, "read": 0, "logs": 0}
+    for method, count in requests.items():
+        if method == LOGGING:
+            kinds["logs"] += count
+        elif method == RUN:
+            kinds["run"] += count
+        elif method in WRITES:
+            kinds["write"] += count
+        elif method != "Emulator":
+            kinds["read"] += count
+    return kinds
+
+
+def quota_bound_seconds(kinds: Mapping[str, int], rates: Mapping[str, int | None]) -> float:
+    """The least wall time the same calls need under per-minute quotas: a sliding window of 60 s lets
+    ``rate`` calls through per window, so ``n`` calls need ``ceil(n / rate) - 1`` full windows."""
+    bound = 0.0
+    for kind, calls in kinds.items():
+        rate = rates.get(kind)
+        if rate and calls:
+            bound = max(bound, (math.ceil(calls / rate) - 1) * 60.0)
+    return bound
+
+
+def _key(row: Mapping[str, Any]) -> tuple[int, str]:
+    return row["size"], row["command"]
+
+
+def find(rows: list[dict[str, Any]], size: int, command: str, mode: str) -> dict[str, Any] | None:
+    for row in rows:
+        if (row["size"], row["command"], row["mode"]) == (size, command, mode) and row.get("status") == "ok":
+            return row
+    return None
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each row's wall time and call count relative to the naive loop (a) and to the floor of its case."""
+    for row in rows:
+        if row.get("status") not in ("ok", "extrapolated"):
+            continue
+        naive = find(rows, row["size"], row["command"], NAIVE) or next(
+            (r for r in rows if _key(r) == _key(row) and r["mode"] == NAIVE and r.get("status") == "extrapolated"),
+            None,
+        )
+        floor = find(rows, row["size"], row["command"], FLOOR)
+        if naive and naive.get("wall_seconds"):
+            row["wall_vs_naive"] = row["wall_seconds"] / naive["wall_seconds"]
+            if naive.get("cloud_run_calls") and row.get("cloud_run_calls") is not None:
+                row["calls_vs_naive"] = row["cloud_run_calls"] / naive["cloud_run_calls"]
+        if floor and floor.get("floor_seconds"):
+            row["wall_vs_floor"] = row["wall_seconds"] / floor["floor_seconds"]
+
+
+def extrapolate(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+    """Fill skipped baseline rows with a linear estimate from the largest measured size of the same mode
+    and command: both baselines cost a fixed amount per item."""
+    for row in skipped:
+        measured = [r for r in rows if r["mode"] == row["mode"] and r["command"] == row["command"]]
+        measured = [r for r in measured if r.get("status") == "ok"]
+        if not measured:
+            continue
+        base = max(measured, key=lambda r: r["size"])
+        scale = row["size"] / base["size"]
+        row.update(
+            status="extrapolated",
+            extrapolated_from=base["size"],
+            wall_seconds=base["wall_seconds"] * scale,
+            cloud_run_calls=round(base["cloud_run_calls"] * scale),
+            calls={k: round(v * scale) for k, v in base["calls"].items()},
+            quota_bound_seconds=base["quota_bound_seconds"] * scale,
+        )
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _target(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
+    return {"target": name, "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"), "detail": detail}
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, each checked against this run's numbers."""
+    out = []
+    packed_10k = [r for r in (find(rows, 10_000, c, PACKED) for c in ("noop", "sleep1")) if r]
+    if packed_10k:
+        for r in packed_10k:
+            calls, logs = r["calls"], r["calls"].get("logs", 0)
+            out.append(
+                _target(
+                    f"10,000 items packed ({r['command']}): <= 10 run, <= 200 Cloud Run calls, <= 20 entries:list",
+                    calls["run"] <= 10 and r["cloud_run_calls"] <= 200 and logs <= 20,
+                    f"{calls['run']} run, {r['cloud_run_calls']} Cloud Run calls, {logs} entries:list "
+                    f"for {r['log_tails']} log tails",
+                )
+            )
+    else:
+        out.append(_target("10,000 items packed: call counts", None, "10,000-item case not run (--quick?)"))
+
+    packed, floor = find(rows, 1000, "sleep1", PACKED), find(rows, 1000, "sleep1", FLOOR)
+    if packed and floor:
+        ratio = packed["wall_seconds"] / floor["floor_seconds"]
+        out.append(
+            _target(
+                "packed 1,000 x 1 s, parallelism 100: wall <= 1.3x floor",
+                ratio <= 1.3,
+                f"{packed['wall_seconds']:.1f} s vs floor {floor['floor_seconds']:.1f} s = {ratio:.2f}x",
+            )
+        )
+    else:
+        out.append(_target("packed 1,000 x 1 s: wall <= 1.3x floor", None, "case not run"))
+
+    per_item_cpu = [r for r in rows if r["mode"] == PACKED and r.get("status") == "ok" and r["size"] >= 1000]
+    if per_item_cpu:
+        worst = max(per_item_cpu, key=lambda r: r["cpu_ms_per_item"])
+        out.append(
+            _target(
+                "packed: controller CPU < 1 ms per item (sizes >= 1,000)",
+                worst["cpu_ms_per_item"] < 1.0,
+                ", ".join(f"{r['size']} x {r['command']}: {r['cpu_ms_per_item']:.2f} ms" for r in per_item_cpu),
+            )
+        )
+    else:
+        out.append(_target("packed: controller CPU < 1 ms per item", None, "no case of 1,000+ items run"))
+
+    growth = []
+    for command in ("noop", "sleep1"):
+        small, large = find(rows, 1000, command, PACKED), find(rows, 10_000, command, PACKED)
+        if small and large:
+            per_item = (large["rss_peak_bytes"] - small["rss_peak_bytes"]) / 9000
+            growth.append((command, per_item, small, large))
+    if growth:
+        out.append(
+            _target(
+                "packed: peak RSS growth < 2 KB per item from 1,000 to 10,000 items",
+                all(g < 2048 for _, g, _, _ in growth),
+                ", ".join(
+                    f"{c}: {s['rss_peak_bytes'] / 2**20:.0f} -> {big['rss_peak_bytes'] / 2**20:.0f} MiB = "
+                    f"{g / 1024:.2f} KiB/item"
+                    for c, g, s, big in growth
+                ),
+            )
+        )
+    else:
+        out.append(_target("packed: peak RSS growth < 2 KB per item", None, "1,000 and 10,000 cases not both run"))
+
+    naive, per_item = find(rows, 200, "sleep1", NAIVE), find(rows, 200, "sleep1", PER_ITEM)
+    if naive and per_item:
+        speedup = naive["wall_seconds"] / per_item["wall_seconds"]
+        out.append(
+            _target(
+                "(b) >= 10x faster than (a) at 200 x 1 s",
+                speedup >= 10,
+                f"(a) {naive['wall_seconds']:.1f} s, (b) {per_item['wall_seconds']:.1f} s = {speedup:.1f}x",
+            )
+        )
+    else:
+        out.append(_target("(b) >= 10x faster than (a) at 200 x 1 s", None, "200 x 1 s case not run"))
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+MODE_SHORT = {
+    FLOOR: "floor",
+    NAIVE: "(a) naive",
+    PER_ITEM: "(b) per-item",
+    PACKED: "(c) packed",
+    PACKED_DEFAULT_POLL: "(c) packed, default poll",
+}
+COLUMNS = (
+    "case",
+    "mode",
+    "wall s",
+    "vs (a)",
+    "vs floor",
+    "Cloud Run calls",
+    "run",
+    "read",
+    "write",
+    "entries:list",
+    "tails",
+    "CPU s",
+    "CPU ms/item",
+    "peak RSS MiB",
+    "quota-bound wall",
+)
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for row in rows:
+        status = row.get("status")
+        case = f"{row['size']:,} x {'no-op' if row['command'] == 'noop' else '1 s'}"
+        mode = MODE_SHORT[row["mode"]]
+        if status not in ("ok", "extrapolated"):
+            out.append([case, mode, f"{status}: {row.get('reason', '')}", *[""] * (len(COLUMNS) - 3)])
+            continue
+        calls = row.get("calls", {})
+        wall = row["wall_seconds"]
+        if status == "extrapolated":
+            wall_text = f"~{wall:,.0f} (skipped; extrapolated from {row['extrapolated_from']})"
+        else:
+            wall_text = f"{wall:.1f}"
+        measured = status == "ok"
+        quota = row.get("quota_bound_seconds")
+        out.append(
+            [
+                case,
+                mode,
+                wall_text,
+                _ratio(row.get("wall_vs_naive")),
+                _ratio(row.get("wall_vs_floor")),
+                f"{'~' if not measured else ''}{row['cloud_run_calls']:,}",
+                f"{calls.get('run', 0):,}",
+                f"{calls.get('read', 0):,}",
+                f"{calls.get('write', 0):,}",
+                f"{calls.get('logs', 0):,}",
+                str(row.get("log_tails", "")) if measured else "",
+                _num(row.get("cpu_seconds"), ".2f") if measured else "",
+                _num(row.get("cpu_ms_per_item"), ".3f") if measured else "",
+                _num(row["rss_peak_bytes"] / 2**20, ".0f") if measured else "",
+                ("~" if not measured else "") + (f"{quota / 60:.0f} min" if quota else "0"),
+            ]
+        )
+    return out
+
+
+def markdown(header: list[str] | tuple[str, ...], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    return markdown(COLUMNS, table_rows(rows))
+
+
+def targets_table(checks: list[dict[str, Any]]) -> str:
+    return markdown(("target", "result", "measured"), [[c["target"], c["result"], c["detail"]] for c in checks])
+
+
+def legend() -> str:
+    return "\n".join(f"- {MODE_SHORT[mode]}: {title}" for mode, title in MODE_TITLES.items())
