@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Cloud Run emulator serving {emulator.url} (project {args.project}, region {args.region}, "
             f"{jobs} catalog jobs). Point clients at it:\n"
-            f"  export CLOUD_RUN_EMULATOR_HOST={emulator.url}\n"
+            f"  export FANOUT_EMULATOR_HOST={emulator.url}   # for fanout itself\n"
             f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
             f"                    client_options=ClientOptions(api_endpoint='{emulator.url}'))\n"
             f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
