@@ -345,7 +345,8 @@ def test_image_without_command_needs_explicit_local_config(tmp_path: Path) -> No
         assert emulator.task_stats()["attempts_started"] == 1  # the unknown image never ran, nor retried
 
 
-def test_catalog_jobs_exist_at_start_with_secrets_from_config(tmp_path: Path) -> None:
+def test_catalog_jobs_exist_at_start_with_secrets_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
     out = tmp_path / "env.json"
     code = f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"
     definition = JobDefinition(
@@ -371,6 +372,8 @@ def test_catalog_jobs_exist_at_start_with_secrets_from_config(tmp_path: Path) ->
         assert clients.run("cataloged").result(timeout=20, polling=FAST_POLL).succeeded_count == 2
         seen = json.loads(out.read_text())
         assert (seen["TOKEN"], seen["MODE"]) == ("s3cret", "test")
+        # Tasks reach fake-gcs-server through the emulator's own STORAGE_EMULATOR_HOST.
+        assert seen["STORAGE_EMULATOR_HOST"] == "http://127.0.0.1:4443"
 
     with Emulator(catalog=catalog) as emulator:
         clients = Clients(emulator)
