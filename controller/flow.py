@@ -17,7 +17,7 @@ from controller.offline import apply_quiet_defaults
 
 apply_quiet_defaults()
 
-from prefect import flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
+from prefect import Flow, flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
@@ -32,7 +32,7 @@ from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
-from controller.store import Store, open_store  # noqa: E402
+from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ class Options:
 _running: dict[str, BatchRunner] = {}
 
 
-@task(name="launch", cache_policy=NO_CACHE, task_run_name="launch-{index}")
+# Task results are never persisted, whatever the flow's result settings: the report is the record, and a
+# per-item batch would otherwise write one result object per launch to the result storage.
+@task(name="launch", cache_policy=NO_CACHE, persist_result=False, task_run_name="launch-{index}")
 def launch_task(batch_id: str, index: int) -> str | None:
     """Start one execution. Returns its name, or None when Cloud Run refused it (the reason is recorded)."""
     runner = _running[batch_id]
@@ -82,7 +84,7 @@ def launch_task(batch_id: str, index: int) -> str | None:
     return state.execution.name
 
 
-@task(name="prepare", cache_policy=NO_CACHE)
+@task(name="prepare", cache_policy=NO_CACHE, persist_result=False)
 def prepare_task(batch_id: str, service_account: str | None) -> int:
     """Create one-off jobs, write manifests, and find executions a previous run of this batch started."""
     runner = _running[batch_id]
@@ -198,6 +200,7 @@ def fan_out(
     deadline: str | None = None,
     logs_for: str = "failed",
     gcp_credentials_block: str | None = None,
+    report_block: str | None = None,
     fail_on_item_failure: bool = False,
     poll_interval: float = 2.0,
     rates: dict[str, int | None] | None = None,
@@ -207,7 +210,9 @@ def fan_out(
     Returns the report's summary and location. With ``fail_on_item_failure`` the flow run ends Failed when
     any item did not succeed (after the report is written). ``poll_interval`` is the fastest poll (it slows
     down to 30 s while nothing changes); ``rates`` overrides the calls-per-minute budget by kind
-    (``run``, ``write``, ``read``, ``logs``; null for unlimited).
+    (``run``, ``write``, ``read``, ``logs``; null for unlimited). ``gcp_credentials_block`` names a saved
+    prefect-gcp ``GcpCredentials`` block (default: Application Default Credentials); ``report_block`` names
+    a saved ``GcsBucket`` block to write the report to instead of ``report_to``.
     """
     logger = get_run_logger()
     credentials = load_credentials(gcp_credentials_block)
@@ -216,7 +221,11 @@ def fan_out(
     if not project:
         raise ValueError("no project: pass project=..., or a catalog from the Terraform module that names one")
     clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
-    store = open_store(report_to, clients.storage if report_to.startswith("gs://") else None)
+    if report_block:
+        store: Store = open_bucket_block(report_block)
+        report_to = store.url("").rstrip("/")
+    else:
+        store = open_store(report_to, clients.storage if report_to.startswith("gs://") else None)
     spec_source: Any = batch
     if isinstance(batch, str) and batch.startswith("gs://"):
         from controller.store import read_url
@@ -258,4 +267,15 @@ def fan_out(
     return summary
 
 
-__all__ = ["LaunchState", "Options", "execute", "fan_out", "progress_sink", "report_sink"]
+def with_result_block(block_name: str) -> Flow[..., dict[str, Any]]:
+    """``fan_out`` with its return value persisted as JSON to a saved prefect-gcp ``GcsBucket`` block.
+
+    For Python callers; a deployment sets ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` instead (prefect.yaml).
+    The block is named, not loaded, so Prefect resolves it when the flow run starts, not at import.
+    """
+    return fan_out.with_options(
+        result_storage=f"gcs-bucket/{block_name}", persist_result=True, result_serializer="json"
+    )
+
+
+__all__ = ["LaunchState", "Options", "execute", "fan_out", "progress_sink", "report_sink", "with_result_block"]

@@ -121,6 +121,23 @@ def open_store(destination: str, storage_client: Any | None = None) -> Store:
     return LocalStore(destination)
 
 
+def open_bucket_block(name: str) -> GcsStore:
+    """A store at a saved prefect-gcp ``GcsBucket`` block: its bucket and ``bucket_folder``.
+
+    The storage client comes from the block's own ``GcpCredentials``, exactly the client prefect-gcp uses
+    when the same block persists flow results, so one block grants both. ``google-cloud-storage`` honours
+    ``STORAGE_EMULATOR_HOST`` itself, which is how the block reaches fake-gcs-server in tests.
+    """
+    from prefect_gcp.cloud_storage import GcsBucket  # prefect-gcp imports are slow; only pay when asked
+
+    try:
+        block = GcsBucket.load(name)
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..." for a missing name
+        raise StoreError(f"no GcsBucket block named {name!r}: {exc}") from None
+    client = block.gcp_credentials.get_cloud_storage_client()
+    return GcsStore(client, block.bucket, block.bucket_folder)
+
+
 def read_url(url: str, storage_client: Any | None = None) -> bytes:
     """Read one object by URL: ``gs://bucket/path`` or a local path (for ``fanout report show``)."""
     if url.startswith("gs://"):
