@@ -207,12 +207,31 @@ def fan_out(
 ) -> dict[str, Any]:
     """Run a batch spec (a path, a gs:// URL, inline YAML/JSON, or a dict) on Cloud Run jobs.
 
-    Returns the report's summary and location. With ``fail_on_item_failure`` the flow run ends Failed when
-    any item did not succeed (after the report is written). ``poll_interval`` is the fastest poll (it slows
-    down to 30 s while nothing changes); ``rates`` overrides the calls-per-minute budget by kind
-    (``run``, ``write``, ``read``, ``logs``; null for unlimited). ``gcp_credentials_block`` names a saved
-    prefect-gcp ``GcpCredentials`` block (default: Application Default Credentials); ``report_block`` names
-    a saved ``GcsBucket`` block to write the report to instead of ``report_to``.
+    Returns the report's summary and location. The argument descriptions below are what the Prefect UI
+    shows next to each parameter of a deployment.
+
+    Args:
+        batch: The batch spec: a file path (relative to the working directory), a gs:// URL, or the spec
+            itself as YAML/JSON text or an object.
+        project: Google Cloud project of the jobs; default: the catalog's (Terraform's job_catalog output).
+        region: Region of the jobs.
+        report_to: Where report.json and report.html go: gs://BUCKET/PREFIX or a local folder. Ignored
+            when report_block is set.
+        concurrency: Launch requests in flight at once.
+        mode: auto (pack items of packable jobs into shared executions), packed, or per-item.
+        batch_id: Batch id (overrides the spec's); reuse one to resume a batch.
+        catalog: Job catalog: a jobs/ folder or the saved `terraform output -json job_catalog`; default:
+            the bundled example jobs.
+        deadline: Cancel the batch after this long, e.g. 2h or 45m.
+        logs_for: Which items get log tails in the report: failed, all or none.
+        gcp_credentials_block: Name of a saved prefect-gcp GcpCredentials block; default: Application
+            Default Credentials (the service account the flow runs as).
+        report_block: Name of a saved prefect-gcp GcsBucket block to write the report to (its bucket and
+            folder, through its credentials) instead of report_to.
+        fail_on_item_failure: End the flow run Failed when any item did not succeed (after the report is
+            written).
+        poll_interval: The fastest poll, in seconds; polling slows down to 30 s while nothing changes.
+        rates: Calls-per-minute budget by kind (run, write, read, logs; null for unlimited).
     """
     logger = get_run_logger()
     credentials = load_credentials(gcp_credentials_block)
