@@ -61,7 +61,7 @@ def retrying(
     return Retrying(
         retry=retry_if_exception(is_retryable),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_seconds),
-        wait=wait_exponential_jitter(initial=initial, max=max_wait),
+        wait=wait_exponential_jitter(multiplier=initial, max=max_wait),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,

@@ -16,13 +16,11 @@ from controller.offline import apply_quiet_defaults
 apply_quiet_defaults()
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from testenv import BUCKET, PROJECT, REGION  # noqa: E402
+
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints  # noqa: E402
 from controller.emulator import Emulator  # noqa: E402
-
-PROJECT = "test-project"
-REGION = "us-central1"
-BUCKET = "fanout-reports"
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +30,9 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="session")
-def emulator(catalog: Catalog) -> Iterator[Emulator]:
-    """One Cloud Run + Logging emulator serving the catalog's jobs for the whole session."""
+def emulator(catalog: Catalog, gcs: Any) -> Iterator[Emulator]:
+    """One Cloud Run + Logging emulator serving the catalog's jobs for the whole session. It starts after
+    fake-gcs-server so its tasks inherit STORAGE_EMULATOR_HOST (packed tasks read manifests there)."""
     with Emulator(catalog=catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
         yield emu
 

@@ -1,0 +1,33 @@
+"""Helpers for running whole batches through the flow against the emulators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from testenv import BUCKET, PROJECT, REGION
+
+from controller.emulator import Emulator
+from controller.report import Report
+
+
+@pytest.fixture
+def run_flow(
+    emulator: Emulator, gcs: Any, prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[dict[str, Any], Report]]:
+    """Run ``fan_out`` (a real Prefect flow run) on a spec dict; returns its summary and the report read
+    back from the bucket through google-cloud-storage."""
+    from controller.flow import fan_out
+
+    monkeypatch.setenv("FANOUT_EMULATOR_HOST", emulator.url)
+
+    def run(spec: dict[str, Any], **params: Any) -> tuple[dict[str, Any], Report]:
+        params.setdefault("report_to", f"gs://{BUCKET}/flow-tests")
+        params.setdefault("poll_interval", 0.3)
+        summary = fan_out(batch=spec, project=PROJECT, region=REGION, **params)
+        name = summary["report"].removeprefix(f"gs://{BUCKET}/")
+        report = Report.from_json(gcs.bucket(BUCKET).blob(name).download_as_bytes())
+        return summary, report
+
+    return run
