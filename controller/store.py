@@ -128,12 +128,17 @@ def open_bucket_block(name: str) -> GcsStore:
     when the same block persists flow results, so one block grants both. ``google-cloud-storage`` honours
     ``STORAGE_EMULATOR_HOST`` itself, which is how the block reaches fake-gcs-server in tests.
     """
+    from prefect.exceptions import ObjectNotFound
     from prefect_gcp.cloud_storage import GcsBucket  # prefect-gcp imports are slow; only pay when asked
 
     try:
         block = GcsBucket.load(name)
-    except ValueError as exc:  # Prefect's "Unable to find block document named ..." for a missing name
-        raise StoreError(f"no GcsBucket block named {name!r}: {exc}") from None
+    except ValueError as exc:
+        # Prefect turns the API's 404 into a ValueError; other ValueErrors (a block that does not validate)
+        # are not a missing name and keep their own message.
+        if not isinstance(exc.__cause__, ObjectNotFound):
+            raise
+        raise StoreError(f"no GcsBucket block named {name!r} on the Prefect server") from None
     client = block.gcp_credentials.get_cloud_storage_client()
     return GcsStore(client, block.bucket, block.bucket_folder)
 
