@@ -78,7 +78,10 @@ def _batches(values: Sequence[str], label: str, fixed: int) -> list[list[str]]:
 def build_filters(project: str, targets: Iterable[TailTarget], since: datetime | None) -> list[str]:
     """Filters covering every target: per-item executions grouped by execution name, packed tasks grouped
     by execution and task index."""
-    base = ['resource.type="cloud_run_job"', f'resource.labels.project_id="{project}"']
+    # Only what the containers printed: Cloud Run's own lines ("Container called exit(1).") go to
+    # run.googleapis.com/varlog/system and are not part of an item's output.
+    streams = " OR ".join(f'"projects/{project}/logs/run.googleapis.com%2F{s}"' for s in ("stdout", "stderr"))
+    base = ['resource.type="cloud_run_job"', f'resource.labels.project_id="{project}"', f"logName=({streams})"]
     if since is not None:
         base.append(f'timestamp>="{since.isoformat().replace("+00:00", "Z")}"')
     fixed = " AND ".join(base)

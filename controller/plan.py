@@ -102,13 +102,18 @@ def manifest_chunks(launch: Launch, chunk: int = MANIFEST_CHUNK) -> Iterator[tup
 
 
 def one_off_job_for(item: Item) -> OneOffJob:
-    """The job an image/command item runs on; items with equal image, command and resources share it."""
-    if item.image is None or item.command is None:
+    """The job an image/command item runs on.
+
+    The job's command is only the program (``command[0]``); the rest of the command travels with each run
+    as args, which RunJob can override. So items that share image, program and resources share one job
+    however their arguments differ (Cloud Run allows 1,000 jobs per region: one per item would not do).
+    """
+    if item.image is None or not item.command:
         raise ValueError(f"item {item.key!r} names a job, not an image and a command")
     job = OneOffJob(
         name="",
         image=item.image,
-        command=item.command,
+        command=item.command[:1],
         cpu=item.cpu or "1",
         memory=item.memory or "512Mi",
         max_retries=item.retries if item.retries is not None else 0,
@@ -116,6 +121,11 @@ def one_off_job_for(item: Item) -> OneOffJob:
     )
     identity = json.dumps([job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env])
     return replace(job, name=f"fanout-oneoff-{hashlib.sha256(identity.encode()).hexdigest()[:16]}")
+
+
+def one_off_args(item: Item) -> tuple[str, ...]:
+    """RunJob args for a one-off item: the rest of its command, then its own args."""
+    return (*(item.command or ())[1:], *(item.args or ()))
 
 
 def _packable(item: Item, job: JobDefinition | None) -> str | None:
@@ -208,6 +218,7 @@ def plan(
         else:
             item = unit
             name = job_of_item[item.index]
+            args = one_off_args(item) if item.job is None else item.args
             launches.append(
                 Launch(
                     index=index,
@@ -215,8 +226,8 @@ def plan(
                     job=name,
                     packed=False,
                     items=(item,),
-                    args=item.args,
-                    clear_args=item.args == (),
+                    args=args,
+                    clear_args=args == (),
                     env=(*base_env, *item.env),
                     secret_env=item.secret_env,
                     sensitive_env=item.sensitive_env,

@@ -1,0 +1,48 @@
+"""Log tails in the report are exactly the last lines each failed item printed, fetched in a few calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from controller.emulator import Emulator
+from controller.report import ItemState, Report
+
+pytestmark = pytest.mark.xdist_group("emulator-flow")
+
+LINES = 80  # each failing item prints this many lines; the report keeps the last 50
+
+
+def printer(key: str, fail: bool) -> list[str]:
+    # One stream: lines of one stream keep their order in any logging system; stdout and stderr, read
+    # through separate pipes, need not interleave exactly as written (on Cloud Run either).
+    script = f'for i in $(seq 1 {LINES}); do echo "{key} line $i"; done; exit {4 if fail else 0}'
+    return ["sh", "-c", script]
+
+
+def test_failed_items_tails_are_their_last_lines_in_a_handful_of_calls(
+    run_flow: Callable[..., tuple[dict[str, Any], Report]], emulator: Emulator
+) -> None:
+    items = [
+        {"key": f"item-{i:03d}", "image": "busybox:1.36", "command": printer(f"item-{i:03d}", i % 5 == 0)}
+        for i in range(200)
+    ]
+    before = emulator.stats().get("Logging.ListLogEntries", 0)
+    _summary, report = run_flow({"batch_id": "it-tails", "items": items}, rates={"run": None, "read": None})
+    calls = emulator.stats()["Logging.ListLogEntries"] - before
+
+    failed = [item for item in report.items if item.state is ItemState.FAILED]
+    assert len(failed) == 40
+    assert all(item.state is ItemState.SUCCEEDED for item in report.items if item not in failed)
+    for item in failed:
+        expected = [f"{item.key} line {n}" for n in range(LINES - 49, LINES + 1)]
+        assert item.log_tail == expected, item.key
+        assert item.log_tail_truncated
+        assert item.exit_code == 4
+    assert all(item.log_tail is None for item in report.items if item.state.ok)
+    # 40 executions x 80 lines = 3,200 entries under one filter: a few pages, not one call per item.
+    assert 1 <= calls <= 6, calls
+    # All 200 one-off items share a single job: same image, same program.
+    assert {item.job for item in report.items} == {report.launches[0].job}
