@@ -47,8 +47,8 @@ class SecretRef(_Strict):
 class LocalRun(_Strict):
     """How the image's ENTRYPOINT runs on a host without containers (used by the emulator).
 
-    ``{python}`` stands for the running interpreter; entries starting with ``./`` or ``../`` are paths
-    relative to the job's folder.
+    ``{python}`` stands for the running interpreter (started with ``-S``: standard library only, as in the
+    jobs' slim images); entries starting with ``./`` or ``../`` are paths relative to the job's folder.
     """
 
     entrypoint: list[str] = Field(min_length=1)
@@ -193,7 +193,7 @@ class Catalog:
                 continue
             jobs[job.name] = job.model_copy(update={"image": f"{registry.rstrip('/')}/{job.image}"})
             if job.local is not None:
-                entrypoints[job.name] = [_local_arg(arg, path.parent) for arg in job.local.entrypoint]
+                entrypoints[job.name] = [part for arg in job.local.entrypoint for part in _local_arg(arg, path.parent)]
         if problems:
             raise CatalogError("invalid job definitions:\n  " + "\n  ".join(problems))
         return cls(jobs, local_entrypoints=entrypoints)
@@ -227,12 +227,14 @@ class Catalog:
         return cls.from_terraform_output(data)
 
 
-def _local_arg(arg: str, job_dir: Path) -> str:
+def _local_arg(arg: str, job_dir: Path) -> list[str]:
     if arg == "{python}":
-        return sys.executable
+        # -S: no site-packages, like the jobs' slim images (job code is standard library only); it also
+        # cuts interpreter start-up several times over in a virtualenv full of .pth files.
+        return [sys.executable, "-S"]
     if arg.startswith(("./", "../")):
-        return str((job_dir / arg).resolve())
-    return arg
+        return [str((job_dir / arg).resolve())]
+    return [arg]
 
 
 def _short(exc: BaseException) -> str:

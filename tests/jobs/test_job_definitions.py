@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -16,7 +18,9 @@ def test_the_shipped_jobs_load_with_local_entrypoints():
     for job in catalog:
         assert job.image.startswith("local/fanout/")
         assert job.image in images
-        assert images[job.image][1].endswith("jobs/runner/fanout_runner.py")
+        python, no_site, runner = images[job.image][:3]
+        assert (python, no_site) == (sys.executable, "-S")  # stdlib only, as in the slim images
+        assert runner.endswith("jobs/runner/fanout_runner.py")
 
 
 @pytest.mark.parametrize(
