@@ -253,7 +253,9 @@ class CloudRun:
         def create() -> bool:
             try:
                 operation = self.clients.jobs.create_job(request=request, retry=None)
-            except gexc.AlreadyExists:
+            # Over REST an error's class follows its HTTP status: ALREADY_EXISTS arrives as a 409 Conflict,
+            # not as the AlreadyExists subclass the gRPC transport would raise.
+            except gexc.Conflict:
                 return True
             operation.result(timeout=300)
             return True
