@@ -87,6 +87,7 @@ class BatchRunner:
     plan: Plan
     cloud: CloudRun
     store: Store
+    manifest_store: Store | None = None  # default: the report store
     concurrency: int = 16
     poll: PollPolicy = field(default_factory=PollPolicy)
     clock: Callable[[], float] = time.monotonic
@@ -148,7 +149,7 @@ class BatchRunner:
             if launch.packed:
                 files.extend((f"manifests/{launch.index:05d}/{name}", data) for name, data in manifest_chunks(launch))
         if files:
-            self.store.write_many(batch_id, files)
+            (self.manifest_store or self.store).write_many(batch_id, files)
 
     def adopt_existing(self) -> int:
         """Attach to executions this batch already started (a resumed run); returns how many."""

@@ -154,6 +154,9 @@ class Catalog:
         self.jobs = dict(jobs)
         self.project = project
         self.region = region
+        # Where the Terraform module put the report bucket and its prefixes (None for a jobs/ folder).
+        self.report_to: str | None = None
+        self.manifests_to: str | None = None
         self._local_entrypoints = dict(local_entrypoints or {})
 
     def __contains__(self, name: object) -> bool:
@@ -210,7 +213,12 @@ class Catalog:
             jobs = {name: JobDefinition.model_validate({"name": name, **spec}) for name, spec in data["jobs"].items()}
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise CatalogError(f"not a job catalog from the Terraform module: {_short(exc)}") from None
-        return cls(jobs, project=data.get("project"), region=data.get("region"))
+        catalog = cls(jobs, project=data.get("project"), region=data.get("region"))
+        if bucket := data.get("report_bucket"):
+            catalog.report_to = f"gs://{bucket}/{str(data.get('report_prefix') or '').strip('/')}".rstrip("/")
+            if data.get("manifest_prefix"):
+                catalog.manifests_to = f"gs://{bucket}/{str(data['manifest_prefix']).strip('/')}"
+        return catalog
 
     @classmethod
     def load(cls, source: str | Path | None = None) -> Catalog:

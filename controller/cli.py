@@ -97,11 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("FANOUT_PROJECT"),
         help="Google Cloud project (env FANOUT_PROJECT). Without one, the local emulator is used",
     )
-    run.add_argument("--region", default=_env("FANOUT_REGION", "us-central1"), help="region (env FANOUT_REGION)")
+    run.add_argument(
+        "--region",
+        default=_env("FANOUT_REGION"),
+        help="region (env FANOUT_REGION; default: the catalog's, else us-central1)",
+    )
     run.add_argument(
         "--report-to",
-        default=_env("FANOUT_REPORT_TO", "reports"),
-        help="gs://BUCKET/PREFIX or a folder (env FANOUT_REPORT_TO; default ./reports)",
+        default=_env("FANOUT_REPORT_TO"),
+        help="gs://BUCKET/PREFIX or a folder (env FANOUT_REPORT_TO; default: the Terraform catalog's report "
+        "bucket, else ./reports)",
+    )
+    run.add_argument(
+        "--report-block",
+        help="prefect-gcp GcsBucket block to write the report to (its bucket, folder and credentials)",
+    )
+    run.add_argument(
+        "--manifests-to",
+        default=_env("FANOUT_MANIFESTS_TO"),
+        help="where packed launches' manifests go (default: the Terraform catalog's manifest prefix, else "
+        "beside the report); the jobs' service account must be able to read there",
     )
     run.add_argument(
         "--concurrency",
@@ -271,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif not project:
         from controller.emulator import Emulator
 
-        emulator = Emulator(catalog=catalog, project=LOCAL_PROJECT, region=args.region)
+        emulator = Emulator(catalog=catalog, project=LOCAL_PROJECT, region=args.region or "us-central1")
         emulator.start()
         os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
         project = LOCAL_PROJECT
@@ -300,6 +315,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             project=project,
             region=args.region,
             report_to=args.report_to,
+            report_block=args.report_block,
+            manifests_to=args.manifests_to,
             concurrency=args.concurrency,
             mode=args.mode,
             batch_id=batch.batch_id,

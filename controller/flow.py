@@ -104,17 +104,24 @@ def execute(
     *,
     clients: Clients,
     store: Store,
+    manifest_store: Store | None = None,
     flow_run_id: str | None = None,
     use_prefect_tasks: bool = True,
 ) -> tuple[Report, str]:
-    """Run a validated batch to its report. Returns the report and where it was written."""
-    the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=store.url(batch.batch_id, "manifests"))
+    """Run a validated batch to its report. Returns the report and where it was written.
+
+    Packed launches' manifests go to ``manifest_store`` (default: beside the report), under
+    ``<batch-id>/manifests/``: the jobs' identity needs read access there and nowhere else.
+    """
+    manifests = manifest_store or store
+    the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=manifests.url(batch.batch_id, "manifests"))
     budget = Budget.from_rates(options.rates)
     cloud = CloudRun(clients, options.project, options.region, budget)
     runner = BatchRunner(
         the_plan,
         cloud,
         store,
+        manifest_store=manifests,
         concurrency=options.concurrency,
         poll=options.poll,
         progress=progress_sink.get(),
@@ -191,8 +198,9 @@ def _finish(
 def fan_out(
     batch: str | dict[str, Any],
     project: str | None = None,
-    region: str = "us-central1",
-    report_to: str = "reports",
+    region: str | None = None,
+    report_to: str | None = None,
+    manifests_to: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     mode: str = "auto",
     batch_id: str | None = None,
@@ -214,9 +222,12 @@ def fan_out(
         batch: The batch spec: a file path (relative to the working directory), a gs:// URL, or the spec
             itself as YAML/JSON text or an object.
         project: Google Cloud project of the jobs; default: the catalog's (Terraform's job_catalog output).
-        region: Region of the jobs.
-        report_to: Where report.json and report.html go: gs://BUCKET/PREFIX or a local folder. Ignored
-            when report_block is set.
+        region: Region of the jobs; default: the catalog's, else us-central1.
+        report_to: Where report.json and report.html go: gs://BUCKET/PREFIX or a local folder; default:
+            the Terraform module's report bucket and prefix when the catalog names them, else ./reports.
+            Ignored when report_block is set.
+        manifests_to: Where packed launches' manifests go (gs://BUCKET/PREFIX or a folder); default: the
+            Terraform module's manifest prefix when the catalog names it, else beside the report.
         concurrency: Launch requests in flight at once.
         mode: auto (pack items of packable jobs into shared executions), packed, or per-item.
         batch_id: Batch id (overrides the spec's); reuse one to resume a batch.
@@ -244,7 +255,12 @@ def fan_out(
         store: Store = open_bucket_block(report_block)
         report_to = store.url("").rstrip("/")
     else:
+        report_to = report_to or job_catalog.report_to or "reports"
         store = open_store(report_to, clients.storage if report_to.startswith("gs://") else None)
+    manifests_to = manifests_to or job_catalog.manifests_to
+    manifest_store = None
+    if manifests_to:
+        manifest_store = open_store(manifests_to, clients.storage if manifests_to.startswith("gs://") else None)
     spec_source: Any = batch
     if isinstance(batch, str) and batch.startswith("gs://"):
         from controller.store import read_url
@@ -264,7 +280,15 @@ def fan_out(
     )
     flow_run_id = current_flow_run.id
     logger.info("batch %s: %d item(s) -> %s", the_batch.batch_id, len(the_batch.items), store.url(the_batch.batch_id))
-    report, url = execute(the_batch, job_catalog, options, clients=clients, store=store, flow_run_id=flow_run_id)
+    report, url = execute(
+        the_batch,
+        job_catalog,
+        options,
+        clients=clients,
+        store=store,
+        manifest_store=manifest_store,
+        flow_run_id=flow_run_id,
+    )
 
     from controller.artifacts import publish_artifacts
 
