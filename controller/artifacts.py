@@ -61,6 +61,4 @@ def _attempt(report: Report, key: str, create: Callable[[], object]) -> None:
     # Anything the Prefect client raises (HTTP status, transport, validation) lands here: the report is the
     # record and is stored elsewhere, so a broken artifact is worth a warning, not a failed batch.
     except Exception:
-        logger.warning(
-            "could not publish Prefect artifact %s for batch %s", key, report.batch_id, exc_info=True
-        )
+        logger.warning("could not publish Prefect artifact %s for batch %s", key, report.batch_id, exc_info=True)

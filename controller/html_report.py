@@ -77,9 +77,7 @@ def _summary_html(report: Report) -> str:
         facts.append(("Flow run", report.flow_run_id))
     facts.append(("Schema", report.schema_))
     counts = [("total", "all", summary.total, "total")]
-    counts += [
-        (state.value, state.value, summary.by_state.get(state, 0), state_label(state)) for state in ItemState
-    ]
+    counts += [(state.value, state.value, summary.by_state.get(state, 0), state_label(state)) for state in ItemState]
     parts = [
         "<header>",
         f'<h1>Batch <span class="mono" id="batch-id">{escape(report.batch_id)}</span> '

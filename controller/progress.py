@@ -189,9 +189,7 @@ class Progress:
             if count or state is ItemState.SUCCEEDED:
                 states.append(f"● {count:,} {state_label(state)}  ", style=STATE_STYLE[state])
         for key in (RUNNING, PENDING):
-            states.append(
-                f"● {self._counts.get(key, 0):,} {key}  ", style="cyan" if key == RUNNING else "dim"
-            )
+            states.append(f"● {self._counts.get(key, 0):,} {key}  ", style="cyan" if key == RUNNING else "dim")
         grid = Table.grid(padding=(0, 1))
         grid.add_row(
             Text("fanout", style="bold"),

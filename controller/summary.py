@@ -127,8 +127,7 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
     lines = [
         f"## Batch {_md(report.batch_id)}: {report.status.value}",
         "",
-        f"**{headline(report)}** · duration {format_seconds(batch_duration(report))} · "
-        f"{summary.launches:,} launches",
+        f"**{headline(report)}** · duration {format_seconds(batch_duration(report))} · {summary.launches:,} launches",
         "",
         "| State | Items |",
         "|---|---:|",
@@ -156,9 +155,7 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
         ]
         for item in shown:
             links = " ".join(
-                link
-                for link in (_md_link("execution", item.console_url), _md_link("logs", item.log_url))
-                if link
+                link for link in (_md_link("execution", item.console_url), _md_link("logs", item.log_url)) if link
             )
             cells = [
                 _md(item.key),
@@ -251,6 +248,4 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
         )
     console.print(table)
     if len(failed) > len(shown):
-        console.print(
-            Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim")
-        )
+        console.print(Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim"))
