@@ -32,7 +32,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
-from controller.retry import is_retryable
+from controller.retry import api_error_message, is_retryable
 from controller.spec import Item
 from controller.store import Store
 
@@ -48,12 +48,15 @@ class BatchConflict(Exception):
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """Adaptive polling: ``fastest`` while executions are changing, slowing by ``backoff`` up to
-    ``slowest`` while nothing changes."""
+    """Adaptive polling: ``fastest`` when an execution has just started or ended, slowing by ``backoff``
+    up to ``slowest`` otherwise; while tasks finish at a measurable pace, at most ``remaining time /
+    polls_per_remaining`` (never under ``fastest``), so the end of a long packed execution is seen soon
+    after it happens and the execution costs a few dozen polls rather than one per ``fastest`` seconds."""
 
     fastest: float = 2.0
     slowest: float = 30.0
     backoff: float = 1.5
+    polls_per_remaining: float = 4.0
 
 
 @dataclass
@@ -178,7 +181,7 @@ class BatchRunner:
             with self._slots:
                 execution = self.cloud.run(state.launch, since=self.started_at)
         except gexc.GoogleAPICallError as exc:
-            state.error = self.redact(f"Cloud Run refused the run: {exc.message or exc}")
+            state.error = self.redact(f"Cloud Run refused the run: {api_error_message(exc)}")
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
         except Exception as exc:
             if not is_retryable(exc):
@@ -227,7 +230,8 @@ class BatchRunner:
         """Poll until every started execution has ended and launching is over, or until cancelled or past
         the batch deadline (then cancel)."""
         interval = self.poll.fastest
-        last: dict[str, tuple[int, ...]] = {}
+        last: dict[str, tuple[bool, bool]] = {}
+        first_seen: dict[str, tuple[float, int]] = {}  # execution -> (clock, finished tasks) when first polled
         while True:
             with self._lock:
                 active = [s for s in self.states if s.active]
@@ -239,25 +243,37 @@ class BatchRunner:
             if self.cancel_event.is_set():
                 break
             changed = False
+            ends_in: float | None = None
             if active:
                 names_by_job: dict[str, set[str]] = {}
                 for state in active:
                     assert state.execution is not None
                     names_by_job.setdefault(state.launch.job, set()).add(state.execution.name)
                 statuses = self.cloud.poll(names_by_job, since=self.started_at)
+                now = self.clock()
                 with self._lock:
                     for state in active:
                         assert state.execution is not None
                         status = statuses.get(state.execution.name)
                         if status is None:
                             continue
-                        signature = (status.running, status.succeeded, status.failed, status.cancelled, status.done)
+                        # Only a start or an end resets to the fastest pace: the task counts of a packed
+                        # execution change at every poll, and resetting on them polled a 10,000-task
+                        # execution every `fastest` seconds from start to end.
+                        signature = (status.start_time is not None, status.done)
                         changed |= last.get(status.name) != signature
                         last[status.name] = signature
                         state.execution = status
+                        remaining = _remaining_seconds(
+                            status, first_seen.setdefault(status.name, (now, status.finished_tasks)), now
+                        )
+                        if remaining is not None:
+                            ends_in = remaining if ends_in is None else min(ends_in, remaining)
             if self.progress:
                 self.progress(self.counts())
             interval = self.poll.fastest if changed else min(interval * self.poll.backoff, self.poll.slowest)
+            if ends_in is not None:
+                interval = min(interval, max(self.poll.fastest, ends_in / self.poll.polls_per_remaining))
             if not active:
                 interval = self.poll.fastest  # only waiting for launches to register
             self.cancel_event.wait(interval)
@@ -274,7 +290,8 @@ class BatchRunner:
             try:
                 self.cloud.cancel(state.execution.name)
             except gexc.GoogleAPICallError as exc:
-                self.problems.append(self.redact(f"could not cancel {short_name(state.execution.name)}: {exc.message}"))
+                name = short_name(state.execution.name)
+                self.problems.append(self.redact(f"could not cancel {name}: {api_error_message(exc)}"))
         deadline = self.clock() + wait_seconds
         while active and self.clock() < deadline:
             names_by_job: dict[str, set[str]] = {}
@@ -355,7 +372,7 @@ class BatchRunner:
                 redact=self.redact,
             )
         except gexc.GoogleAPICallError as exc:
-            self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {exc.message}"))
+            self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {api_error_message(exc)}"))
             return results
         if stats.incomplete:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
@@ -493,6 +510,16 @@ class BatchRunner:
             items=items,
             problems=[self.redact(p) for p in self.problems],
         )
+
+
+def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: float) -> float | None:
+    """Seconds until the execution's last task ends at the pace its tasks have finished since it was
+    first polled; None while that pace is unknown (no task finished yet, or a single-task execution)."""
+    since, finished_then = first
+    finished = status.finished_tasks - finished_then
+    if status.done or finished <= 0 or now <= since:
+        return None
+    return (status.task_count - status.finished_tasks) * (now - since) / finished
 
 
 _SEVERITY = {
