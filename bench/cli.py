@@ -130,6 +130,19 @@ def _summary_line(row: dict[str, Any]) -> str:
     )
 
 
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether the checkout had uncommitted changes to the measured code."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": git("status", "--porcelain", "--", "controller", "jobs", "bench").splitlines(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     matrix = QUICK if args.quick else FULL
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_seconds": round(time.perf_counter() - started, 1),
+        "code": _code_version(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
