@@ -128,9 +128,13 @@ def execute(
         deadline_seconds=options.deadline_seconds,
     )
     _running[batch.batch_id] = runner
+    finished: Report | None = None
     try:
         resumed = runner.open_batch(project=options.project, region=options.region)
-        if use_prefect_tasks:
+        finished = _finished_report(runner, store) if resumed else None
+        if finished is not None:
+            log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
+        elif use_prefect_tasks:
             adopted = prepare_task(batch.batch_id, options.service_account)
             futures = [launch_task.submit(batch.batch_id, s.launch.index) for s in runner.pending()]
             _watch(runner, futures)
@@ -140,7 +144,7 @@ def execute(
             adopted = runner.adopt_existing()
             runner.launch_all()
             runner.watch()
-        if resumed:
+        if resumed and finished is None:
             log.info("resumed batch %s: %d execution(s) were already running or done", batch.batch_id, adopted)
     except BaseException as exc:
         # Ctrl-C, SIGTERM, a Prefect cancellation or a crash: stop what runs, then report below.
@@ -150,8 +154,44 @@ def execute(
         raise
     finally:
         _running.pop(batch.batch_id, None)
-        report, url = _finish(runner, clients, store, options, flow_run_id)
+        if finished is None:
+            report, url = _finish(runner, clients, store, options, flow_run_id)
+    if finished is not None:
+        _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
+        return finished, store.url(batch.batch_id, "report.json")
     return report, url
+
+
+def _finished_report(runner: BatchRunner, store: Store) -> Report | None:
+    """The stored report of this batch if every launch in it ran to its end, else None.
+
+    Running such a batch again must start nothing: its one-off jobs, and with them their executions, were
+    deleted at its end, so looking executions up by launch key would not find them and would run the items
+    a second time.
+    """
+    data = store.read(runner.plan.batch.batch_id, "report.json")
+    if data is None:
+        return None
+    try:
+        report = Report.from_json(data)
+    except ValueError:  # unreadable or another schema: resume from the executions instead
+        return None
+    ended = {"succeeded", "failed", "cancelled"}
+    if report.spec_digest != runner.plan.batch.digest or len(report.launches) != len(runner.states):
+        return None
+    if any(launch.execution is None or launch.state not in ended for launch in report.launches):
+        return None
+    return report
+
+
+def _delete_one_off_jobs(runner: BatchRunner) -> None:
+    if runner.plan.batch.keep_jobs:
+        return
+    for job in runner.plan.one_off_jobs:
+        try:
+            runner.cloud.delete_job(job.name)
+        except Exception as exc:
+            log.warning("one-off job %s not deleted: %s", job.name, exc)
 
 
 def _finish(
@@ -179,12 +219,12 @@ def _finish(
         store.write(batch_id, "report.html", render_html(report).encode(), content_type="text/html")
     except Exception as exc:
         log.warning("report.html not written: %s", runner.redact(str(exc)))
-    if not runner.plan.batch.keep_jobs:
-        for job in runner.plan.one_off_jobs:
-            try:
-                runner.cloud.delete_job(job.name)
-            except Exception as exc:
-                log.warning("one-off job %s not deleted: %s", job.name, exc)
+    # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running
+    # the batch again finds what already ran by launch key and starts only the rest.
+    if all(state.execution is not None and state.execution.done for state in runner.states):
+        _delete_one_off_jobs(runner)
+    elif runner.plan.one_off_jobs and not runner.plan.batch.keep_jobs:
+        log.info("one-off jobs of batch %s kept until it is resumed to its end", batch_id)
     return report, url
 
 
