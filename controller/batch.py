@@ -32,7 +32,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
-from controller.retry import is_retryable
+from controller.retry import api_error_message, is_retryable
 from controller.spec import Item
 from controller.store import Store
 
@@ -181,7 +181,7 @@ class BatchRunner:
             with self._slots:
                 execution = self.cloud.run(state.launch, since=self.started_at)
         except gexc.GoogleAPICallError as exc:
-            state.error = self.redact(f"Cloud Run refused the run: {exc.message or exc}")
+            state.error = self.redact(f"Cloud Run refused the run: {api_error_message(exc)}")
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
         except Exception as exc:
             if not is_retryable(exc):
@@ -290,7 +290,8 @@ class BatchRunner:
             try:
                 self.cloud.cancel(state.execution.name)
             except gexc.GoogleAPICallError as exc:
-                self.problems.append(self.redact(f"could not cancel {short_name(state.execution.name)}: {exc.message}"))
+                name = short_name(state.execution.name)
+                self.problems.append(self.redact(f"could not cancel {name}: {api_error_message(exc)}"))
         deadline = self.clock() + wait_seconds
         while active and self.clock() < deadline:
             names_by_job: dict[str, set[str]] = {}
@@ -371,7 +372,7 @@ class BatchRunner:
                 redact=self.redact,
             )
         except gexc.GoogleAPICallError as exc:
-            self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {exc.message}"))
+            self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {api_error_message(exc)}"))
             return results
         if stats.incomplete:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")

@@ -6,6 +6,7 @@ call site decides for itself and nothing is retried with a bare ``except Excepti
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -66,3 +67,12 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+_REQUEST_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ")
+
+
+def api_error_message(exc: BaseException) -> str:
+    """What the API said, without the REST transport's "POST https://...?$alt=json: " request prefix."""
+    message = getattr(exc, "message", None) or str(exc)
+    return _REQUEST_PREFIX.sub("", str(message)).strip()

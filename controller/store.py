@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from controller.retry import api_error_message
+
 
 class StoreError(Exception):
     """A report destination could not be used; the message says which and why."""
@@ -89,7 +91,7 @@ class GcsStore:
         try:
             blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
         except gexc.GoogleAPICallError as exc:
-            raise StoreError(f"cannot write {self.url(batch_id, name)}: {exc.message}") from None
+            raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
         return self.url(batch_id, name)
 
     def read(self, batch_id: str, name: str) -> bytes | None:
