@@ -195,6 +195,7 @@ def mixed_spec(
     flaky: int = 6,
     multi_task: int = 3,
     one_off: int = 5,
+    min_sleep: float = 0.1,
     max_sleep: float = 1.5,
     keep_jobs: bool = True,
     hello_groups: int = 2,
@@ -205,7 +206,7 @@ def mixed_spec(
     expected: dict[str, Expected] = {}
 
     def sleep() -> str:
-        return f"{rng.uniform(0.1, max_sleep):.2f}"
+        return f"{rng.uniform(min_sleep, max_sleep):.2f}"
 
     for i in range(hello):
         # Items of one job with different timeouts go to different packed launches.
@@ -234,11 +235,13 @@ def mixed_spec(
     for i in range(one_off):
         key = f"oneoff-{i:04d}"
         code = 5 if i % 4 == 3 else 0
+        # One command for all, so the items share one one-off job; what varies goes in the args.
         items.append(
             {
                 "key": key,
                 "image": "example.com/sh:1",
-                "command": ["sh", "-c", f"sleep {sleep()}; echo done {key}; exit {code}"],
+                "command": ["sh", "-c", 'sleep "$0"; echo done "$1"; exit "$2"'],
+                "args": [sleep(), key, str(code)],
             }
         )
         expected[key] = Expected("succeeded" if code == 0 else "failed", code)
