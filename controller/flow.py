@@ -43,7 +43,8 @@ MAX_LAUNCH_THREADS = 64
 progress_sink: contextvars.ContextVar[Callable[[Mapping[str, int]], None] | None] = contextvars.ContextVar(
     "progress_sink", default=None
 )
-# And hands the finished report back to an in-process caller without a round trip through storage.
+# And hands the report back to an in-process caller without a round trip through storage (``execute`` calls it
+# as soon as the report is stored, also when the batch was interrupted).
 report_sink: contextvars.ContextVar[Callable[[Report, str], None] | None] = contextvars.ContextVar(
     "report_sink", default=None
 )
@@ -156,7 +157,13 @@ def execute(
         _running.pop(batch.batch_id, None)
         if finished is None:
             report, url = _finish(runner, clients, store, options, flow_run_id)
+            # Here rather than after the return: an interrupted batch leaves its report too, and the caller
+            # (the CLI) prints it even though the interruption propagates.
+            if (sink := report_sink.get()) is not None:
+                sink(report, url)
     if finished is not None:
+        if (sink := report_sink.get()) is not None:
+            sink(finished, store.url(batch.batch_id, "report.json"))
         _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
         return finished, store.url(batch.batch_id, "report.json")
     return report, url
@@ -333,8 +340,6 @@ def fan_out(
     from controller.artifacts import publish_artifacts
 
     publish_artifacts(report, report_url=url)
-    if (sink := report_sink.get()) is not None:
-        sink(report, url)
     summary = {
         "batch_id": report.batch_id,
         "status": str(report.status),
