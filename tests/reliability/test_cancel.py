@@ -1,0 +1,111 @@
+"""Cancellation: Ctrl-C (SIGINT) and SIGTERM to ``fanout run``, and a batch deadline. Every execution of the
+batch is cancelled through the API; none is left running 10 s after the controller says it cancelled; the
+report lists the cancelled items; signals end the command with exit code 130.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reliability.harness import (
+    CloudRunView,
+    EmulatorProcess,
+    fanout,
+    load_report,
+    mixed_spec,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-cancel")]
+
+GRACE = 10.0  # seconds after the controller says it cancelled by which nothing of the batch may run
+
+
+def _long_batch(batch_id: str) -> Any:
+    """Packed, per-item and one-off launches whose tasks all run for a minute."""
+    return mixed_spec(random.Random(3), batch_id, hello=6, flaky=3, multi_task=2, one_off=3, min_sleep=60, max_sleep=61)
+
+
+def _check_cancelled(
+    cloud_run: CloudRunView, batch_id: str, said_at: float, figures: Any, label: str, *, wait: bool = False
+) -> None:
+    """No execution of the batch runs when the controller exits (stricter than the acceptance's 10 s), nor,
+    with ``wait``, 10 s after it said it cancelled."""
+    running_now = cloud_run.running(batch_id)
+    assert not running_now, [e.name for e in running_now]
+    if wait and (pause := said_at + GRACE - time.monotonic()) > 0:
+        time.sleep(pause)
+    running_later = cloud_run.running(batch_id)
+    executions = cloud_run.all_executions(batch_id)
+    figures(
+        f"cancel ({label}): executions running at controller exit / {GRACE:.0f}s after"
+        if wait
+        else f"cancel ({label}): executions running at controller exit / after checking",
+        f"{len(running_now)} / {len(running_later)} of {len(executions)}",
+    )
+    assert not running_later, [e.name for e in running_later]
+    assert executions and all(e.done for e in executions)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_cancels_every_execution(
+    sig: signal.Signals, emulator_process: EmulatorProcess, cloud_run: CloudRunView, tmp_path: Path, figures: Any
+) -> None:
+    batch_id = f"cancel-{sig.name.lower()}"
+    trial = _long_batch(batch_id)
+    spec = trial.write(tmp_path)
+    reports = tmp_path / "reports"
+    proc = fanout(["run", str(spec), "--emulator", emulator_process.url, "--report-to", str(reports), "--quiet"])
+    # Interrupt once every launch has started and tasks run.
+    wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 5, 90, 0.3, "running executions")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=90)
+    said_at = time.monotonic()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    _check_cancelled(cloud_run, batch_id, said_at, figures, sig.name, wait=sig == signal.SIGINT)
+    report = load_report(reports, batch_id)
+    states = {item["state"] for item in report["items"]}
+    figures(f"cancel ({sig.name}): report", f"status {report['status']}, item states {sorted(states)}")
+    assert report["status"] == "cancelled"
+    assert len(report["items"]) == len(trial.expected)
+    assert states <= {"cancelled", "not_launched"} and "cancelled" in states
+    assert f"report: {reports / batch_id / 'report.json'}" in out
+
+
+def test_deadline_cancels_every_execution(
+    emulator_process: EmulatorProcess, cloud_run: CloudRunView, tmp_path: Path, figures: Any
+) -> None:
+    batch_id = "cancel-deadline"
+    trial = _long_batch(batch_id)
+    spec = trial.write(tmp_path)
+    reports = tmp_path / "reports"
+    proc = fanout(
+        [
+            "run",
+            str(spec),
+            "--emulator",
+            emulator_process.url,
+            "--report-to",
+            str(reports),
+            "--deadline",
+            "20s",
+            "--quiet",
+        ]
+    )
+    out, err = proc.communicate(timeout=180)
+    said_at = time.monotonic()
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err
+    _check_cancelled(cloud_run, batch_id, said_at, figures, "deadline")
+    report = load_report(reports, batch_id)
+    assert report["status"] == "cancelled"
+    assert any("deadline" in problem for problem in report["problems"]), report["problems"]
+    assert {item["state"] for item in report["items"]} <= {"cancelled", "not_launched"}
+    assert f"report: {reports / batch_id / 'report.json'}" in out

@@ -1,0 +1,118 @@
+"""Fuzzing the spec loader: whatever the input (text, bytes, YAML of random data, near-valid specs), loading,
+validating and planning either succeed or raise SpecError / PlanError with a message; never anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.catalog import Catalog
+from controller.plan import Mode, PlanError, plan
+from controller.spec import SpecError, load_batch, parse_text, validate
+
+pytestmark = pytest.mark.xdist_group("reliability-fuzz")
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FIELDS = ["job", "image", "command", "args", "env", "task_count", "timeout", "retries", "cpu", "memory", "key", "label"]
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["hello", "flaky", "wordcount", "10s", "1h", "-1s", "PORT", "FANOUT_X", "example.com/i:1"]),
+)
+data = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+env = st.dictionaries(
+    st.sampled_from(["A", "PORT", "FANOUT_LAUNCH_KEY", "X_GOOGLE_A", "", "A=B", "CLOUD_RUN_JOB", "B"]),
+    st.one_of(scalars, st.fixed_dictionaries({}, optional={"secret": scalars, "value": scalars, "version": scalars})),
+    max_size=3,
+)
+item = st.fixed_dictionaries(
+    {},
+    optional={
+        "job": st.sampled_from(["hello", "flaky", "wordcount", "nope", ""]) | scalars,
+        "image": st.sampled_from(["example.com/i:1"]) | scalars,
+        "command": st.lists(st.text(max_size=5), max_size=3) | scalars,
+        "args": st.lists(st.text(max_size=5), max_size=3) | scalars,
+        "env": env | scalars,
+        "task_count": st.integers(-2, 20_000) | scalars,
+        "timeout": st.sampled_from(["1s", "0s", "10m", "200h", "x"]) | scalars,
+        "retries": st.integers(-1, 12) | scalars,
+        "cpu": scalars,
+        "memory": scalars,
+        "key": st.sampled_from(["a", "a", "b", "bad key", ""]) | scalars,
+        "label": scalars,
+        "bogus": scalars,
+    },
+)
+spec = st.fixed_dictionaries(
+    {"items": st.lists(item, max_size=5) | scalars},
+    optional={
+        "batch_id": st.sampled_from(["b-1", "Bad Id", ""]) | scalars,
+        "defaults": st.fixed_dictionaries({}, optional={f: item.map(lambda i, f=f: i.get(f)) for f in FIELDS})
+        | scalars,
+        "keep_jobs": scalars,
+    },
+)
+
+
+def _load(catalog: Catalog, source: Any) -> None:
+    """The CLI's path: parse, validate, plan in every mode. Only SpecError/PlanError may escape."""
+    errors: list[SpecError | PlanError] = []
+    try:
+        if isinstance(source, str | bytes):
+            parsed, text = parse_text(source)
+            batch = validate(parsed, catalog, text=text)
+        else:
+            batch = load_batch(source, catalog)
+    except SpecError as exc:
+        errors.append(exc)
+    else:
+        for mode in Mode:
+            try:
+                plan(batch, catalog, mode=mode, manifest_root="gs://b/m")
+            except PlanError as exc:
+                errors.append(exc)
+    for error in errors:
+        assert error.problems and all(isinstance(p, str) and p for p in error.problems)
+        assert str(error)
+
+
+@FUZZ
+@given(text=st.text(max_size=400))
+def test_any_text(catalog: Catalog, text: str) -> None:
+    _load(catalog, text)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=400))
+def test_any_bytes(catalog: Catalog, raw: bytes) -> None:
+    _load(catalog, raw)
+
+
+@FUZZ
+@given(value=data)
+def test_random_data_as_yaml_json_and_objects(catalog: Catalog, value: Any) -> None:
+    _load(catalog, yaml.safe_dump(value, allow_unicode=True))
+    _load(catalog, json.dumps(value, allow_nan=True))
+    if isinstance(value, dict | list):
+        _load(catalog, value)
+
+
+@FUZZ
+@given(value=spec)
+def test_near_valid_specs(catalog: Catalog, value: dict[str, Any]) -> None:
+    _load(catalog, value)
+    _load(catalog, yaml.safe_dump(value, allow_unicode=True))
