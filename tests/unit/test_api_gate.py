@@ -47,9 +47,9 @@ def test_every_client_call_is_inside_a_callable_given_to_the_gate() -> None:
             if isinstance(node, ast.FunctionDef | ast.Lambda):
                 enclosing.append(node)
         # The call sits in a nested function or lambda (a thunk) ...
-        assert enclosing and (isinstance(enclosing[0], ast.Lambda) or len(enclosing) >= 2 or enclosing[0].name in allowed), (
-            f"line {call.lineno}: Cloud Run call outside a thunk"
-        )
+        assert enclosing and (
+            isinstance(enclosing[0], ast.Lambda) or len(enclosing) >= 2 or enclosing[0].name in allowed
+        ), f"line {call.lineno}: Cloud Run call outside a thunk"
         # ... and the method that owns it hands thunks to self._call (or is the lister/probe used by it).
         method = next(f for f in reversed(enclosing) if isinstance(f, ast.FunctionDef))
         source = ast.unparse(method)

@@ -39,7 +39,12 @@ def test_defaults_apply_and_items_override(catalog: Catalog) -> None:
         {"A": "1", "B": "2"},
         300.0,
     )
-    assert (second.key, second.args, dict(second.env), second.timeout_seconds) == ("k2", None, {"A": "1", "B": "3"}, 30.0)
+    assert (second.key, second.args, dict(second.env), second.timeout_seconds) == (
+        "k2",
+        None,
+        {"A": "1", "B": "3"},
+        30.0,
+    )
     assert batch.batch_id == "b1"
 
 
@@ -84,9 +89,12 @@ def test_every_problem_is_reported_with_its_location_and_line(catalog: Catalog, 
     ],
 )
 def test_malformed_text_is_rejected_clearly(catalog: Catalog, text: str, expected: str) -> None:
-    with pytest.raises(SpecError) as caught:
+    def load() -> None:
         data, source_text = parse_text(text)
         validate(data, catalog, text=source_text)
+
+    with pytest.raises(SpecError) as caught:
+        load()
     assert expected in str(caught.value)
 
 
