@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+_TOLERANCE = 1e-6  # seconds
+
 
 class RateLimiter:
     """At most ``max_calls`` acquisitions in any window of ``per_seconds``; ``acquire`` blocks until allowed."""
@@ -40,7 +42,9 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                while self._granted and self._granted[0] <= now - self.per_seconds:
+                # The tolerance absorbs float rounding: after sleeping exactly until a grant expires, the
+                # clock may read a hair before its expiry, and re-sleeping that hair never advances time.
+                while self._granted and self._granted[0] + self.per_seconds <= now + _TOLERANCE:
                     self._granted.popleft()
                 if len(self._granted) < self.max_calls:
                     self._granted.append(now)
