@@ -352,6 +352,7 @@ class BatchRunner:
         max_bytes: int = 8192,
         max_calls: int = 20,
         max_seconds: float = 60.0,
+        log_resource: str | None = None,
     ) -> list[ItemResult]:
         """Results with the log tails of failed items (or all) filled in. A Logging failure leaves them
         without tails and notes it; it never fails the report."""
@@ -370,6 +371,7 @@ class BatchRunner:
                 max_calls=max_calls,
                 max_seconds=max_seconds,
                 redact=self.redact,
+                resource_name=log_resource,
             )
         except gexc.GoogleAPICallError as exc:
             self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {api_error_message(exc)}"))

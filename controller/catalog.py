@@ -157,6 +157,8 @@ class Catalog:
         # Where the Terraform module put the report bucket and its prefixes (None for a jobs/ folder).
         self.report_to: str | None = None
         self.manifests_to: str | None = None
+        self.log_view: str | None = None  # the log view to query for job logs, when access is view-scoped
+        self.jobs_service_account: str | None = None  # identity for the one-off jobs the controller creates
         self._local_entrypoints = dict(local_entrypoints or {})
 
     def __contains__(self, name: object) -> bool:
@@ -218,6 +220,8 @@ class Catalog:
             catalog.report_to = f"gs://{bucket}/{str(data.get('report_prefix') or '').strip('/')}".rstrip("/")
             if data.get("manifest_prefix"):
                 catalog.manifests_to = f"gs://{bucket}/{str(data['manifest_prefix']).strip('/')}"
+        catalog.log_view = data.get("log_view") or None
+        catalog.jobs_service_account = data.get("jobs_service_account") or None
         return catalog
 
     @classmethod

@@ -64,7 +64,8 @@ class Options:
     log_lines: int = 50
     rates: Rates = field(default_factory=Rates)
     poll: PollPolicy = field(default_factory=PollPolicy)
-    service_account: str | None = None
+    service_account: str | None = None  # identity of the one-off jobs the controller creates
+    log_resource: str | None = None  # where to read job logs: the project, or a log view
 
 
 # Batches running in this process, by id. Tasks take the batch id (a plain, visible parameter in the UI)
@@ -213,7 +214,11 @@ def _finish(
     if options.logs_for != "none":
         try:
             items = runner.attach_tails(
-                items, clients.logging, all_items=options.logs_for == "all", max_lines=options.log_lines
+                items,
+                clients.logging,
+                all_items=options.logs_for == "all",
+                max_lines=options.log_lines,
+                log_resource=options.log_resource,
             )
         except Exception as exc:
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
@@ -324,6 +329,8 @@ def fan_out(
         logs_for=logs_for,
         rates=Rates(**rates) if rates else Rates(),
         poll=PollPolicy(fastest=poll_interval, slowest=max(30.0, poll_interval)),
+        service_account=job_catalog.jobs_service_account,
+        log_resource=job_catalog.log_view,
     )
     flow_run_id = current_flow_run.id
     logger.info("batch %s: %d item(s) -> %s", the_batch.batch_id, len(the_batch.items), store.url(the_batch.batch_id))

@@ -126,8 +126,13 @@ def fetch_tails(
     max_seconds: float = 60.0,
     redact: Callable[[str], str] = lambda line: line,
     clock: Callable[[], float] = time.monotonic,
+    resource_name: str | None = None,
 ) -> tuple[dict[str, Tail], TailStats]:
-    """The last lines of each target, keyed by ``TailTarget.key``."""
+    """The last lines of each target, keyed by ``TailTarget.key``.
+
+    ``resource_name`` is what to search: the project (default) or a log view the caller may read, as the
+    Terraform module grants (``projects/P/locations/L/buckets/B/views/V``).
+    """
     tails: dict[str, Tail] = {target.key: Tail() for target in targets}
     owners: dict[tuple[str, int | None], list[str]] = defaultdict(list)
     for target in targets:
@@ -138,7 +143,10 @@ def fetch_tails(
 
     for filter_ in build_filters(project, targets, since):
         entries = client.list_entries(
-            resource_names=[f"projects/{project}"], filter_=filter_, order_by=DESCENDING, page_size=PAGE_SIZE
+            resource_names=[resource_name or f"projects/{project}"],
+            filter_=filter_,
+            order_by=DESCENDING,
+            page_size=PAGE_SIZE,
         )
         consumed = 0
         while open_targets:

@@ -183,7 +183,23 @@ resource "google_project_iam_member" "controller_operations" {
 }
 
 # Running a job with overrides does not change the identity its tasks run as, so the controller needs
-# no iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on the jobs' service account.
+# no iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on the jobs' service account for that.
+
+# One-off items (image + command) need jobs the controller creates and deletes itself: opt in.
+resource "google_project_iam_member" "controller_one_off_jobs" {
+  count   = var.allow_one_off_jobs ? 1 : 0
+  project = var.project_id
+  role    = "roles/run.developer"
+  member  = local.controller_member
+}
+
+# ... and those jobs run as the jobs' service account, never the Compute Engine default one.
+resource "google_service_account_iam_member" "controller_acts_as_jobs" {
+  count              = var.allow_one_off_jobs ? 1 : 0
+  service_account_id = google_service_account.jobs.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = local.controller_member
+}
 
 # --- controller access to the jobs' logs ---------------------------------------------------------------
 
@@ -314,6 +330,22 @@ resource "google_storage_bucket_iam_member" "controller_objects" {
     description = "Only objects under the report and manifest prefixes."
     expression  = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") || resource.name.startsWith(\"${local.object_prefix}${var.manifest_prefix}\")"
   }
+}
+
+# prefect-gcp's GcsBucket (flow results, reports through a block) reads the bucket's metadata before
+# each object call; storage.buckets.get alone, on this bucket only.
+resource "google_project_iam_custom_role" "bucket_metadata_reader" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_bucket_metadata_reader"
+  title       = "Fan-out: read the report bucket's metadata"
+  description = "Look the report bucket up (storage.buckets.get), as prefect-gcp's GcsBucket does before each object call."
+  permissions = ["storage.buckets.get"]
+}
+
+resource "google_storage_bucket_iam_member" "controller_bucket_metadata" {
+  bucket = google_storage_bucket.reports.name
+  role   = google_project_iam_custom_role.bucket_metadata_reader.name
+  member = local.controller_member
 }
 
 # Packed tasks read their chunk of the manifest; they cannot see reports or write anything.

@@ -25,6 +25,7 @@ output "job_catalog" {
     manifest_prefix            = var.manifest_prefix
     log_view                   = var.log_access == "view" ? google_logging_log_view.jobs[0].id : null
     controller_service_account = google_service_account.controller.email
+    jobs_service_account       = google_service_account.jobs.email
   }
 }
 

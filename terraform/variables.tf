@@ -170,3 +170,9 @@ variable "labels" {
     error_message = "Label keys must start with a lowercase letter; keys and values use lowercase letters, digits, '_' or '-' (at most 63 characters)."
   }
 }
+
+variable "allow_one_off_jobs" {
+  description = "Let the controller create and delete its own jobs for one-off batch items (image + command). Creating a job cannot be scoped to a job that does not exist yet, so this grants roles/run.developer on the project, plus use of the jobs' service account so one-off jobs run as it."
+  type        = bool
+  default     = false
+}

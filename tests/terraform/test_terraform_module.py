@@ -82,27 +82,43 @@ def _roles(module: dict[str, list[Any]]) -> dict[str, str]:
         "google_storage_bucket_iam_member",
         "google_logging_log_view_iam_member",
         "google_secret_manager_secret_iam_member",
+        "google_service_account_iam_member",
     ):
         for name, grant in resources(module, kind).items():
             found[f"{kind}.{name}"] = grant["role"]
     return found
 
 
+# Broad roles that exist only behind allow_one_off_jobs (default false): creating a job cannot be scoped.
+OPT_IN_ONE_OFF = {
+    "google_project_iam_member.controller_one_off_jobs": "roles/run.developer",
+    "google_service_account_iam_member.controller_acts_as_jobs": "roles/iam.serviceAccountUser",
+}
+
+
 def test_no_grant_is_broader_than_needed(module):
     roles = _roles(module)
-    assert not set(roles.values()) & TOO_BROAD
+    assert {name: roles[name] for name in OPT_IN_ONE_OFF} == OPT_IN_ONE_OFF
+    for name in OPT_IN_ONE_OFF:
+        kind, resource = name.split(".")
+        assert expression(resources(module, kind)[resource]["count"]) == "var.allow_one_off_jobs ? 1 : 0"
+    assert not {role for name, role in roles.items() if name not in OPT_IN_ONE_OFF} & TOO_BROAD
     project_grants = {name: role for name, role in roles.items() if name.startswith("google_project_iam_member")}
-    # Only the one-permission operations role, and the Logs Viewer fallback that is off by default.
+    # Only the one-permission operations role, and two opt-ins that are off by default: the Logs Viewer
+    # fallback, and Cloud Run Developer for controllers that create one-off jobs.
     assert project_grants == {
         "google_project_iam_member.controller_operations": ("${google_project_iam_custom_role.operations_reader.name}"),
         "google_project_iam_member.controller_logs_project": "roles/logging.viewer",
+        "google_project_iam_member.controller_one_off_jobs": "roles/run.developer",
     }
-    assert expression(resources(module, "google_project_iam_member")["controller_logs_project"]["count"]) == (
-        'var.log_access == "project" ? 1 : 0'
-    )
+    members = resources(module, "google_project_iam_member")
+    assert expression(members["controller_logs_project"]["count"]) == 'var.log_access == "project" ? 1 : 0'
+    assert expression(members["controller_one_off_jobs"]["count"]) == "var.allow_one_off_jobs ? 1 : 0"
     assert variables_of(module)["log_access"]["default"] == "view"
-    custom = resources(module, "google_project_iam_custom_role")["operations_reader"]
-    assert custom["permissions"] == ["run.operations.get"]
+    assert variables_of(module)["allow_one_off_jobs"]["default"] is False
+    custom = resources(module, "google_project_iam_custom_role")
+    assert custom["operations_reader"]["permissions"] == ["run.operations.get"]
+    assert custom["bucket_metadata_reader"]["permissions"] == ["storage.buckets.get"]
 
 
 def test_controller_runs_and_reads_each_job(module):
@@ -113,6 +129,9 @@ def test_controller_runs_and_reads_each_job(module):
 
 def test_bucket_access_is_limited_to_prefixes(module):
     grants = resources(module, "google_storage_bucket_iam_member")
+    assert set(grants) == {"controller_objects", "controller_bucket_metadata", "jobs_manifests"}
+    metadata = expression(grants["controller_bucket_metadata"]["role"])
+    assert metadata == "google_project_iam_custom_role.bucket_metadata_reader.name"
     controller, jobs = grants["controller_objects"], grants["jobs_manifests"]
     assert controller["role"] == "roles/storage.objectUser"
     assert "var.report_prefix" in controller["condition"][0]["expression"]
