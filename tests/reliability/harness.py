@@ -311,7 +311,13 @@ def start_controller(spec_path: Path, url: str, report_dir: Path, batch_id: str,
 
 def fanout(args: Iterable[str], **kwargs: Any) -> subprocess.Popen[str]:
     """``fanout ...`` as a subprocess in its own session (so signals reach only it)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    # The temporary Prefect server gets 20 s to start by default, too little on a busy 2-core CI machine.
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        **kwargs.pop("env", {}),
+    }
     return subprocess.Popen(
         [FANOUT, *args],
         cwd=kwargs.pop("cwd", REPO),
