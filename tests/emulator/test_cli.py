@@ -1,4 +1,4 @@
-"""``python -m controller.emulator`` (what ``fanout emulator`` runs): serves, logs requests, stops cleanly."""
+"""`fanout emulator` (`python -m controller.emulator` is the same code): serves, logs requests, stops cleanly."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [PY, "-m", "controller.emulator", "--port", str(port), "--jobs-dir", str(tmp_path / "jobs"), "-v"],
+        [PY, "-m", "controller.cli", "emulator", "--port", str(port), "--jobs-dir", str(tmp_path / "jobs"), "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -78,7 +78,7 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
                 return False
             return True
 
-        wait_until(serving, timeout=20, what="the emulator to serve")
+        wait_until(serving, timeout=60, what="the emulator to serve")
         jobs.run_job(name=name)
         wait_until(pid_file.exists, what="the task to start")
         wait_until(lambda: pid_file.read_text().isdigit(), what="the task pid")
