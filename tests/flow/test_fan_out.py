@@ -38,7 +38,7 @@ EXPECTED = {
 }
 
 
-def test_mixed_batch_report_item_by_item(run_flow: Run) -> None:
+def test_mixed_batch_report_item_by_item(run_flow: Run, capsys: pytest.CaptureFixture[str]) -> None:
     summary, report = run_flow(mixed_spec("it-mixed"))
 
     assert report.batch_id == "it-mixed"
@@ -81,6 +81,15 @@ def test_mixed_batch_report_item_by_item(run_flow: Run) -> None:
     assert missing.log_tail and "cannot read /nonexistent/0.txt" in missing.log_tail[0]
     assert next(item for item in report.items if item.key == "ok-0").log_tail is None
     assert report.flow_run_id
+
+    # `fanout report show` reads it back from the bucket (the folder URL is enough).
+    from controller.cli import main
+
+    capsys.readouterr()
+    assert main(["report", "show", "gs://fanout-reports/flow-tests/it-mixed", "--failed", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "20 of 56 items did not succeed" in shown
+    assert "exit3-0" in shown
 
 
 def test_transient_run_errors_are_retried_without_a_second_execution(run_flow: Run, emulator: Emulator) -> None:
