@@ -401,6 +401,12 @@ class CloudRun:
                 self.clients.executions.cancel_execution(name=execution, retry=None)
             except (gexc.FailedPrecondition, gexc.NotFound):
                 return
+            except gexc.BadRequest:
+                # Over REST a FAILED_PRECONDITION ("already finished") arrives as a plain 400: it is only
+                # harmless if the execution has indeed ended.
+                if self.clients.executions.get_execution(name=execution, retry=None).completion_time:
+                    return
+                raise
 
         self._call(self.budget.write, f"cancel {short_name(execution)}", cancel)
 
