@@ -15,6 +15,9 @@ from controller.offline import apply_quiet_defaults
 
 apply_quiet_defaults()
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Prefect's temporary API server gets 20 s to start by default; a CI machine running two test workers
+# and their task processes can take longer.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from testenv import BUCKET, PROJECT, REGION  # noqa: E402
 
@@ -72,6 +75,6 @@ def prefect_server() -> Iterator[None]:
 
     with (
         temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_test_harness(server_startup_timeout=120),
     ):
         yield
