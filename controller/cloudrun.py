@@ -158,6 +158,17 @@ def _time(value: Any) -> datetime | None:
     return None
 
 
+def _secret_env(refs: Iterable[tuple[str, str, str]]) -> list[run_v2.EnvVar]:
+    """Env vars Cloud Run fills from Secret Manager: (name, secret, version) -> EnvVar with a secret ref."""
+    return [
+        run_v2.EnvVar(
+            name=name,
+            value_source=run_v2.EnvVarSource(secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)),
+        )
+        for name, secret, version in refs
+    ]
+
+
 def short_name(resource: str) -> str:
     return resource.rsplit("/", 1)[-1]
 
@@ -228,15 +239,7 @@ class CloudRun:
             image=job.image,
             command=list(job.command),
             resources=run_v2.ResourceRequirements(limits={"cpu": job.cpu, "memory": job.memory}),
-            env=[
-                run_v2.EnvVar(
-                    name=name,
-                    value_source=run_v2.EnvVarSource(
-                        secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
-                    ),
-                )
-                for name, secret, version in job.secret_env
-            ],
+            env=_secret_env(job.secret_env),
         )
         template = run_v2.TaskTemplate(containers=[container], max_retries=job.max_retries)
         if service_account:
@@ -291,15 +294,7 @@ class CloudRun:
             clear_args=launch.clear_args,
             env=[
                 *(run_v2.EnvVar(name=name, value=value) for name, value in (*launch.env, *launch.sensitive_env)),
-                *(
-                    run_v2.EnvVar(
-                        name=name,
-                        value_source=run_v2.EnvVarSource(
-                            secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
-                        ),
-                    )
-                    for name, secret, version in launch.secret_env
-                ),
+                *_secret_env(launch.secret_env),
             ],
         )
         overrides = run_v2.RunJobRequest.Overrides(container_overrides=[override], task_count=launch.task_count)
