@@ -79,7 +79,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["wall_vs_floor"] = row["wall_seconds"] / floor["floor_seconds"]
 
 
-def extrapolate(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> None:
+def extrapolate(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], rates: Mapping[str, int | None]) -> None:
     """Fill skipped baseline rows with a linear estimate from the largest measured size of the same mode
     and command: both baselines cost a fixed amount per item."""
     for row in skipped:
@@ -89,13 +89,14 @@ def extrapolate(rows: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> No
             continue
         base = max(measured, key=lambda r: r["size"])
         scale = row["size"] / base["size"]
+        calls = {k: round(v * scale) for k, v in base["calls"].items()}
         row.update(
             status="extrapolated",
             extrapolated_from=base["size"],
             wall_seconds=base["wall_seconds"] * scale,
             cloud_run_calls=round(base["cloud_run_calls"] * scale),
-            calls={k: round(v * scale) for k, v in base["calls"].items()},
-            quota_bound_seconds=base["quota_bound_seconds"] * scale,
+            calls=calls,
+            quota_bound_seconds=quota_bound_seconds(calls, rates),
         )
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from bench.workload import (
     FULL,
     JOB,
     MODE_TITLES,
+    MODES,
     NAIVE,
     PACKED_DEFAULT_POLL,
     PER_ITEM,
@@ -57,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-item-max", type=int, default=None, help="largest size (b) runs; larger is extrapolated")
     parser.add_argument("--max-run-seconds", type=float, default=1800.0, help="give up on one run after this")
     parser.add_argument("--only", default=None, help="run only cases whose 'SIZE:COMMAND' is in this comma list")
+    parser.add_argument("--modes", default=None, help=f"run only these modes (comma list of {', '.join(MODES)})")
+    parser.add_argument(
+        "--merge-into",
+        type=Path,
+        default=None,
+        help="re-measure the selected cases and replace them in this results file (each row records its commit)",
+    )
     return parser
 
 
@@ -143,6 +152,26 @@ def _code_version() -> dict[str, Any]:
     }
 
 
+def _merge(
+    path: Path, fresh: list[dict[str, Any]], command: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """The rows of a saved run with the freshly measured cases replacing theirs, in the saved order; skipped
+    rows go back to 'skipped' so they are extrapolated again from the current numbers."""
+    saved = json.loads(path.read_text())
+    by_case = {(r["size"], r["command"], r["mode"]): r for r in fresh}
+    rows, skipped = [], []
+    for old in saved["rows"]:
+        key = (old["size"], old["command"], old["mode"])
+        row = by_case.pop(key, None) or {"commit": saved.get("code", {}).get("commit"), **old}
+        if row.get("status") == "extrapolated":
+            row = {k: row[k] for k in ("size", "command", "mode", "reason", "commit")} | {"status": "skipped"}
+        if row.get("status") == "skipped":
+            skipped.append(row)
+        rows.append(row)
+    rows.extend(by_case.values())
+    return rows, skipped, f"{saved['command']}; then {command}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     matrix = QUICK if args.quick else FULL
@@ -152,31 +181,41 @@ def main(argv: list[str] | None = None) -> int:
         per_item_max=args.per_item_max if args.per_item_max is not None else matrix.per_item_max,
     )
     only = set(args.only.split(",")) if args.only else None
-    command = "python -m bench" + (" --quick" if args.quick else "")
+    modes = set(args.modes.split(",")) if args.modes else None
+    code = _code_version()
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "bench", *given])
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for case, skip in matrix.cases():
         if only is not None and f"{case.size}:{case.command}" not in only:
             continue
+        if modes is not None and case.mode not in modes:
+            continue
         if skip is not None:
             row = {"size": case.size, "command": case.command, "mode": case.mode, "status": "skipped", "reason": skip}
             skipped.append(row)
         else:
-            row = run_case(case, args.max_run_seconds)
+            row = {**run_case(case, args.max_run_seconds), "commit": code["commit"]}
         rows.append(row)
         print(_summary_line(row), file=sys.stderr, flush=True)
-    analysis.extrapolate(rows, skipped)
+    from controller.quota import Rates
+
+    rates = dataclasses.asdict(Rates())
+    if args.merge_into is not None:
+        rows, skipped, command = _merge(args.merge_into, rows, command)
+        args.out = args.merge_into
+    analysis.extrapolate(rows, skipped, rates)
     analysis.add_ratios(rows)
     checks = analysis.targets(rows)
-    from controller.quota import Rates
 
     result = {
         "schema": "fanout.bench/v1",
         "command": command,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_seconds": round(time.perf_counter() - started, 1),
-        "code": _code_version(),
+        "code": code,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -188,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             "parallelism": PARALLELISM,
             "per_item_concurrency": CONCURRENCY,
             "poll": FAST_POLL,
-            "rates_for_quota_bound": dataclasses.asdict(Rates()),
+            "rates_for_quota_bound": rates,
             "controller_rates": "Rates.unlimited() (the emulator enforces no quota)",
             "modes": MODE_TITLES,
         },
