@@ -169,7 +169,7 @@ def _merge(
             skipped.append(row)
         rows.append(row)
     rows.extend(by_case.values())
-    return rows, skipped, f"{saved['command']}; then {command}"
+    return rows, skipped, f"{saved['command']}; then {command}", saved["duration_seconds"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rates = dataclasses.asdict(Rates())
     if args.merge_into is not None:
-        rows, skipped, command = _merge(args.merge_into, rows, command)
+        rows, skipped, command, earlier_seconds = _merge(args.merge_into, rows, command)
+        started -= earlier_seconds  # the duration reported is that of every run that made the rows
         args.out = args.merge_into
     analysis.extrapolate(rows, skipped, rates)
     analysis.add_ratios(rows)
