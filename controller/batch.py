@@ -174,11 +174,13 @@ class BatchRunner:
 
     def launch(self, state: LaunchState) -> LaunchState:
         """Start one launch's execution (exactly once); records a refusal as the reason it never ran."""
-        if self.cancel_event.is_set():
-            state.error = "the batch was cancelled before this launch started"
-            return state
         try:
             with self._slots:
+                # Checked while holding a slot: cancel() takes every slot first, so a launch either ends
+                # before cancel() looks for executions to stop, or sees the cancellation and never starts.
+                if self.cancel_event.is_set():
+                    state.error = "the batch was cancelled before this launch started"
+                    return state
                 execution = self.cloud.run(state.launch, since=self.started_at)
         except gexc.GoogleAPICallError as exc:
             state.error = self.redact(f"Cloud Run refused the run: {api_error_message(exc)}")
@@ -283,6 +285,16 @@ class BatchRunner:
     def cancel(self, *, wait_seconds: float = 60.0) -> None:
         """Cancel every execution of the batch still running, then wait (bounded) until they have stopped."""
         self.cancelled = True
+        self.cancel_event.set()
+        # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
+        deadline = self.clock() + wait_seconds
+        taken = 0
+        for _ in range(max(1, self.concurrency)):
+            if not self._slots.acquire(timeout=max(0.0, deadline - self.clock())):
+                break
+            taken += 1
+        for _ in range(taken):
+            self._slots.release()
         with self._lock:
             active = [s for s in self.states if s.active]
         for state in active:
