@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         items = stage("item results", runner.item_results)
         items = stage("log tails", lambda: runner.attach_tails(items, clients.logging))
         report = stage("report", lambda: runner.report(items))
-        stage("report.json", lambda: store.write(batch.batch_id, "report.json", report.to_json().encode()))
+        stage("report.json", lambda: store.write(batch.batch_id, "report.json", report.json_chunks()))
 
         def html() -> None:
-            from controller.html_report import render_html
+            from controller.html_report import render_html_chunks
 
-            store.write(batch.batch_id, "report.html", render_html(report).encode(), content_type="text/html")
+            store.write(batch.batch_id, "report.html", render_html_chunks(report), content_type="text/html")
 
         stage("report.html", html)
         snapshot = tracemalloc.take_snapshot() if args.memory else None

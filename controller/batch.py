@@ -14,8 +14,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from google.api_core import exceptions as gexc
 
@@ -392,12 +393,7 @@ class BatchRunner:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
         with_tails: dict[str, Tail] = tails
         return [
-            r.model_copy(
-                update={
-                    "log_tail": with_tails[r.key].chronological(),
-                    "log_tail_truncated": with_tails[r.key].truncated,
-                }
-            )
+            replace(r, log_tail=with_tails[r.key].chronological(), log_tail_truncated=with_tails[r.key].truncated)
             if r.key in with_tails
             else r
             for r in results
@@ -413,22 +409,25 @@ class BatchRunner:
             if state.launch.packed:
                 for task in state.tasks or []:
                     by_index.setdefault(task.index, []).append(task)
+            # One string for all the items of an execution rather than one each (160 bytes an item).
+            console = self.console_url(state.execution.name) if state.execution else None
             for position, item in enumerate(state.launch.items):
                 tasks = by_index.get(position, []) if state.launch.packed else state.tasks or []
-                results.append(self._item_result(state, item, position, tasks))
+                results.append(self._item_result(state, item, position, tasks, console))
         results.sort(key=lambda r: r.index)
         return results
 
-    def _item_result(self, state: LaunchState, item: Item, position: int, tasks: list[TaskStatus]) -> ItemResult:
+    def _item_result(
+        self, state: LaunchState, item: Item, position: int, tasks: list[TaskStatus], console: str | None
+    ) -> ItemResult:
         launch = state.launch
-        base = {"key": item.key, "index": item.index, "job": launch.job, "label": item.label, "launch": launch.index}
+        base = _Identity(key=item.key, index=item.index, job=launch.job, label=item.label, launch=launch.index)
         execution = state.execution
         if execution is None:
             why = state.error or (
                 "the batch was cancelled before this item launched" if self.cancelled else "never launched"
             )
             return ItemResult(**base, state=ItemState.NOT_LAUNCHED, reason=why)
-        console = self.console_url(execution.name)
         task_results = [
             TaskResult(
                 index=t.index,
@@ -538,6 +537,16 @@ def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: f
     if status.done or finished <= 0 or now <= since:
         return None
     return (status.task_count - status.finished_tasks) * (now - since) / finished
+
+
+class _Identity(TypedDict):
+    """The fields every ItemResult of an item has, whatever became of it."""
+
+    key: str
+    index: int
+    job: str
+    label: str | None
+    launch: int
 
 
 _SEVERITY = {

@@ -224,11 +224,11 @@ def _finish(
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
     batch_id = report.batch_id
-    url = store.write(batch_id, "report.json", report.to_json().encode())
+    url = store.write(batch_id, "report.json", report.json_chunks())
     try:
-        from controller.html_report import render_html
+        from controller.html_report import render_html_chunks
 
-        store.write(batch_id, "report.html", render_html(report).encode(), content_type="text/html")
+        store.write(batch_id, "report.html", render_html_chunks(report), content_type="text/html")
     except Exception as exc:
         log.warning("report.html not written: %s", runner.redact(str(exc)))
     # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running

@@ -12,6 +12,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from html import escape
 from importlib import resources
@@ -46,14 +47,18 @@ def _content_security_policy() -> str:
     )
 
 
-def script_json(report: Report) -> str:
-    """The report's canonical JSON, compact, safe to place inside a ``<script>`` element."""
+def script_json_chunks(report: Report) -> Iterator[bytes]:
+    """The report's canonical JSON, in pieces, safe to place inside a ``<script>`` element."""
     # Inside <script> the HTML parser ends the element at "</script" and treats "<!--" specially, even in
     # JSON. These characters can only occur inside JSON strings, where a \u escape means the same, so
-    # escaping every "<" (and ">" and "&" for good measure) leaves the parser nothing to find. (str.replace,
-    # not str.translate: it is 40 times faster on a 10 MB report.)
-    text = report.model_dump_json(by_alias=True)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    # escaping every "<" (and ">" and "&" for good measure) leaves the parser nothing to find. (replace,
+    # not translate: it is 40 times faster on a 10 MB report.)
+    for chunk in report.json_chunks():
+        yield chunk.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+
+
+def script_json(report: Report) -> str:
+    return b"".join(script_json_chunks(report)).decode()
 
 
 def _when(moment: datetime) -> str:
@@ -104,14 +109,21 @@ def _summary_html(report: Report) -> str:
     return "\n".join(parts)
 
 
-def render_html(report: Report) -> str:
-    """The whole report as one HTML document: inline CSS and JS, data embedded once, no external fetches."""
+def render_html_chunks(report: Report) -> Iterator[bytes]:
+    """The whole report as one HTML document, in pieces: inline CSS and JS, data embedded once, no external
+    fetches. The embedded JSON is streamed, so a large report is never held twice."""
     values = {
         "CSP": _content_security_policy(),
         "SCHEMA": escape(report.schema_),
         "TITLE": escape(f"{report.batch_id}: {report.status.value} · fanout report"),
         "SUMMARY": _summary_html(report),
-        "DATA": script_json(report),
     }
-    # One pass over the template only: text inserted for one placeholder is never scanned for another.
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], _template())
+    before, after = _template().split("{{DATA}}")
+    # One pass over each part of the template: text inserted for one placeholder is never scanned for another.
+    yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], before).encode()
+    yield from script_json_chunks(report)
+    yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], after).encode()
+
+
+def render_html(report: Report) -> str:
+    return b"".join(render_html_chunks(report)).decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +22,18 @@ class StoreError(Exception):
     """A report destination could not be used; the message says which and why."""
 
 
+Data = bytes | Iterable[bytes]
+"""What ``Store.write`` takes: the bytes, or an iterable of byte chunks that is streamed, never joined."""
+
+# A streamed object goes to GCS in resumable chunks of this size once it is larger, so no more of it than a
+# chunk is in memory at once (the client reads a multipart upload whole). A multiple of 256 KiB, as GCS asks.
+GCS_CHUNK_BYTES = 8 * 2**20
+
+
 class Store(Protocol):
     def url(self, batch_id: str, name: str = "") -> str: ...
 
-    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str: ...
+    def write(self, batch_id: str, name: str, data: Data, content_type: str = "application/json") -> str: ...
 
     def read(self, batch_id: str, name: str) -> bytes | None: ...
 
@@ -40,13 +49,14 @@ class LocalStore:
     def url(self, batch_id: str, name: str = "") -> str:
         return str(self.root / batch_id / name) if name else str(self.root / batch_id)
 
-    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str:
+    def write(self, batch_id: str, name: str, data: Data, content_type: str = "application/json") -> str:
         path = self.root / batch_id / name
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                for chunk in (data,) if isinstance(data, bytes) else data:
+                    handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -81,7 +91,7 @@ class GcsStore:
     def url(self, batch_id: str, name: str = "") -> str:
         return f"gs://{self.bucket_name}/{self._object(batch_id, name)}"
 
-    def write(self, batch_id: str, name: str, data: bytes, content_type: str = "application/json") -> str:
+    def write(self, batch_id: str, name: str, data: Data, content_type: str = "application/json") -> str:
         from google.api_core import exceptions as gexc
         from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -89,7 +99,18 @@ class GcsStore:
         # Retrying is safe although the upload is unconditional: every attempt writes the same bytes, so a
         # repeat after a lost response leaves the object exactly as the first attempt did.
         try:
-            blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
+            if isinstance(data, bytes):
+                blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
+            else:
+                # Spooled to a temporary file: an upload needs its size up front, and a retry reads it again.
+                with tempfile.TemporaryFile() as spool:
+                    for chunk in data:
+                        spool.write(chunk)
+                    size = spool.tell()
+                    spool.seek(0)
+                    if size > GCS_CHUNK_BYTES:
+                        blob.chunk_size = GCS_CHUNK_BYTES
+                    blob.upload_from_file(spool, size=size, content_type=content_type, retry=DEFAULT_RETRY)
         except gexc.GoogleAPICallError as exc:
             raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
         return self.url(batch_id, name)

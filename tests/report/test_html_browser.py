@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ def test_a_clean_small_batch_renders_without_errors(
 ) -> None:
     report = make_report(20, states=[ItemState.SUCCEEDED])
     # A bell and a right-to-left override: invisible or misleading if shown raw, so they become escapes.
-    first = report.items[0].model_copy(update={"log_tail": ["bell\x07", "rtl\u202eevil"]})
+    first = replace(report.items[0], log_tail=["bell\x07", "rtl\u202eevil"])
     report = report.model_copy(update={"problems": [], "items": [first, *report.items[1:]]})
     path = tmp_path / "report.html"
     path.write_text(render_html(report), encoding="utf-8")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
@@ -54,12 +55,12 @@ def test_failed_first_puts_failures_before_cancelled_and_not_launched(make_repor
 def test_last_log_line_skips_blank_lines_and_truncates(make_report: MakeReport) -> None:
     item = make_report(1, states=[ItemState.FAILED]).items[0]
     assert last_log_line(item) == "Traceback: ValueError: bad input in item-00000"
-    long_item = item.model_copy(update={"log_tail": ["x" * 500, "   "]})
+    long_item = replace(item, log_tail=["x" * 500, "   "])
     line = last_log_line(long_item, limit=20)
     assert line is not None
     assert len(line) == 20
     assert line.endswith("…")
-    assert last_log_line(item.model_copy(update={"log_tail": None})) is None
+    assert last_log_line(replace(item, log_tail=None)) is None
 
 
 def test_markdown_has_counts_status_location_and_failed_table(make_report: MakeReport) -> None:
@@ -93,7 +94,7 @@ def test_markdown_escapes_untrusted_text(make_report: MakeReport) -> None:
 
 def test_markdown_links_only_web_urls(make_report: MakeReport) -> None:
     report = make_report(1, states=[ItemState.FAILED])
-    item = report.items[0].model_copy(update={"console_url": "javascript:alert(1)", "log_url": None})
+    item = replace(report.items[0], console_url="javascript:alert(1)", log_url=None)
     text = render_markdown(report.model_copy(update={"items": [item]}))
     assert "javascript:" not in text
     assert "[execution]" not in text
