@@ -209,8 +209,11 @@ _SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Spe
 
 def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
+    if "\n" not in text.rstrip():
+        return {(): 1}  # one line (compact JSON): everything is on it, and composing 100,000 items takes long
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's composer: the pure-Python one took 2 minutes on a 100,000-item spec.
+        root = yaml.compose(text, Loader=_BaseLoader)
     except yaml.YAMLError:
         return {}
     lines: dict[tuple[str | int, ...], int] = {}

@@ -1,12 +1,21 @@
-"""Fixtures shared by every test area: the job catalog, the emulators and a Prefect API server.
+"""Fixtures shared by every test area: the job catalog, the emulators and a Prefect API server, and the
+figures the reliability suite prints.
 
-Each is started once per test session (per xdist worker) and reached only through the official clients.
+Each service is started once per test session (per xdist worker) and reached only through the official
+clients.
+
+Figures: a test records them with the ``figures`` fixture. They travel on the test report's
+``user_properties`` (so they reach the xdist controller and JUnit XML) and are printed twice: at once, one
+``[reliability] name: value`` line on the terminal (written past pytest's capture, so it shows with or
+without ``-s`` and from xdist workers too), and again as a "reliability figures" section at the end of the
+session (these hooks live here, in a conftest the terminal-owning xdist controller loads too).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +33,42 @@ from testenv import BUCKET, PROJECT, REGION  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints  # noqa: E402
 from controller.emulator import Emulator  # noqa: E402
+
+PREFIX = "reliability:"
+_collected: list[tuple[str, str, Any]] = []
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
+    """``figures(name, value)`` records one figure of this test and prints it."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def record(name: str, value: Any) -> None:
+        request.node.user_properties.append((PREFIX + name, value))
+        line = f"[reliability] {name}: {value}\n"
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        else:
+            sys.stderr.write(line)
+
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if isinstance(name, str) and name.startswith(PREFIX):
+                _collected.append((report.nodeid, name.removeprefix(PREFIX), value))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _collected:
+        return
+    terminalreporter.section("reliability figures")
+    for nodeid, name, value in _collected:
+        terminalreporter.write_line(f"{name}: {value}    ({nodeid.rsplit('::', 1)[-1]})")
 
 
 @pytest.fixture(scope="session")

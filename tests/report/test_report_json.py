@@ -17,7 +17,8 @@ def test_json_chunks_make_one_canonical_document(make_report: Callable[..., Repo
     for per_chunk in (1, 3, 1000):
         assert b"".join(report.json_chunks(items_per_chunk=per_chunk)).decode() == text
     document = json.loads(text)
-    assert list(document)[0] == "schema" and list(document)[-1] == "items"
+    keys = list(document)
+    assert keys[0] == "schema" and keys[-1] == "items"
     assert [item["key"] for item in document["items"]] == [item.key for item in report.items]
     assert Report.from_json(text) == report
     # One item per line, so that a report can be read (and grepped) item by item.
