@@ -12,8 +12,11 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
     "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",
-    # The temporary server's own request logs are noise on a command line.
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # The temporary server (started when no PREFECT_API_URL is set) shares the command's stderr. Its logs are
+    # about its own internals, not the batch: request logs, and when it is stopped at exit right after a
+    # Ctrl-C, a traceback from its task-run recorder whose last event flush was cut short. A user's own
+    # server is another process and keeps its own setting.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
 }
 
 
