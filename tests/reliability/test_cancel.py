@@ -63,7 +63,8 @@ def test_signal_cancels_every_execution(
     reports = tmp_path / "reports"
     proc = fanout(["run", str(spec), "--emulator", emulator_process.url, "--report-to", str(reports), "--quiet"])
     # Interrupt once every launch has started and tasks run.
-    wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 5, 90, 0.3, "running executions")
+    # Generous: on a loaded 2-CPU machine, starting the controller (and its Prefect server) can take a minute.
+    wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 5, 180, 0.3, "running executions")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=90)
     said_at = time.monotonic()
