@@ -57,10 +57,6 @@ def script_json_chunks(report: Report) -> Iterator[bytes]:
         yield chunk.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
-def script_json(report: Report) -> str:
-    return b"".join(script_json_chunks(report)).decode()
-
-
 def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
@@ -126,4 +122,5 @@ def render_html_chunks(report: Report) -> Iterator[bytes]:
 
 
 def render_html(report: Report) -> str:
+    """``render_html_chunks`` as one string."""
     return b"".join(render_html_chunks(report)).decode()
