@@ -107,6 +107,19 @@ def _target(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
     return {"target": name, "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"), "detail": detail}
 
 
+def _marginal_per_item(
+    rows: list[dict[str, Any]], metric: str, scale: float = 1.0
+) -> list[tuple[str, float, dict[str, Any], dict[str, Any]]]:
+    """(command, ``metric`` per item from 1,000 to 10,000 packed items x ``scale``, small row, large row) for
+    each command measured at both sizes."""
+    out = []
+    for command in ("noop", "sleep1"):
+        small, large = find(rows, 1000, command, PACKED), find(rows, 10_000, command, PACKED)
+        if small and large:
+            out.append((command, (large[metric] - small[metric]) * scale / 9000, small, large))
+    return out
+
+
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets, each checked against this run's numbers."""
     out = []
@@ -140,11 +153,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     # Overhead per item is the marginal cost from 1,000 to 10,000 items (as for memory below): the fixed
     # costs of a batch (clients, first calls, templates) are not per item.
-    marginal = []
-    for command in ("noop", "sleep1"):
-        small, large = find(rows, 1000, command, PACKED), find(rows, 10_000, command, PACKED)
-        if small and large:
-            marginal.append((command, (large["cpu_seconds"] - small["cpu_seconds"]) * 1000 / 9000, small, large))
+    marginal = _marginal_per_item(rows, "cpu_seconds", scale=1000)  # ms per item
     if marginal:
         out.append(
             _target(
@@ -160,12 +169,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         out.append(_target("packed: controller CPU < 1 ms per item", None, "1,000 and 10,000 cases not both run"))
 
-    growth = []
-    for command in ("noop", "sleep1"):
-        small, large = find(rows, 1000, command, PACKED), find(rows, 10_000, command, PACKED)
-        if small and large:
-            per_item = (large["rss_peak_bytes"] - small["rss_peak_bytes"]) / 9000
-            growth.append((command, per_item, small, large))
+    growth = _marginal_per_item(rows, "rss_peak_bytes")  # bytes per item
     if growth:
         out.append(
             _target(
