@@ -1,7 +1,9 @@
 """``report.html``: one self-contained page per batch, readable offline and from a bucket.
 
 The summary is rendered here, so it shows even without JavaScript; the timeline and the item table are drawn
-by the page's inline script from the report JSON embedded once in a ``<script type="application/json">``.
+by the page's inline script from the report embedded once in a ``<script type="application/json">``, in a
+compact lossless form (the *page data*, below) that a browser parses in a fraction of the time the canonical
+report.json would take: at 100,000 items the page must be usable within two seconds.
 A Content-Security-Policy built from hashes of the page's own style and script forbids every network fetch
 and every script that is not ours, so text that slipped through escaping still could not run.
 """
@@ -11,13 +13,15 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import re
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from html import escape
 from importlib import resources
+from typing import Any
 
-from controller.report import ItemState, Report
+from controller.report import ItemResult, ItemState, Report, TaskResult
 from controller.summary import batch_duration, format_seconds, headline, printable, state_label
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
@@ -47,14 +51,120 @@ def _content_security_policy() -> str:
     )
 
 
-def script_json_chunks(report: Report) -> Iterator[bytes]:
-    """The report's canonical JSON, in pieces, safe to place inside a ``<script>`` element."""
+# The page data: the report without its items as canonical JSON, then one array per item. Columns are named
+# once (the page looks them up by name), trailing empty columns are left off, times are whole microseconds
+# from the batch's start, states are indexes into ``states``, and strings that items share (jobs,
+# executions, console and log links) are indexes into ``strings``. An item's ``tasks`` is left off when it
+# had exactly one task that says what the item says (the common case), ``[]`` when it had none.
+PAGE_FORMAT = "fanout.page/1"
+ITEM_COLUMNS = (
+    *("index", "key", "job", "label", "state", "reason", "exit_code", "attempts", "launch", "execution"),
+    *("task_index", "create_time", "start_time", "end_time", "console_url", "log_url", "log_tail"),
+    *("log_tail_truncated", "tasks"),
+)
+TASK_COLUMNS = ("index", "state", "exit_code", "attempts", "start_time", "end_time")
+SHARED_STRINGS = ("job", "execution", "console_url", "log_url")
+TIMES = ("create_time", "start_time", "end_time")
+_STATE_CODE = {state: code for code, state in enumerate(ItemState)}
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _PageEncoder:
+    """Turns items into page-data rows; one instance per page, holding the shared-string table."""
+
+    def __init__(self, report: Report) -> None:
+        self.base = report.started_at
+        self.strings: dict[str, int] = {}
+        for item in report.items:
+            for name in SHARED_STRINGS:
+                value = getattr(item, name)
+                if value is not None and value not in self.strings:
+                    self.strings[value] = len(self.strings)
+        self.encode: dict[str, Callable[[Any], Any]] = {
+            **dict.fromkeys(SHARED_STRINGS, self.strings.__getitem__),
+            **dict.fromkeys(TIMES, self.time),
+            "state": _STATE_CODE.__getitem__,
+            "log_tail_truncated": int,
+        }
+
+    def time(self, moment: datetime | None) -> int | None:
+        return None if moment is None else (moment - self.base) // _MICROSECOND
+
+    def tasks(self, item: ItemResult) -> list[list[Any]] | None:
+        if len(item.tasks) == 1 and item.tasks[0] == _mirror_task(item):
+            return None
+        return [
+            _trimmed(
+                [
+                    *(task.index, _STATE_CODE[task.state], task.exit_code, task.attempts),
+                    *(self.time(task.start_time), self.time(task.end_time)),
+                ]
+            )
+            for task in item.tasks
+        ]
+
+    def row(self, item: ItemResult) -> list[Any]:
+        values = []
+        for name in ITEM_COLUMNS:
+            if name == "tasks":
+                values.append(self.tasks(item))
+                continue
+            value = getattr(item, name)
+            encode = self.encode.get(name)
+            values.append(encode(value) if encode and value is not None else value)
+        return _trimmed(values)
+
+
+def _mirror_task(item: ItemResult) -> TaskResult:
+    """The one task of a single-task item when the task says exactly what the item says."""
+    return TaskResult(
+        index=item.task_index or 0,
+        state=item.state,
+        exit_code=item.exit_code,
+        attempts=item.attempts,
+        start_time=item.start_time,
+        end_time=item.end_time,
+    )
+
+
+def _trimmed(values: list[Any]) -> list[Any]:
+    while values and values[-1] is None:
+        values.pop()
+    return values
+
+
+def page_data_chunks(report: Report, items_per_chunk: int = 1000) -> Iterator[bytes]:
+    """The page data as JSON, in pieces (a large report is never one string), safe inside ``<script>``."""
+    encoder = _PageEncoder(report)
+    head = {
+        "format": PAGE_FORMAT,
+        "report": report.model_dump(mode="json", by_alias=True, exclude={"items"}),
+        "base_us": (report.started_at - _EPOCH) // _MICROSECOND,
+        "states": [state.value for state in ItemState],
+        "columns": ITEM_COLUMNS,
+        "task_columns": TASK_COLUMNS,
+        "shared_columns": SHARED_STRINGS,
+        "time_columns": TIMES,
+        "strings": list(encoder.strings),
+    }
+    pieces = [json.dumps(head, separators=(",", ":"))[:-1], ',"items":[']
+    for start in range(0, len(report.items), items_per_chunk):
+        rows = [encoder.row(item) for item in report.items[start : start + items_per_chunk]]
+        text = json.dumps(rows, separators=(",", ":"))[1:-1]
+        pieces.append(("," if start else "") + text)
+        yield _script_safe("".join(pieces))
+        pieces = []
+    pieces.append("]}")
+    yield _script_safe("".join(pieces))
+
+
+def _script_safe(text: str) -> bytes:
     # Inside <script> the HTML parser ends the element at "</script" and treats "<!--" specially, even in
     # JSON. These characters can only occur inside JSON strings, where a \u escape means the same, so
     # escaping every "<" (and ">" and "&" for good measure) leaves the parser nothing to find. (replace,
     # not translate: it is 40 times faster on a 10 MB report.)
-    for chunk in report.json_chunks():
-        yield chunk.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
 def _when(moment: datetime) -> str:
@@ -117,7 +227,7 @@ def render_html_chunks(report: Report) -> Iterator[bytes]:
     before, after = _template().split("{{DATA}}")
     # One pass over each part of the template: text inserted for one placeholder is never scanned for another.
     yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], before).encode()
-    yield from script_json_chunks(report)
+    yield from page_data_chunks(report)
     yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], after).encode()
 
 

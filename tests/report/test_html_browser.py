@@ -5,21 +5,15 @@ Run alone with: .venv/bin/python -m pytest -m browser tests/report -s   (prints 
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import re
-import shutil
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
+from bench.chromium import Browser, find_chromium, launched
 from controller.html_report import render_html
 from controller.report import ItemState, Report
 from controller.summary import failed_first, printable
@@ -29,152 +23,15 @@ pytestmark = pytest.mark.browser
 MakeReport = Callable[..., Report]
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 LOAD_BUDGET_S = 10.0  # a hang guard, not a benchmark: the measured number is in docs/report.md
-DEADLINE_S = 60.0
-
-
-def chromium_path() -> str:
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.skip("needs Debian's chromium: apt-get install chromium")
-
-
-class Browser:
-    """Just enough of the DevTools protocol: one page target, commands, and the events it reports."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, ws: ClientConnection) -> None:
-        self.loop = loop
-        self.ws = ws
-        self.ids = itertools.count(1)
-        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.events: list[dict[str, Any]] = []
-        self.session: str | None = None
-        self.reader = loop.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            if "id" in message and message["id"] in self.waiting:
-                self.waiting.pop(message["id"]).set_result(message)
-            elif "method" in message:
-                self.events.append(message)
-
-    async def _call(self, method: str, params: dict[str, Any], session: str | None) -> dict[str, Any]:
-        call_id = next(self.ids)
-        future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self.waiting[call_id] = future
-        message: dict[str, Any] = {"id": call_id, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        await self.ws.send(json.dumps(message))
-        reply = await asyncio.wait_for(future, DEADLINE_S)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        result: dict[str, Any] = reply.get("result", {})
-        return result
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        """A command on the current page (or on the browser before a page is open)."""
-        return self.loop.run_until_complete(self._call(method, params, self.session))
-
-    def open_page(self) -> None:
-        self.session = None
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Runtime", "Log", "Page", "Network"):
-            self.call(f"{domain}.enable")
-        self.events.clear()
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, *, deadline_s: float = DEADLINE_S) -> float:
-        """Poll until ``expression`` is truthy; the seconds it took."""
-        started = time.monotonic()
-        while not self.evaluate(expression):
-            if time.monotonic() - started > deadline_s:
-                raise TimeoutError(f"page never satisfied {expression!r} in {deadline_s}s")
-            self.loop.run_until_complete(asyncio.sleep(0.02))
-        return time.monotonic() - started
-
-    def load(self, path: Path) -> float:
-        """Navigate to a local file and wait for the page's ready marker; seconds from navigate to ready."""
-        started = time.monotonic()
-        self.call("Page.navigate", url=path.as_uri())
-        self.wait_for("document.body && document.body.dataset.ready === 'true'")
-        return time.monotonic() - started
-
-    def problems(self) -> list[str]:
-        """Console errors, uncaught exceptions, browser-logged errors (CSP violations) and dialogs."""
-        found = []
-        for event in self.events:
-            method, params = event["method"], event.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                found.append(f"exception: {params['exceptionDetails']}")
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(f"console.{params['type']}: {params.get('args')}")
-            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-                found.append(f"log: {params['entry'].get('text')}")
-            elif method == "Page.javascriptDialogOpening":
-                found.append(f"dialog: {params.get('message')}")
-        return found
-
-    def requested_urls(self) -> list[str]:
-        return [
-            e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
-        ]
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    executable = chromium_path()
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    process = subprocess.Popen(
-        [
-            executable,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1400,1000",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    loop = asyncio.new_event_loop()
-    try:
-        # Chromium writes the port it picked, then the browser's WebSocket path, to this file.
-        port_file = profile / "DevToolsActivePort"
-        started = time.monotonic()
-        while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
-            if process.poll() is not None or time.monotonic() - started > DEADLINE_S:
-                pytest.fail(f"chromium did not start (exit code {process.poll()})")
-            time.sleep(0.05)
-        port, path = port_file.read_text().split()[:2]
-        ws = loop.run_until_complete(connect(f"ws://127.0.0.1:{port}{path}", max_size=None))
-        browser = Browser(loop, ws)
-        yield browser
-        loop.run_until_complete(ws.close())
-        loop.run_until_complete(asyncio.gather(browser.reader, return_exceptions=True))
-    finally:
-        loop.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("needs Debian's chromium: apt-get install chromium")
+    with launched(executable, tmp_path_factory.mktemp("chromium-profile")) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +53,29 @@ def set_input(browser: Browser, selector: str, value: str, event: str) -> None:
     browser.evaluate(
         f"""(() => {{ const node = document.querySelector({json.dumps(selector)});
         node.value = {json.dumps(value)}; node.dispatchEvent(new Event({json.dumps(event)})); }})()"""
+    )
+
+
+def pixels_by_state(browser: Browser) -> dict[str, int]:
+    """How many canvas pixels have (nearly) each outcome's colour."""
+    return browser.evaluate(
+        """(() => {
+        const canvas = document.getElementById('timeline');
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        const probe = document.createElement('canvas').getContext('2d');
+        const out = {};
+        for (const state of ['succeeded', 'failed', 'timed_out']) {
+          probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--' + state).trim();
+          probe.fillRect(0, 0, 1, 1);
+          const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+          let n = 0;
+          for (let i = 0; i < data.length; i += 4) {
+            if (Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 12) n++;
+          }
+          out[state] = n;
+        }
+        return out;
+        })()"""
     )
 
 
@@ -232,25 +112,7 @@ def test_ten_thousand_items_load_fast_show_the_summary_and_failed_rows_first(
     assert browser.evaluate("document.getElementById('range').textContent") == "rows 1–100 of 10,000"
 
     # The timeline drew bars in the outcome colours: count canvas pixels close to each state's colour.
-    drawn = browser.evaluate(
-        """(() => {
-        const canvas = document.getElementById('timeline');
-        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-        const probe = document.createElement('canvas').getContext('2d');
-        const out = {};
-        for (const state of ['succeeded', 'failed', 'timed_out']) {
-          probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--' + state).trim();
-          probe.fillRect(0, 0, 1, 1);
-          const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
-          let n = 0;
-          for (let i = 0; i < data.length; i += 4) {
-            if (Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 12) n++;
-          }
-          out[state] = n;
-        }
-        return out;
-        })()"""
-    )
+    drawn = pixels_by_state(browser)
     assert all(pixels > 0 for pixels in drawn.values()), drawn
     lanes = browser.evaluate("window.fanoutReport.lanes")
     assert 1 < lanes < 10_000
@@ -331,4 +193,57 @@ def test_a_clean_small_batch_renders_without_errors(
     browser.evaluate("document.querySelector('tr.item[data-key=item-00000]').click()")
     log = browser.evaluate("document.querySelector('#items tbody tr.detail pre').textContent")
     assert log == "bell\\x07\nrtl\\u202eevil"
+    assert browser.problems() == []
+
+
+def test_a_large_batch_shows_running_items_over_time_and_lists_those_of_a_moment(
+    browser: Browser, make_report: MakeReport, tmp_path: Path
+) -> None:
+    report = make_report(25_000, seed=11)
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    browser.open_page()
+    browser.load(path)
+    info = browser.evaluate("window.fanoutReport")
+    assert info["aggregated"] is True
+    assert info["lanes"] is None
+    # The peak of the chart is at least the batch's true peak concurrency (a pixel column spans a moment).
+    moments = sorted(
+        [(item.start_time, 1) for item in report.items if item.start_time]
+        + [(item.end_time or item.start_time, -1) for item in report.items if item.start_time],
+        key=lambda moment: (moment[0], -moment[1]),
+    )
+    running = true_peak = 0
+    for _, step in moments:
+        running += step
+        true_peak = max(true_peak, running)
+    assert true_peak <= info["peak"] < true_peak * 1.2
+    assert all(pixels > 0 for pixels in pixels_by_state(browser).values())
+
+    # Hover the middle of the chart: the tip counts the items running there; a click lists exactly those.
+    point = browser.evaluate(
+        """(() => { const box = document.getElementById('timeline').getBoundingClientRect();
+        return [box.left + box.width / 2, box.top + 150]; })()"""
+    )
+    def pointer(kind: str) -> None:
+        browser.evaluate(
+            f"document.getElementById('timeline').dispatchEvent(new MouseEvent({kind!r}, "
+            f"{{clientX: {point[0]}, clientY: {point[1]}, bubbles: true}}))"
+        )
+
+    pointer("mousemove")
+    tip = browser.evaluate("document.getElementById('tip').textContent")
+    pointer("click")
+    found = re.search(r": ([\d,]+) items running", tip)
+    assert found, tip
+    count = int(found.group(1).replace(",", ""))
+    assert count > 0
+    by_state = {state: int(n.replace(",", "")) for n, state in re.findall(r"^([\d,]+) (\w[\w ]*)$", tip, re.M)}
+    assert sum(by_state.values()) == count
+    assert browser.evaluate("document.getElementById('range').textContent") == f"rows 1–100 of {count:,}"
+    assert browser.evaluate("document.getElementById('at').hidden") is False
+    shown = {row["state"].replace("_", " ") for row in rows_on_page(browser)}
+    assert shown <= set(by_state)
+    browser.evaluate("document.getElementById('at').click()")
+    assert browser.evaluate("document.getElementById('range').textContent") == "rows 1–100 of 25,000"
     assert browser.problems() == []

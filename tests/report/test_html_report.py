@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from controller.html_report import render_html, script_json_chunks
-from controller.report import ItemState, Report
+from controller.html_report import ITEM_COLUMNS, TASK_COLUMNS, page_data_chunks, render_html
+from controller.report import ItemResult, ItemState, Report, TaskResult
 
 MakeReport = Callable[..., Report]
 DATA = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.DOTALL)
@@ -18,13 +22,71 @@ def sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-def test_report_json_is_embedded_once_and_round_trips(make_report: MakeReport) -> None:
+def decode_page_data(text: str) -> Report:
+    """The report back from the page data, written from the format's description, not from the encoder."""
+    data = json.loads(text)
+    base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=data["base_us"])
+
+    def when(offset: int | None) -> datetime | None:
+        return None if offset is None else base + timedelta(microseconds=offset)
+
+    def named(columns: list[str], row: list[Any]) -> dict[str, Any]:
+        return dict(zip(columns, row + [None] * (len(columns) - len(row)), strict=True))
+
+    items = []
+    for row in data["items"]:
+        item = named(data["columns"], row)
+        for name in data["shared_columns"]:
+            item[name] = None if item[name] is None else data["strings"][item[name]]
+        for name in data["time_columns"]:
+            item[name] = when(item[name])
+        item["state"] = data["states"][item["state"]]
+        item["log_tail_truncated"] = bool(item["log_tail_truncated"])
+        if item["tasks"] is None:
+            mirrored = ("state", "exit_code", "attempts", "start_time", "end_time")
+            item["tasks"] = [{"index": item["task_index"] or 0, **{name: item[name] for name in mirrored}}]
+        else:
+            item["tasks"] = [named(data["task_columns"], task) for task in item["tasks"]]
+            for task in item["tasks"]:
+                task["state"] = data["states"][task["state"]]
+                task["start_time"], task["end_time"] = when(task["start_time"]), when(task["end_time"])
+        items.append(item)
+    return Report.model_validate({**data["report"], "items": items})
+
+
+def test_the_report_is_embedded_once_and_round_trips(make_report: MakeReport) -> None:
     report = make_report(500)
+    # Beyond the synthetic mix: an item with two tasks, one whose only task differs from it, one with none.
+    first, second, third = report.items[:3]
+    start = first.start_time or datetime(2026, 5, 1, tzinfo=UTC)
+    two_tasks = [
+        TaskResult(index=0, state=ItemState.SUCCEEDED, exit_code=0, attempts=1, start_time=start),
+        TaskResult(index=1, state=ItemState.FAILED, exit_code=3, attempts=2, end_time=start + timedelta(seconds=1)),
+    ]
+    items = [
+        dataclasses.replace(first, tasks=two_tasks, exit_code=3, state=ItemState.FAILED),
+        dataclasses.replace(second, tasks=[dataclasses.replace(second.tasks[0], attempts=second.attempts + 1)]),
+        dataclasses.replace(third, tasks=[]),
+        *report.items[3:],
+    ]
+    report = report.model_copy(update={"items": items})
     html = render_html(report)
     blocks = DATA.findall(html)
     assert len(blocks) == 1
-    assert Report.from_json(blocks[0]) == report
-    assert html.count('"key":"item-00042"') == 1
+    assert decode_page_data(blocks[0]) == report
+    assert html.count('"item-00042"') == 1
+
+
+def test_every_item_and_task_field_has_a_column() -> None:
+    assert set(ITEM_COLUMNS) == {field.name for field in dataclasses.fields(ItemResult)}
+    assert set(TASK_COLUMNS) == {field.name for field in dataclasses.fields(TaskResult)}
+
+
+def test_the_page_data_is_far_smaller_than_report_json(make_report: MakeReport) -> None:
+    report = make_report(2000)
+    page = sum(len(chunk) for chunk in page_data_chunks(report))
+    canonical = sum(len(chunk) for chunk in report.json_chunks())
+    assert page < 0.5 * canonical, (page, canonical)
 
 
 def test_untrusted_text_cannot_end_the_data_block_or_add_markup(
@@ -88,5 +150,5 @@ def test_summary_is_in_the_markup_without_javascript(make_report: MakeReport) ->
 
 def test_page_size_stays_close_to_the_compact_json(make_report: MakeReport) -> None:
     report = make_report(2000)
-    overhead = len(render_html(report)) - sum(len(chunk) for chunk in script_json_chunks(report))
+    overhead = len(render_html(report)) - sum(len(chunk) for chunk in page_data_chunks(report))
     assert overhead < 40_000  # template and summary; the data is the page
