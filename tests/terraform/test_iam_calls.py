@@ -84,3 +84,14 @@ def test_the_readme_table_is_rendered_from_the_file(table):
     assert BEGIN in text and END in text, "terraform/README.md lacks the rendered IAM table"
     section = text[text.index(BEGIN) : text.index(END) + len(END)]
     assert section == render(table), "terraform/README.md's IAM table is stale: python tests/terraform/iam_calls.py"
+
+
+def test_the_prefect_guide_agrees_with_the_module_on_bucket_lookups_and_specs(module):
+    """docs/prefect.md once said the module did not grant storage.buckets.get while the module did."""
+    custom = resources(module, "google_project_iam_custom_role")
+    assert custom["bucket_metadata_reader"]["permissions"] == ["storage.buckets.get"]
+    guide = (REPO / "docs" / "prefect.md").read_text(encoding="utf-8")
+    paragraph = guide[guide.index("**IAM for results and specs in GCS.**") :].split("\n\n")[0]
+    assert "grants the controller exactly that on the report" in paragraph
+    assert "does not include `storage.buckets.get`" not in guide
+    assert "`spec_prefix`" in paragraph and "fanout/specs/" in paragraph
