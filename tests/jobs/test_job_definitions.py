@@ -72,7 +72,10 @@ def test_a_job_with_every_cloud_run_setting_loads(tmp_path):
                 "service_account": "etl-runner@my-project.iam.gserviceaccount.com",
                 "vpc_access": {"connector": "projects/p/locations/europe-west1/connectors/c", "egress": "ALL_TRAFFIC"},
                 "volumes": [
-                    {"name": "results", "gcs": {"bucket": "bkt", "read_only": False, "mount_options": ["implicit-dirs"]}},
+                    {
+                        "name": "results",
+                        "gcs": {"bucket": "bkt", "read_only": False, "mount_options": ["implicit-dirs"]},
+                    },
                     {"name": "scratch", "empty_dir": {"size_limit": "128Mi"}},
                 ],
                 "volume_mounts": [{"name": "results", "mount_path": "/results"}],
@@ -108,7 +111,7 @@ def test_a_job_with_every_cloud_run_setting_loads(tmp_path):
         ({"volumes": [{"name": "v", "empty_dir": {}}, {"name": "v", "empty_dir": {}}]}, "names used twice: v"),
         (
             {"volumes": [{"name": "v", "empty_dir": {}}], "volume_mounts": [{"name": "v", "mount_path": "/proc/x"}]},
-            "/proc",
+            "does not mount volumes under /dev, /proc",
         ),
         ({"resources": {"cpu": "one"}}, "not a quantity"),
     ],
