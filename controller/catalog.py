@@ -390,9 +390,18 @@ class Catalog:
         if "value" in data and "jobs" not in data:
             data = data["value"]
         try:
-            jobs = {name: JobDefinition.model_validate({"name": name, **spec}) for name, spec in data["jobs"].items()}
-        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            specs = dict(data["jobs"].items())
+        except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"not a job catalog from the Terraform module: {_short(exc)}") from None
+        jobs: dict[str, JobDefinition] = {}
+        problems: list[str] = []
+        for name, spec in specs.items():
+            try:
+                jobs[name] = JobDefinition.model_validate({"name": name, **spec})
+            except (TypeError, ValidationError) as exc:
+                problems.append(f"jobs.{name}: {_short(exc)}")
+        if problems:
+            raise CatalogError("invalid job catalog from the Terraform module:\n  " + "\n  ".join(problems))
         catalog = cls(jobs, project=data.get("project"), region=data.get("region"))
         if bucket := data.get("report_bucket"):
             catalog.report_to = f"gs://{bucket}/{str(data.get('report_prefix') or '').strip('/')}".rstrip("/")

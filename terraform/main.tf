@@ -54,6 +54,7 @@ locals {
   # Who each job runs as: its job.yaml service_account, or the module's jobs account, keyed "jobs" (the
   # account's email is unknown until it exists, and for_each keys must be known at plan time).
   job_identity = { for name, job in local.jobs : name => coalesce(job.service_account, "jobs") }
+
   # Every identity tasks run as. The jobs account is always one: one-off jobs run as it.
   identity_members = {
     for identity in toset(concat(["jobs"], values(local.job_identity))) :
@@ -73,10 +74,12 @@ locals {
   role_prefix       = replace(var.name_prefix, "-", "_")
   bucket_resource   = "projects/_/buckets/${google_storage_bucket.reports.name}"
   object_prefix     = "${local.bucket_resource}/objects/"
+
   # Item results: <report_prefix><batch id>/results/<file>. IAM Conditions on Cloud Storage offer
   # startsWith, endsWith and extract() on resource.name; extract() of the part between the report prefix
   # and "/results/" is non-empty only for objects in a batch's results folder.
   results_condition = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") && resource.name.extract(\"${local.object_prefix}${var.report_prefix}{batch}/results/\") != \"\""
+
   # Listing is checked on the bucket, with the request's prefix as storage.googleapis.com/objectListPrefix.
   results_list_condition = "resource.name == \"${local.bucket_resource}\" && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").endsWith(\"/results/\")"
 }

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tfparse import REPO, TERRAFORM, expression, load_dir, locals_of, resources, variables_of
 
-from controller.catalog import Catalog
+from controller.catalog import Catalog, CatalogError
 
 # Roles that would let the controller change jobs, act as other identities or own the bucket.
 TOO_BROAD = {
@@ -297,3 +297,13 @@ def test_a_terraform_output_reads_as_the_same_catalog_as_the_jobs_folder(wrap):
     assert set(from_terraform.jobs) == set(from_folder.jobs)
     for name, job in from_folder.jobs.items():
         assert from_terraform[name] == job.model_copy(update={"local": None, "examples": []}), name
+
+
+def test_a_terraform_output_with_bad_jobs_names_every_job_and_field():
+    value = json.loads((REPO / "tests/terraform/job_catalog_output.json").read_text())
+    value["jobs"]["hello"]["timeout"] = "15m"
+    value["jobs"]["flaky"]["parallelism"] = 4
+    with pytest.raises(CatalogError) as raised:
+        Catalog.from_terraform_output(value)
+    assert "jobs.hello: timeout: " in str(raised.value) and "'900s'" in str(raised.value)
+    assert "jobs.flaky: parallelism: 4 exceeds task_count (1)" in str(raised.value)
