@@ -63,6 +63,8 @@ def _regex(module: dict[str, list[Any]], variable: str) -> re.Pattern[str]:
             ["https://ghcr.io/org", "ghcr.io/org/", "Ghcr.io/Org"],
         ),
         ("report_prefix", ["fanout/reports/", "reports/"], ["/reports/", "reports", "a//b/", ""]),
+        ("spec_prefix", ["fanout/specs/", "specs/"], ["/specs/", "specs", "a//b/", ""]),
+        ("extra_secret_ids", ["api-token", "projects/other/secrets/db_password"], ["a/b", "projects/p/token", ""]),
         ("name_prefix", ["fanout", "fo-1"], ["f", "Fanout", "fanout-", "a-very-long-prefix-xyz"]),
     ],
 )
