@@ -80,8 +80,11 @@ locals {
   # and "/results/" is non-empty only for objects in a batch's results folder.
   results_condition = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") && resource.name.extract(\"${local.object_prefix}${var.report_prefix}{batch}/results/\") != \"\""
 
-  # Listing is checked on the bucket, with the request's prefix as storage.googleapis.com/objectListPrefix.
-  results_list_condition = "resource.name == \"${local.bucket_resource}\" && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").endsWith(\"/results/\")"
+  # A listing is checked on the bucket, not on objects: its prefix is the request attribute
+  # storage.googleapis.com/objectListPrefix ("" on every other request, so this admits listings only).
+  # gcsfuse needs it for a results folder mounted with only-dir; its layout probe at mount time
+  # (GetStorageLayout, on unless the volume passes enable-hns=false) would need listing the whole bucket.
+  results_list_condition = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").endsWith(\"/results/\")"
 }
 
 # --- identities -------------------------------------------------------------------------------------

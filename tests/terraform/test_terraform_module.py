@@ -309,3 +309,14 @@ def test_a_terraform_output_with_bad_jobs_names_every_job_and_field():
         Catalog.from_terraform_output(value)
     assert "jobs.hello: timeout: " in str(raised.value) and "'900s'" in str(raised.value)
     assert "jobs.flaky: parallelism: 4 exceeds task_count (1)" in str(raised.value)
+
+
+def test_outputs_give_iam_member_strings_for_grants_made_elsewhere(module):
+    outputs = {name: body for block in module["output"] for name, body in block.items()}
+    assert expression(outputs["controller_member"]["value"]) == "local.controller_member"
+    assert expression(outputs["jobs_member"]["value"]) == "local.jobs_member"
+    job_members = expression(outputs["job_members"]["value"]) or ""
+    assert "local.job_identity" in job_members and "local.identity_members[identity]" in job_members
+    module_locals = locals_of(module)
+    assert module_locals["controller_member"] == "serviceAccount:${google_service_account.controller.email}"
+    assert module_locals["jobs_member"] == "serviceAccount:${google_service_account.jobs.email}"
