@@ -318,5 +318,5 @@ def test_outputs_give_iam_member_strings_for_grants_made_elsewhere(module):
     job_members = expression(outputs["job_members"]["value"]) or ""
     assert "local.job_identity" in job_members and "local.identity_members[identity]" in job_members
     module_locals = locals_of(module)
-    assert module_locals["controller_member"] == "\"serviceAccount:${google_service_account.controller.email}\""
-    assert module_locals["jobs_member"] == "\"serviceAccount:${google_service_account.jobs.email}\""
+    assert module_locals["controller_member"] == '"serviceAccount:${google_service_account.controller.email}"'
+    assert module_locals["jobs_member"] == '"serviceAccount:${google_service_account.jobs.email}"'
