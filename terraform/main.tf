@@ -224,8 +224,9 @@ resource "google_cloud_run_v2_job" "this" {
       condition     = can(regex("^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", each.key))
       error_message = "jobs/${each.key}: a job name has 1-63 lowercase letters, digits or hyphens and starts with a letter."
     }
-    # The provider's own checks (magic-modules cloudrunv2/Job.yaml), stated here so that a job.yaml the
-    # catalog never read fails with its file named rather than deep in the provider's schema.
+    # Rules the catalog also enforces, for a job.yaml it never read: the provider's timeout regex
+    # (magic-modules cloudrunv2/Job.yaml), whose own error names only the attribute, and "parallelism
+    # must be <= taskCount", which the provider leaves to the API, so it would pass plan and fail apply.
     precondition {
       condition     = can(regex("^[0-9]+(?:\\.[0-9]{1,9})?s$", each.value.timeout))
       error_message = "jobs/${each.key}/job.yaml: timeout must be in seconds with an 's' suffix, e.g. \"900s\" (not \"15m\")."
