@@ -247,7 +247,7 @@ class JobDefinition(_Strict):
             raise ValueError(f"timeout must be between 1s and {limits.MAX_TASK_TIMEOUT_SECONDS}s")
         if not isinstance(timeout, str) or not limits.TASK_TIMEOUT_RE.match(timeout):
             raise ValueError(
-                f"timeout {timeout!r} must be written in seconds: {to_api_duration(seconds)!r} "
+                f"{timeout!r} is not in seconds: write {to_api_duration(seconds)!r} "
                 "(the Terraform provider accepts only seconds with an 's' suffix)"
             )
         return timeout
