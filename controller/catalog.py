@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from controller import limits
-from controller.durations import parse_duration
+from controller.durations import parse_duration, to_api_duration
 
 DEFAULT_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 LOCAL_REGISTRY = "local"
@@ -26,6 +26,11 @@ LOCAL_REGISTRY = "local"
 
 class CatalogError(Exception):
     """The catalog could not be read; the message says which file and what is wrong."""
+
+
+# The enums the provider validates (magic-modules mmv1/products/cloudrunv2/Job.yaml): launchStage,
+# vpcAccess.egress and volumes.emptyDir.medium.
+LaunchStage = Literal["UNIMPLEMENTED", "PRELAUNCH", "EARLY_ACCESS", "ALPHA", "BETA", "GA", "DEPRECATED"]
 
 
 class _Strict(BaseModel):
@@ -36,12 +41,121 @@ class Resources(_Strict):
     cpu: str = "1"
     memory: str = "512Mi"
 
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _is_a_quantity(cls, value: str) -> str:
+        if not limits.QUANTITY_RE.match(value):
+            raise ValueError(f"{value!r} is not a quantity such as '1', '2' or '512Mi'")
+        return value
+
 
 class SecretRef(_Strict):
     """An env var whose value Cloud Run reads from Secret Manager; the value never passes through us."""
 
     secret: str
     version: str = "latest"
+
+
+class NetworkInterface(_Strict):
+    """Direct VPC egress: the network and/or subnetwork the tasks get an address in, and network tags."""
+
+    network: str | None = None
+    subnetwork: str | None = None
+    tags: list[str] = []
+
+    @model_validator(mode="after")
+    def _names_a_network(self) -> NetworkInterface:
+        if self.network is None and self.subnetwork is None:
+            raise ValueError("a network interface names a network, a subnetwork or both")
+        return self
+
+
+class VpcAccess(_Strict):
+    """How tasks reach a VPC: through a Serverless VPC Access connector or by direct VPC egress."""
+
+    connector: str | None = None
+    egress: Literal["ALL_TRAFFIC", "PRIVATE_RANGES_ONLY"] | None = None
+    network_interfaces: list[NetworkInterface] = Field(default=[], max_length=limits.MAX_NETWORK_INTERFACES)
+
+    @field_validator("connector")
+    @classmethod
+    def _connector_is_a_name(cls, connector: str | None) -> str | None:
+        if connector is not None and not limits.VPC_CONNECTOR_RE.match(connector):
+            raise ValueError("a connector is projects/PROJECT/locations/REGION/connectors/NAME")
+        return connector
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> VpcAccess:
+        if (self.connector is None) == (not self.network_interfaces):
+            raise ValueError("give either connector or network_interfaces (direct VPC egress), not both or neither")
+        return self
+
+
+class GcsVolume(_Strict):
+    """A Cloud Storage bucket mounted with Cloud Storage FUSE."""
+
+    bucket: str = Field(min_length=3, max_length=222)
+    read_only: bool = False
+    mount_options: list[str] = []
+
+    @field_validator("mount_options")
+    @classmethod
+    def _flags_without_dashes(cls, options: list[str]) -> list[str]:
+        for option in options:
+            if not option or option.startswith("-"):
+                raise ValueError(f"mount option {option!r}: gcsfuse flags are written without leading dashes")
+        return options
+
+
+class EmptyDirVolume(_Strict):
+    """An in-memory volume, counted against the container's memory limit."""
+
+    medium: Literal["MEMORY"] = "MEMORY"
+    size_limit: str | None = None
+
+    @field_validator("size_limit")
+    @classmethod
+    def _is_a_quantity(cls, size: str | None) -> str | None:
+        if size is not None and not limits.QUANTITY_RE.match(size):
+            raise ValueError(f"size_limit {size!r} is not a quantity such as '128Mi'")
+        return size
+
+
+class Volume(_Strict):
+    """A volume of the task: exactly one of ``gcs`` and ``empty_dir``."""
+
+    name: str
+    gcs: GcsVolume | None = None
+    empty_dir: EmptyDirVolume | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_label(cls, name: str) -> str:
+        if not limits.VOLUME_NAME_RE.match(name):
+            raise ValueError("a volume name has 1-63 lowercase letters, digits or hyphens")
+        return name
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Volume:
+        if (self.gcs is None) == (self.empty_dir is None):
+            raise ValueError(f"volume {self.name!r}: give exactly one of gcs and empty_dir")
+        return self
+
+
+class VolumeMount(_Strict):
+    """Where a volume appears in the container."""
+
+    name: str
+    mount_path: str
+
+    @field_validator("mount_path")
+    @classmethod
+    def _path_allowed(cls, path: str) -> str:
+        if not path.startswith("/") or ":" in path:
+            raise ValueError(f"mount_path {path!r} must be absolute and must not contain ':'")
+        if any(path == root or path.startswith(root + "/") for root in limits.FORBIDDEN_MOUNT_ROOTS):
+            raise ValueError(f"mount_path {path!r}: Cloud Run does not mount volumes under /dev, /proc or /sys")
+        return path
 
 
 class LocalRun(_Strict):
@@ -97,12 +211,20 @@ class JobDefinition(_Strict):
     env: dict[str, str] = {}
     secret_env: dict[str, SecretRef] = {}
     resources: Resources = Resources()
+    # Seconds with an "s" suffix, the only form the Terraform provider passes (see _timeout_in_range).
     timeout: str = "600s"
     max_retries: int = Field(default=3, ge=0, le=limits.MAX_RETRIES)
-    parallelism: int = Field(default=0, ge=0)
     task_count: int = Field(default=1, ge=1, le=limits.MAX_TASKS_PER_EXECUTION)
+    parallelism: int = Field(default=0, ge=0)
     requires_args: bool = False
     packable: bool = False
+    # Cloud Run settings Terraform passes on (GoogleCloudPlatform/terraform-google-cloud-run job-exec has
+    # the same): preview features need a launch stage; null service_account means the module's jobs account.
+    launch_stage: LaunchStage | None = None
+    service_account: str | None = None
+    vpc_access: VpcAccess | None = None
+    volumes: list[Volume] = []
+    volume_mounts: list[VolumeMount] = []
     local: LocalRun | None = None
     examples: list[JobExample] = []
 
@@ -113,13 +235,69 @@ class JobDefinition(_Strict):
             raise ValueError("a job name has 1-63 lowercase letters, digits or hyphens, starting with a letter")
         return name
 
-    @field_validator("timeout")
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _timeout_in_range(cls, timeout: str) -> str:
+    def _timeout_in_range(cls, timeout: object) -> str:
+        """Seconds as the provider requires them; another duration form is refused with its conversion,
+        because Terraform reads job.yaml itself and would send "15m" to a provider that rejects it."""
+        if not isinstance(timeout, str | int | float) or isinstance(timeout, bool):
+            raise ValueError(f"timeout must be a duration in seconds such as '600s', got {timeout!r}")
         seconds = parse_duration(timeout)
         if not 0 < seconds <= limits.MAX_TASK_TIMEOUT_SECONDS:
             raise ValueError(f"timeout must be between 1s and {limits.MAX_TASK_TIMEOUT_SECONDS}s")
+        if not isinstance(timeout, str) or not limits.TASK_TIMEOUT_RE.match(timeout):
+            raise ValueError(
+                f"{timeout!r} is not in seconds: write {to_api_duration(seconds)!r} "
+                "(the Terraform provider accepts only seconds with an 's' suffix)"
+            )
         return timeout
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account_is_user_managed(cls, email: str | None) -> str | None:
+        if email is not None and not limits.SERVICE_ACCOUNT_RE.match(email):
+            raise ValueError(
+                f"service_account {email!r} must be a user-managed service account "
+                "(NAME@PROJECT.iam.gserviceaccount.com), never the Compute Engine default one"
+            )
+        return email
+
+    # Checks across fields are field validators reading the fields declared before them, so that one
+    # look at a job.yaml reports every problem at once (a model validator runs only once fields are valid).
+    @field_validator("parallelism")
+    @classmethod
+    def _parallelism_within_task_count(cls, parallelism: int, info: ValidationInfo) -> int:
+        task_count = info.data.get("task_count")
+        if task_count is not None and parallelism > task_count:
+            raise ValueError(
+                f"{parallelism} exceeds task_count ({task_count}); the provider requires parallelism <= "
+                "task_count (0 means as many as Cloud Run allows)"
+            )
+        return parallelism
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_names_unique(cls, volumes: list[Volume]) -> list[Volume]:
+        names = [volume.name for volume in volumes]
+        if duplicated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"names used twice: {', '.join(duplicated)}")
+        return volumes
+
+    @field_validator("volume_mounts")
+    @classmethod
+    def _mounts_name_volumes(cls, mounts: list[VolumeMount], info: ValidationInfo) -> list[VolumeMount]:
+        problems = []
+        if "volumes" in info.data:
+            names = {volume.name for volume in info.data["volumes"]}
+            problems += [
+                f"{number}: no volume named {m.name!r}" for number, m in enumerate(mounts) if m.name not in names
+            ]
+        paths = [mount.mount_path for mount in mounts]
+        if duplicated := sorted({path for path in paths if paths.count(path) > 1}):
+            problems.append(f"paths used twice: {', '.join(duplicated)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return mounts
 
     @model_validator(mode="after")
     def _env_names_allowed(self) -> JobDefinition:
@@ -212,9 +390,18 @@ class Catalog:
         if "value" in data and "jobs" not in data:
             data = data["value"]
         try:
-            jobs = {name: JobDefinition.model_validate({"name": name, **spec}) for name, spec in data["jobs"].items()}
-        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            specs = dict(data["jobs"].items())
+        except (KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(f"not a job catalog from the Terraform module: {_short(exc)}") from None
+        jobs: dict[str, JobDefinition] = {}
+        problems: list[str] = []
+        for name, spec in specs.items():
+            try:
+                jobs[name] = JobDefinition.model_validate({"name": name, **spec})
+            except (TypeError, ValidationError) as exc:
+                problems.append(f"jobs.{name}: {_short(exc)}")
+        if problems:
+            raise CatalogError("invalid job catalog from the Terraform module:\n  " + "\n  ".join(problems))
         catalog = cls(jobs, project=data.get("project"), region=data.get("region"))
         if bucket := data.get("report_bucket"):
             catalog.report_to = f"gs://{bucket}/{str(data.get('report_prefix') or '').strip('/')}".rstrip("/")
@@ -251,5 +438,11 @@ def _local_arg(arg: str, job_dir: Path) -> list[str]:
 
 def _short(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        return "; ".join(_error_line(err["loc"], err["msg"]) for err in exc.errors())
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _error_line(loc: tuple[int | str, ...], message: str) -> str:
+    """``field.path: message``; checks across fields already name their fields in the message."""
+    message = message.removeprefix("Value error, ")
+    return f"{'.'.join(str(part) for part in loc)}: {message}" if loc else message

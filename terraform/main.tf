@@ -12,12 +12,17 @@ locals {
     args          = []
     env           = {}
     secret_env    = {}
-    timeout       = "600s"
-    max_retries   = 3
-    parallelism   = 0
-    task_count    = 1
-    requires_args = false
-    packable      = false
+    timeout         = "600s"
+    max_retries     = 3
+    task_count      = 1
+    parallelism     = 0
+    requires_args   = false
+    packable        = false
+    launch_stage    = null
+    service_account = null
+    vpc_access      = null
+    volumes         = []
+    volume_mounts   = []
   }
   resource_defaults = {
     cpu    = "1"
@@ -46,11 +51,40 @@ locals {
     )
   }
 
-  secrets = toset(flatten([for job in values(local.jobs) : [for ref in values(job.secret_env) : ref.secret]]))
+  # Who each job runs as: its job.yaml service_account, or the module's jobs account, keyed "jobs" (the
+  # account's email is unknown until it exists, and for_each keys must be known at plan time).
+  job_identity = { for name, job in local.jobs : name => coalesce(job.service_account, "jobs") }
+
+  # Every identity tasks run as. The jobs account is always one: one-off jobs run as it.
+  identity_members = {
+    for identity in toset(concat(["jobs"], values(local.job_identity))) :
+    identity => identity == "jobs" ? local.jobs_member : "serviceAccount:${identity}"
+  }
+  # Secret access per identity: the secrets its jobs' secret_env names, plus extra_secret_ids (secrets that
+  # batch items and one-off jobs name, which no job.yaml shows) for every identity.
+  secret_grants = {
+    for grant in distinct(concat(
+      flatten([for name, job in local.jobs : [for ref in values(job.secret_env) : { identity = local.job_identity[name], secret = ref.secret }]]),
+      [for pair in setproduct(keys(local.identity_members), tolist(var.extra_secret_ids)) : { identity = pair[0], secret = pair[1] }],
+    )) : "${grant.identity}/${grant.secret}" => grant
+  }
 
   controller_member = "serviceAccount:${google_service_account.controller.email}"
   jobs_member       = "serviceAccount:${google_service_account.jobs.email}"
-  object_prefix     = "projects/_/buckets/${google_storage_bucket.reports.name}/objects/"
+  role_prefix       = replace(var.name_prefix, "-", "_")
+  bucket_resource   = "projects/_/buckets/${google_storage_bucket.reports.name}"
+  object_prefix     = "${local.bucket_resource}/objects/"
+
+  # Item results: <report_prefix><batch id>/results/<file>. IAM Conditions on Cloud Storage offer
+  # startsWith, endsWith and extract() on resource.name; extract() of the part between the report prefix
+  # and "/results/" is non-empty only for objects in a batch's results folder.
+  results_condition = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") && resource.name.extract(\"${local.object_prefix}${var.report_prefix}{batch}/results/\") != \"\""
+
+  # A listing is checked on the bucket, not on objects: its prefix is the request attribute
+  # storage.googleapis.com/objectListPrefix ("" on every other request, so this admits listings only).
+  # gcsfuse needs it for a results folder mounted with only-dir; its layout probe at mount time
+  # (GetStorageLayout, on unless the volume passes enable-hns=false) would need listing the whole bucket.
+  results_list_condition = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").endsWith(\"/results/\")"
 }
 
 # --- identities -------------------------------------------------------------------------------------
@@ -79,6 +113,7 @@ resource "google_cloud_run_v2_job" "this" {
   name                = each.key
   deletion_protection = var.deletion_protection
   labels              = merge(var.labels, { "fanout-job" = each.key })
+  launch_stage        = each.value.launch_stage
 
   template {
     task_count  = each.value.task_count
@@ -86,7 +121,7 @@ resource "google_cloud_run_v2_job" "this" {
     labels      = merge(var.labels, { "fanout-job" = each.key })
 
     template {
-      service_account = google_service_account.jobs.email
+      service_account = coalesce(each.value.service_account, google_service_account.jobs.email)
       timeout         = each.value.timeout
       max_retries     = each.value.max_retries
 
@@ -123,9 +158,62 @@ resource "google_cloud_run_v2_job" "this" {
             }
           }
         }
+
+        dynamic "volume_mounts" {
+          for_each = each.value.volume_mounts
+          content {
+            name       = volume_mounts.value.name
+            mount_path = volume_mounts.value.mount_path
+          }
+        }
+      }
+
+      dynamic "volumes" {
+        for_each = each.value.volumes
+        content {
+          name = volumes.value.name
+
+          dynamic "gcs" {
+            for_each = try(volumes.value.gcs, null) == null ? [] : [volumes.value.gcs]
+            content {
+              bucket        = gcs.value.bucket
+              read_only     = try(gcs.value.read_only, false)
+              mount_options = try(gcs.value.mount_options, null)
+            }
+          }
+
+          dynamic "empty_dir" {
+            for_each = try(volumes.value.empty_dir, null) == null ? [] : [volumes.value.empty_dir]
+            content {
+              medium     = try(empty_dir.value.medium, "MEMORY")
+              size_limit = try(empty_dir.value.size_limit, null)
+            }
+          }
+        }
+      }
+
+      dynamic "vpc_access" {
+        for_each = each.value.vpc_access == null ? [] : [each.value.vpc_access]
+        content {
+          connector = try(vpc_access.value.connector, null)
+          egress    = try(vpc_access.value.egress, null)
+
+          dynamic "network_interfaces" {
+            for_each = try(vpc_access.value.network_interfaces, [])
+            content {
+              network    = try(network_interfaces.value.network, null)
+              subnetwork = try(network_interfaces.value.subnetwork, null)
+              tags       = try(network_interfaces.value.tags, null)
+            }
+          }
+        }
       }
     }
   }
+
+  # A job whose tasks read a secret they may not access fails when it runs, not when it is created: create
+  # the grants first (the provider's own cloudrunv2_job_secret example does the same).
+  depends_on = [google_secret_manager_secret_iam_member.jobs_secrets]
 
   lifecycle {
     precondition {
@@ -135,6 +223,17 @@ resource "google_cloud_run_v2_job" "this" {
     precondition {
       condition     = can(regex("^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", each.key))
       error_message = "jobs/${each.key}: a job name has 1-63 lowercase letters, digits or hyphens and starts with a letter."
+    }
+    # Rules the catalog also enforces, for a job.yaml it never read: the provider's timeout regex
+    # (magic-modules cloudrunv2/Job.yaml), whose own error names only the attribute, and "parallelism
+    # must be <= taskCount", which the provider leaves to the API, so it would pass plan and fail apply.
+    precondition {
+      condition     = can(regex("^[0-9]+(?:\\.[0-9]{1,9})?s$", each.value.timeout))
+      error_message = "jobs/${each.key}/job.yaml: timeout must be in seconds with an 's' suffix, e.g. \"900s\" (not \"15m\")."
+    }
+    precondition {
+      condition     = each.value.parallelism <= each.value.task_count
+      error_message = "jobs/${each.key}/job.yaml: parallelism must not exceed task_count."
     }
   }
 }
@@ -165,35 +264,44 @@ resource "google_cloud_run_v2_job_iam_member" "controller_view" {
   member   = local.controller_member
 }
 
-# RunJob returns a long-running operation whose name is projects/P/locations/L/operations/ID: it is not
-# under the job, so no job-level grant covers waiting on it. A one-permission custom role keeps that
-# project-level grant from including anything else.
-resource "google_project_iam_custom_role" "operations_reader" {
+# RunJob's answer carries the execution in its metadata, so the controller never reads the operation: no
+# project-level run.operations.get (operations are not under the job, so only a project grant covers them).
+
+# One-off items (image + command) run in jobs the controller creates, runs and deletes itself: opt in.
+# Cloud Run does not evaluate IAM Conditions on resource names, and a job that does not exist yet cannot
+# hold a grant, so this is a project-level custom role with only the calls controller/cloudrun.py makes for
+# such a job — no update, no IAM policy, nothing on services or worker pools. It still reaches every job of
+# the project: see "What this module will not do" in README.md.
+resource "google_project_iam_custom_role" "one_off_jobs" {
+  count = var.allow_one_off_jobs ? 1 : 0
+
   project     = var.project_id
-  role_id     = "${replace(var.name_prefix, "-", "_")}_run_operations_reader"
-  title       = "Fan-out: read Cloud Run operations"
-  description = "Wait on the long-running operation a Cloud Run RunJob call returns."
-  permissions = ["run.operations.get"]
+  role_id     = "${local.role_prefix}_one_off_jobs"
+  title       = "Fan-out: one-off jobs"
+  description = "Create, run, watch, cancel and delete the controller's own one-off Cloud Run jobs."
+  permissions = [
+    "run.executions.cancel",     # CancelExecution
+    "run.executions.get",        # GetExecution
+    "run.executions.list",       # ListExecutions
+    "run.jobs.create",           # CreateJob
+    "run.jobs.delete",           # DeleteJob
+    "run.jobs.get",              # GetJob (did an ambiguous CreateJob land?)
+    "run.jobs.run",              # RunJob
+    "run.jobs.runWithOverrides", # RunJob with per-item overrides
+    "run.operations.get",        # CreateJob's operation, waited on before the job is run
+    "run.tasks.list",            # ListTasks
+  ]
 }
 
-resource "google_project_iam_member" "controller_operations" {
-  project = var.project_id
-  role    = google_project_iam_custom_role.operations_reader.name
-  member  = local.controller_member
-}
-
-# Running a job with overrides does not change the identity its tasks run as, so the controller needs
-# no iam.serviceAccounts.actAs (roles/iam.serviceAccountUser) on the jobs' service account for that.
-
-# One-off items (image + command) need jobs the controller creates and deletes itself: opt in.
 resource "google_project_iam_member" "controller_one_off_jobs" {
   count   = var.allow_one_off_jobs ? 1 : 0
   project = var.project_id
-  role    = "roles/run.developer"
+  role    = google_project_iam_custom_role.one_off_jobs[0].name
   member  = local.controller_member
 }
 
-# ... and those jobs run as the jobs' service account, never the Compute Engine default one.
+# ... and those jobs run as the jobs' service account (CreateJob checks iam.serviceAccounts.actAs on it),
+# never the Compute Engine default one.
 resource "google_service_account_iam_member" "controller_acts_as_jobs" {
   count              = var.allow_one_off_jobs ? 1 : 0
   service_account_id = google_service_account.jobs.name
@@ -235,15 +343,16 @@ resource "google_project_iam_member" "controller_logs_project" {
   member  = local.controller_member
 }
 
-# --- jobs' access to secrets named in job.yaml secret_env -----------------------------------------------
+# --- the jobs' access to secrets ------------------------------------------------------------------------
+# Cloud Run reads a secret_env value as the identity the task runs as, when the task starts.
 
 resource "google_secret_manager_secret_iam_member" "jobs_secrets" {
-  for_each = local.secrets
+  for_each = local.secret_grants
 
   project   = var.project_id
-  secret_id = each.value
+  secret_id = each.value.secret
   role      = "roles/secretmanager.secretAccessor"
-  member    = local.jobs_member
+  member    = local.identity_members[each.value.identity]
 }
 
 # --- report bucket ------------------------------------------------------------------------------------
@@ -268,6 +377,10 @@ resource "google_storage_bucket" "reports" {
     condition {
       age            = var.report_retention_days
       matches_prefix = [var.report_prefix]
+      # Only the live version: the delete makes it noncurrent, and the noncurrent rule below removes it
+      # noncurrent_retention_days later. Without with_state an age rule matches archived versions too
+      # (their age counts from their creation), so they would go the same day.
+      with_state = "LIVE"
     }
     action {
       type = "Delete"
@@ -278,6 +391,7 @@ resource "google_storage_bucket" "reports" {
     condition {
       age            = var.manifest_retention_days
       matches_prefix = [var.manifest_prefix]
+      with_state     = "LIVE"
     }
     action {
       type = "Delete"
@@ -293,6 +407,9 @@ resource "google_storage_bucket" "reports" {
       type = "Delete"
     }
   }
+
+  # The bucket's first write with a default key needs the Cloud Storage service agent's grant on it.
+  depends_on = [google_kms_crypto_key_iam_member.storage_agent_uses_key]
 
   dynamic "encryption" {
     for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
@@ -314,21 +431,81 @@ resource "google_storage_bucket" "reports" {
       condition     = !startswith(var.report_prefix, var.manifest_prefix) && !startswith(var.manifest_prefix, var.report_prefix)
       error_message = "report_prefix and manifest_prefix must not contain one another: the jobs may read manifests but not reports."
     }
+    precondition {
+      condition     = !startswith(var.spec_prefix, var.manifest_prefix)
+      error_message = "spec_prefix must not be inside manifest_prefix: the jobs may read manifests but not batch specs."
+    }
   }
 }
 
-# The controller creates, reads, replaces and deletes objects under the report and manifest prefixes
-# only. Listing is a bucket-level check that a prefix condition cannot match, so it is not granted:
-# the controller addresses every object by name.
+# A customer-managed key encrypts the bucket only once the Cloud Storage service agent may use it.
+data "google_storage_project_service_account" "storage_agent" {
+  count   = var.kms_key_name == null ? 0 : 1
+  project = var.project_id
+}
+
+resource "google_kms_crypto_key_iam_member" "storage_agent_uses_key" {
+  count         = var.kms_key_name == null ? 0 : 1
+  crypto_key_id = var.kms_key_name
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:${data.google_storage_project_service_account.storage_agent[0].email_address}"
+}
+
+# --- object access: custom roles with the object calls the code makes --------------------------------
+# roles/storage.objectUser would add folder, managed-folder, multipart-upload and move permissions that
+# nothing here uses. Every grant below is on this bucket only, with a condition on the object's name.
+
+# Reports, batch state and manifests: written (create; delete to replace an object that exists), read back
+# by name, and results listed by the collector.
+resource "google_project_iam_custom_role" "controller_objects" {
+  project     = var.project_id
+  role_id     = "${local.role_prefix}_controller_objects"
+  title       = "Fan-out: controller objects"
+  description = "Write, replace, read and list the fan-out controller's objects."
+  permissions = ["storage.objects.create", "storage.objects.delete", "storage.objects.get", "storage.objects.list"]
+}
+
+# Read one object by name: batch specs for the controller, manifest chunks for the tasks.
+resource "google_project_iam_custom_role" "object_reader" {
+  project     = var.project_id
+  role_id     = "${local.role_prefix}_object_reader"
+  title       = "Fan-out: read objects by name"
+  description = "Read an object whose name is known (no listing)."
+  permissions = ["storage.objects.get"]
+}
+
+# Item results: create-only writes (the runner uploads with ifGenerationMatch=0, so a retry never needs to
+# replace an object), plus the look-ups a Cloud Storage FUSE volume makes before it creates a file.
+resource "google_project_iam_custom_role" "result_writer" {
+  project     = var.project_id
+  role_id     = "${local.role_prefix}_result_writer"
+  title       = "Fan-out: write item results"
+  description = "Create result objects; look them up and list a results folder through a Cloud Storage volume."
+  permissions = ["storage.objects.create", "storage.objects.get", "storage.objects.list"]
+}
+
 resource "google_storage_bucket_iam_member" "controller_objects" {
   bucket = google_storage_bucket.reports.name
-  role   = "roles/storage.objectUser"
+  role   = google_project_iam_custom_role.controller_objects.name
   member = local.controller_member
 
   condition {
     title       = "fanout-report-and-manifest-prefixes"
-    description = "Only objects under the report and manifest prefixes."
-    expression  = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") || resource.name.startsWith(\"${local.object_prefix}${var.manifest_prefix}\")"
+    description = "Objects under the report and manifest prefixes, and listings of results folders."
+    expression  = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") || resource.name.startsWith(\"${local.object_prefix}${var.manifest_prefix}\") || (${local.results_list_condition})"
+  }
+}
+
+# Batch specs given as gs://<bucket>/<spec_prefix>... (fanout run gs://..., the flow's batch parameter).
+resource "google_storage_bucket_iam_member" "controller_specs" {
+  bucket = google_storage_bucket.reports.name
+  role   = google_project_iam_custom_role.object_reader.name
+  member = local.controller_member
+
+  condition {
+    title       = "fanout-spec-prefix"
+    description = "Only objects under the spec prefix."
+    expression  = "resource.name.startsWith(\"${local.object_prefix}${var.spec_prefix}\")"
   }
 }
 
@@ -336,7 +513,7 @@ resource "google_storage_bucket_iam_member" "controller_objects" {
 # each object call; storage.buckets.get alone, on this bucket only.
 resource "google_project_iam_custom_role" "bucket_metadata_reader" {
   project     = var.project_id
-  role_id     = "${replace(var.name_prefix, "-", "_")}_bucket_metadata_reader"
+  role_id     = "${local.role_prefix}_bucket_metadata_reader"
   title       = "Fan-out: read the report bucket's metadata"
   description = "Look the report bucket up (storage.buckets.get), as prefect-gcp's GcsBucket does before each object call."
   permissions = ["storage.buckets.get"]
@@ -348,15 +525,33 @@ resource "google_storage_bucket_iam_member" "controller_bucket_metadata" {
   member = local.controller_member
 }
 
-# Packed tasks read their chunk of the manifest; they cannot see reports or write anything.
+# Packed tasks read their chunk of the manifest, by name; they cannot see reports.
 resource "google_storage_bucket_iam_member" "jobs_manifests" {
+  for_each = local.identity_members
+
   bucket = google_storage_bucket.reports.name
-  role   = "roles/storage.objectViewer"
-  member = local.jobs_member
+  role   = google_project_iam_custom_role.object_reader.name
+  member = each.value
 
   condition {
     title       = "fanout-manifest-prefix"
     description = "Only objects under the manifest prefix."
     expression  = "resource.name.startsWith(\"${local.object_prefix}${var.manifest_prefix}\")"
+  }
+}
+
+# Tasks write their item's result under <report_prefix><batch>/results/, through the runner or a
+# Cloud Storage volume mounted at that folder; nothing else under the report prefix.
+resource "google_storage_bucket_iam_member" "jobs_results" {
+  for_each = local.identity_members
+
+  bucket = google_storage_bucket.reports.name
+  role   = google_project_iam_custom_role.result_writer.name
+  member = each.value
+
+  condition {
+    title       = "fanout-results-folders"
+    description = "Only objects in a batch's results/ folder under the report prefix, and listings of it."
+    expression  = "(${local.results_condition}) || (${local.results_list_condition})"
   }
 }

@@ -12,12 +12,17 @@ output "job_catalog" {
         env           = local.jobs[name].env
         secret_env    = local.jobs[name].secret_env
         resources     = local.jobs[name].resources
-        timeout       = local.jobs[name].timeout
-        max_retries   = local.jobs[name].max_retries
-        parallelism   = local.jobs[name].parallelism
-        task_count    = local.jobs[name].task_count
-        requires_args = local.jobs[name].requires_args
-        packable      = local.jobs[name].packable
+        timeout         = local.jobs[name].timeout
+        max_retries     = local.jobs[name].max_retries
+        task_count      = local.jobs[name].task_count
+        parallelism     = local.jobs[name].parallelism
+        requires_args   = local.jobs[name].requires_args
+        packable        = local.jobs[name].packable
+        launch_stage    = local.jobs[name].launch_stage
+        service_account = local.jobs[name].service_account
+        vpc_access      = local.jobs[name].vpc_access
+        volumes         = local.jobs[name].volumes
+        volume_mounts   = local.jobs[name].volume_mounts
       }
     }
     report_bucket              = google_storage_bucket.reports.name
@@ -26,6 +31,7 @@ output "job_catalog" {
     log_view                   = var.log_access == "view" ? google_logging_log_view.jobs[0].id : null
     controller_service_account = google_service_account.controller.email
     jobs_service_account       = google_service_account.jobs.email
+    spec_prefix                = var.spec_prefix
   }
 }
 
@@ -47,4 +53,19 @@ output "jobs_service_account_email" {
 output "report_bucket" {
   description = "Name of the report bucket."
   value       = google_storage_bucket.reports.name
+}
+
+output "controller_member" {
+  description = "IAM member string of the controller's service account (serviceAccount:EMAIL), for grants made outside this module."
+  value       = local.controller_member
+}
+
+output "jobs_member" {
+  description = "IAM member string of the jobs' service account, which jobs without a service_account of their own and one-off jobs run as."
+  value       = local.jobs_member
+}
+
+output "job_members" {
+  description = "IAM member string of the identity each job runs as, by job name (its job.yaml service_account, or the jobs' service account)."
+  value       = { for name, identity in local.job_identity : name => local.identity_members[identity] }
 }

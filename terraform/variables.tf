@@ -172,7 +172,29 @@ variable "labels" {
 }
 
 variable "allow_one_off_jobs" {
-  description = "Let the controller create and delete its own jobs for one-off batch items (image + command). Creating a job cannot be scoped to a job that does not exist yet, so this grants roles/run.developer on the project, plus use of the jobs' service account so one-off jobs run as it."
+  description = "Let the controller create, run and delete its own jobs for one-off batch items (image + command). A job that does not exist yet cannot hold a grant and Cloud Run ignores IAM Conditions on names, so this grants a project-level custom role with the ten permissions those calls need (no update, no IAM policy, no services), plus roles/iam.serviceAccountUser on the jobs' service account, which one-off jobs run as."
   type        = bool
   default     = false
+}
+
+variable "spec_prefix" {
+  description = "Object prefix in the report bucket the controller may read batch specs from (fanout run gs://BUCKET/<spec_prefix>nightly.yaml); read by name only."
+  type        = string
+  default     = "fanout/specs/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$", var.spec_prefix))
+    error_message = "spec_prefix must be a relative object prefix ending in \"/\", e.g. fanout/specs/."
+  }
+}
+
+variable "extra_secret_ids" {
+  description = "Secret Manager secrets (IDs in this project, or projects/P/secrets/S) that batch items or one-off jobs name in secret_env although no job.yaml does; every identity the tasks run as may read them."
+  type        = set(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.extra_secret_ids : can(regex("^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", id))])
+    error_message = "extra_secret_ids must be secret IDs (letters, digits, '_' or '-') or projects/PROJECT/secrets/ID."
+  }
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -57,3 +58,64 @@ def test_a_folder_whose_name_differs_from_the_job_is_reported(tmp_path):
     (tmp_path / "other" / "job.yaml").write_text(yaml.safe_dump({"name": "hello", "description": "x", "image": "i"}))
     with pytest.raises(CatalogError, match="must match its folder"):
         Catalog.from_jobs_dir(tmp_path)
+
+
+def test_a_job_with_every_cloud_run_setting_loads(tmp_path):
+    (tmp_path / "etl").mkdir()
+    (tmp_path / "etl" / "job.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "etl",
+                "description": "x",
+                "image": "x/etl:1",
+                "launch_stage": "BETA",
+                "service_account": "etl-runner@my-project.iam.gserviceaccount.com",
+                "vpc_access": {"connector": "projects/p/locations/europe-west1/connectors/c", "egress": "ALL_TRAFFIC"},
+                "volumes": [
+                    {
+                        "name": "results",
+                        "gcs": {"bucket": "bkt", "read_only": False, "mount_options": ["implicit-dirs"]},
+                    },
+                    {"name": "scratch", "empty_dir": {"size_limit": "128Mi"}},
+                ],
+                "volume_mounts": [{"name": "results", "mount_path": "/results"}],
+            }
+        )
+    )
+    job = Catalog.from_jobs_dir(tmp_path)["etl"]
+    assert job.vpc_access is not None and job.vpc_access.egress == "ALL_TRAFFIC"
+    assert job.volumes[0].gcs is not None and job.volumes[0].gcs.mount_options == ["implicit-dirs"]
+    assert job.volumes[1].empty_dir is not None and job.volumes[1].empty_dir.medium == "MEMORY"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"service_account": "123456-compute@developer.gserviceaccount.com"}, "never the Compute Engine default"),
+        ({"vpc_access": {"connector": "c"}}, "projects/PROJECT/locations/REGION/connectors/NAME"),
+        (
+            {
+                "vpc_access": {
+                    "connector": "projects/p/locations/r/connectors/c",
+                    "network_interfaces": [{"network": "default"}],
+                }
+            },
+            "not both or neither",
+        ),
+        ({"volumes": [{"name": "v"}]}, "exactly one of gcs and empty_dir"),
+        (
+            {"volumes": [{"name": "v", "gcs": {"bucket": "bkt", "mount_options": ["--implicit-dirs"]}}]},
+            "leading dashes",
+        ),
+        ({"volumes": [{"name": "v", "empty_dir": {"size_limit": "lots"}}]}, "not a quantity"),
+        ({"volumes": [{"name": "v", "empty_dir": {}}, {"name": "v", "empty_dir": {}}]}, "names used twice: v"),
+        (
+            {"volumes": [{"name": "v", "empty_dir": {}}], "volume_mounts": [{"name": "v", "mount_path": "/proc/x"}]},
+            "does not mount volumes under /dev, /proc",
+        ),
+        ({"resources": {"cpu": "one"}}, "not a quantity"),
+    ],
+)
+def test_cloud_run_settings_cloud_run_would_refuse_are_rejected(fields, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        JobDefinition.model_validate({"name": "x", "description": "x", "image": "x:1", **fields})

@@ -57,11 +57,25 @@ def terraform_jobs(module_locals: dict[str, Any], jobs_dir: Path, registry: str)
     return jobs
 
 
-_REFERENCE = re.compile(r"^(each|env)\.(key|value)((?:\.[a-z_]+)*)$")
+_REFERENCE = re.compile(r"^(\w+)\.(key|value)((?:\.[a-z_]+)*)$")
+_LITERALS = {"null": None, "false": False, "true": True, "[]": [], '"MEMORY"': "MEMORY"}
+_TRY = re.compile(r"^try\(([\w.]+), (null|false|\[\]|\"MEMORY\")\)$")
+_OPTIONAL_BLOCK = re.compile(r"^(?:try\(([\w.]+), null\)|([\w.]+)) == null \? \[\] : \[([\w.]+)\]$")
+JOBS_ACCOUNT = "<google_service_account.jobs.email>"
+
+
+def reference(expr: str, scope: dict[str, Any]) -> Any:
+    match = _REFERENCE.match(expr)
+    if not match:
+        raise AssertionError(f"the test cannot evaluate {expr!r}: extend evaluate() if the change is right")
+    target: Any = scope[match.group(1)][match.group(2)]
+    for attribute in filter(None, match.group(3).split(".")):
+        target = target[attribute]  # a missing attribute is an error in Terraform too, unless inside try()
+    return target
 
 
 def evaluate(value: Any, scope: dict[str, Any]) -> Any:
-    """A resource attribute's value, for the reference-only expressions the job resource uses."""
+    """A resource attribute's value, for the few expression forms the job resource uses."""
     if isinstance(value, list):
         return [evaluate(v, scope) for v in value]
     if isinstance(value, dict):
@@ -70,41 +84,59 @@ def evaluate(value: Any, scope: dict[str, Any]) -> Any:
     if expr is None:
         return value
     if expr == "length(each.value.command) > 0 ? each.value.command : null":
-        command = scope["each"]["value"]["command"]
-        return command or None
-    match = _REFERENCE.match(expr)
-    if not match:
-        raise AssertionError(f"the test cannot evaluate {expr!r}: extend evaluate() if the change is right")
-    target: Any = scope[match.group(1)][match.group(2)]
-    for attribute in filter(None, match.group(3).split(".")):
-        target = target[attribute]
-    return target
+        return scope["each"]["value"]["command"] or None
+    if expr == "coalesce(each.value.service_account, google_service_account.jobs.email)":
+        return scope["each"]["value"]["service_account"] or JOBS_ACCOUNT
+    if match := _TRY.match(expr):
+        try:
+            return reference(match.group(1), scope)
+        except (KeyError, TypeError):
+            return _LITERALS[match.group(2)]
+    if match := _OPTIONAL_BLOCK.match(expr):
+        try:
+            present = reference(match.group(1) or match.group(2), scope)
+        except (KeyError, TypeError):
+            present = None
+        return [] if present is None else [reference(match.group(3), scope)]
+    return reference(expr, scope)
+
+
+def render_blocks(body: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+    """A block's attributes, with each dynamic block expanded into a list under its name."""
+    rendered = {key: evaluate(value, scope) for key, value in body.items() if key not in ("dynamic", "content")}
+    for dynamic in body.get("dynamic", []):
+        ((name, block),) = dynamic.items()
+        items = evaluate(block["for_each"], scope)
+        pairs = items.items() if isinstance(items, dict) else enumerate(items)
+        rendered.setdefault(name, [])
+        for key, item in pairs:
+            rendered[name].append(render_blocks(block["content"][0], {**scope, name: {"key": key, "value": item}}))
+    return rendered
 
 
 def rendered_container(job_resource: dict[str, Any], name: str, job: dict[str, Any]) -> dict[str, Any]:
-    """The job's template as Terraform would send it: task and container settings, env as a list."""
+    """The job as Terraform would send it: job, execution, task and container settings, blocks as lists."""
     scope = {"each": {"key": name, "value": job}}
     execution = job_resource["template"][0]
     task = execution["template"][0]
-    container = task["containers"][0]
-    env: list[dict[str, Any]] = []
-    for dynamic in container.get("dynamic", []):
-        ((block_name, block),) = dynamic.items()
-        assert block_name == "env"
-        for key, value in evaluate(block["for_each"], scope).items():
-            inner = {**scope, "env": {"key": key, "value": value}}
-            env.append(evaluate(block["content"][0], inner))
+    task_blocks = render_blocks({k: v for k, v in task.items() if k != "containers"}, scope)
+    container = render_blocks(task["containers"][0], scope)
     return {
         "name": evaluate(job_resource["name"], scope),
+        "launch_stage": evaluate(job_resource["launch_stage"], scope),
         "task_count": evaluate(execution["task_count"], scope),
         "parallelism": evaluate(execution["parallelism"], scope),
-        "timeout": evaluate(task["timeout"], scope),
-        "max_retries": evaluate(task["max_retries"], scope),
-        "image": evaluate(container["image"], scope),
-        "command": evaluate(container["command"], scope),
-        "args": evaluate(container["args"], scope),
-        "limits": evaluate(container["resources"][0]["limits"], scope),
-        "env": env,
+        "service_account": task_blocks["service_account"],
+        "timeout": task_blocks["timeout"],
+        "max_retries": task_blocks["max_retries"],
+        "volumes": task_blocks.get("volumes", []),
+        "vpc_access": task_blocks.get("vpc_access", []),
+        "image": container["image"],
+        "command": container["command"],
+        "args": container["args"],
+        "limits": container["resources"][0]["limits"],
+        "env": container.get("env", []),
+        "volume_mounts": container.get("volume_mounts", []),
     }
 
 
@@ -144,7 +176,9 @@ def test_the_job_resource_is_one_per_definition(job_resource):
     assert expression(job_resource["for_each"]) == "local.jobs"
     assert expression(job_resource["name"]) == "each.key"
     task = job_resource["template"][0]["template"][0]
-    assert expression(task["service_account"]) == "google_service_account.jobs.email"
+    assert (
+        expression(task["service_account"]) == "coalesce(each.value.service_account, google_service_account.jobs.email)"
+    )
 
 
 def test_every_job_definition_becomes_the_same_cloud_run_job(module, job_resource):

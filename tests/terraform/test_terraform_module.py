@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
-from tfparse import REPO, TERRAFORM, expression, load_dir, resources, variables_of
+from tfparse import REPO, TERRAFORM, expression, load_dir, locals_of, resources, variables_of
 
-from controller.catalog import Catalog
+from controller.catalog import Catalog, CatalogError
 
 # Roles that would let the controller change jobs, act as other identities or own the bucket.
 TOO_BROAD = {
@@ -63,6 +63,8 @@ def _regex(module: dict[str, list[Any]], variable: str) -> re.Pattern[str]:
             ["https://ghcr.io/org", "ghcr.io/org/", "Ghcr.io/Org"],
         ),
         ("report_prefix", ["fanout/reports/", "reports/"], ["/reports/", "reports", "a//b/", ""]),
+        ("spec_prefix", ["fanout/specs/", "specs/"], ["/specs/", "specs", "a//b/", ""]),
+        ("extra_secret_ids", ["api-token", "projects/other/secrets/db_password"], ["a/b", "projects/p/token", ""]),
         ("name_prefix", ["fanout", "fo-1"], ["f", "Fanout", "fanout-", "a-very-long-prefix-xyz"]),
     ],
 )
@@ -83,42 +85,63 @@ def _roles(module: dict[str, list[Any]]) -> dict[str, str]:
         "google_logging_log_view_iam_member",
         "google_secret_manager_secret_iam_member",
         "google_service_account_iam_member",
+        "google_kms_crypto_key_iam_member",
     ):
         for name, grant in resources(module, kind).items():
             found[f"{kind}.{name}"] = grant["role"]
     return found
 
 
-# Broad roles that exist only behind allow_one_off_jobs (default false): creating a job cannot be scoped.
-OPT_IN_ONE_OFF = {
-    "google_project_iam_member.controller_one_off_jobs": "roles/run.developer",
-    "google_service_account_iam_member.controller_acts_as_jobs": "roles/iam.serviceAccountUser",
-}
-
-
 def test_no_grant_is_broader_than_needed(module):
     roles = _roles(module)
-    assert {name: roles[name] for name in OPT_IN_ONE_OFF} == OPT_IN_ONE_OFF
-    for name in OPT_IN_ONE_OFF:
-        kind, resource = name.split(".")
-        assert expression(resources(module, kind)[resource]["count"]) == "var.allow_one_off_jobs ? 1 : 0"
-    assert not {role for name, role in roles.items() if name not in OPT_IN_ONE_OFF} & TOO_BROAD
+    assert roles["google_service_account_iam_member.controller_acts_as_jobs"] == "roles/iam.serviceAccountUser"
+    acts_as = resources(module, "google_service_account_iam_member")["controller_acts_as_jobs"]
+    assert expression(acts_as["count"]) == "var.allow_one_off_jobs ? 1 : 0"
+    assert expression(acts_as["service_account_id"]) == "google_service_account.jobs.name"
+    assert not {role for name, role in roles.items() if "acts_as" not in name} & TOO_BROAD
     project_grants = {name: role for name, role in roles.items() if name.startswith("google_project_iam_member")}
-    # Only the one-permission operations role, and two opt-ins that are off by default: the Logs Viewer
-    # fallback, and Cloud Run Developer for controllers that create one-off jobs.
+    # Two opt-ins, both off by default: the Logs Viewer fallback, and the one-off jobs' custom role.
     assert project_grants == {
-        "google_project_iam_member.controller_operations": ("${google_project_iam_custom_role.operations_reader.name}"),
         "google_project_iam_member.controller_logs_project": "roles/logging.viewer",
-        "google_project_iam_member.controller_one_off_jobs": "roles/run.developer",
+        "google_project_iam_member.controller_one_off_jobs": "${google_project_iam_custom_role.one_off_jobs[0].name}",
     }
     members = resources(module, "google_project_iam_member")
     assert expression(members["controller_logs_project"]["count"]) == 'var.log_access == "project" ? 1 : 0'
     assert expression(members["controller_one_off_jobs"]["count"]) == "var.allow_one_off_jobs ? 1 : 0"
     assert variables_of(module)["log_access"]["default"] == "view"
     assert variables_of(module)["allow_one_off_jobs"]["default"] is False
+
+
+def test_nothing_waits_on_run_job_operations_at_project_level(module):
+    """RunJob answers with the execution in its metadata: no standing run.operations.get grant."""
     custom = resources(module, "google_project_iam_custom_role")
-    assert custom["operations_reader"]["permissions"] == ["run.operations.get"]
-    assert custom["bucket_metadata_reader"]["permissions"] == ["storage.buckets.get"]
+    assert "operations_reader" not in custom
+    holders = {name for name, role in custom.items() if "run.operations.get" in role["permissions"]}
+    assert holders == {"one_off_jobs"}  # CreateJob's operation is waited on, and only for one-off jobs
+    assert expression(custom["one_off_jobs"]["count"]) == "var.allow_one_off_jobs ? 1 : 0"
+
+
+def test_one_off_jobs_get_only_the_calls_they_need(module):
+    permissions = set(resources(module, "google_project_iam_custom_role")["one_off_jobs"]["permissions"])
+    assert permissions == {
+        "run.jobs.create",
+        "run.jobs.get",
+        "run.jobs.delete",
+        "run.jobs.run",
+        "run.jobs.runWithOverrides",
+        "run.executions.get",
+        "run.executions.list",
+        "run.executions.cancel",
+        "run.tasks.list",
+        "run.operations.get",
+    }
+    # What roles/run.developer added: editing jobs, their IAM, services and worker pools.
+    assert not {p for p in permissions if p.endswith((".update", ".setIamPolicy")) or "services" in p}
+    description = variables_of(module)["allow_one_off_jobs"]["description"]
+    assert "custom role" in description and "run.developer" not in description
+    readme = (TERRAFORM / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `allow_one_off_jobs` |")]
+    assert "custom role" in row and "run.developer" not in row
 
 
 def test_controller_runs_and_reads_each_job(module):
@@ -127,18 +150,73 @@ def test_controller_runs_and_reads_each_job(module):
     assert all(expression(g["member"]) == "local.controller_member" for g in grants.values())
 
 
-def test_bucket_access_is_limited_to_prefixes(module):
+OBJECT_PERMISSIONS_NEVER_USED = {
+    "storage.folders",
+    "storage.managedFolders",
+    "storage.multipartUploads",
+    "storage.objects.move",
+}
+
+
+def test_bucket_access_is_object_calls_only_under_prefixes(module):
     grants = resources(module, "google_storage_bucket_iam_member")
-    assert set(grants) == {"controller_objects", "controller_bucket_metadata", "jobs_manifests"}
-    metadata = expression(grants["controller_bucket_metadata"]["role"])
-    assert metadata == "google_project_iam_custom_role.bucket_metadata_reader.name"
-    controller, jobs = grants["controller_objects"], grants["jobs_manifests"]
-    assert controller["role"] == "roles/storage.objectUser"
-    assert "var.report_prefix" in controller["condition"][0]["expression"]
-    assert "var.manifest_prefix" in controller["condition"][0]["expression"]
-    assert jobs["role"] == "roles/storage.objectViewer"
-    assert "var.manifest_prefix" in jobs["condition"][0]["expression"]
-    assert "var.report_prefix" not in jobs["condition"][0]["expression"]
+    assert set(grants) == {
+        "controller_objects",
+        "controller_specs",
+        "controller_bucket_metadata",
+        "jobs_manifests",
+        "jobs_results",
+    }
+    assert not {g["role"] for g in grants.values()} & {"roles/storage.objectUser", "roles/storage.objectViewer"}
+    custom = resources(module, "google_project_iam_custom_role")
+    for name in ("controller_objects", "object_reader", "result_writer"):
+        assert not {
+            p for p in custom[name]["permissions"] for never in OBJECT_PERMISSIONS_NEVER_USED if p.startswith(never)
+        }
+    assert custom["result_writer"]["permissions"] == [
+        "storage.objects.create",
+        "storage.objects.get",
+        "storage.objects.list",
+    ]
+    controller = grants["controller_objects"]["condition"][0]["expression"]
+    assert "var.report_prefix" in controller and "var.manifest_prefix" in controller
+    assert "var.spec_prefix" in grants["controller_specs"]["condition"][0]["expression"]
+    manifests = grants["jobs_manifests"]["condition"][0]["expression"]
+    assert "var.manifest_prefix" in manifests and "var.report_prefix" not in manifests
+    assert expression(grants["jobs_results"]["condition"][0]["expression"]) is None  # one string, built in locals
+    assert "local.results_condition" in grants["jobs_results"]["condition"][0]["expression"]
+
+
+def test_results_condition_admits_only_a_batchs_results_folder(module):
+    """IAM Conditions offer startsWith/endsWith/extract on resource.name; extract() of "<prefix>{batch}/results/"
+    is empty unless the object is in some batch's results/ folder."""
+    condition = expression(locals_of(module)["results_condition"]) or locals_of(module)["results_condition"]
+    assert "resource.name.startsWith(" in condition and ".extract(" in condition and "{batch}/results/" in condition
+    listing = locals_of(module)["results_list_condition"]
+    assert "storage.googleapis.com/objectListPrefix" in listing and 'endsWith(\\"/results/\\")' in listing
+
+
+def test_secret_access_follows_each_jobs_identity_and_extra_secrets(module):
+    module_locals = locals_of(module)
+    assert "var.extra_secret_ids" in module_locals["secret_grants"]
+    assert "local.job_identity[name]" in module_locals["secret_grants"]
+    grant = resources(module, "google_secret_manager_secret_iam_member")["jobs_secrets"]
+    assert expression(grant["member"]) == "local.identity_members[each.value.identity]"
+    assert variables_of(module)["extra_secret_ids"]["default"] == []
+
+
+def test_the_storage_agent_may_use_the_buckets_kms_key(module):
+    grant = resources(module, "google_kms_crypto_key_iam_member")["storage_agent_uses_key"]
+    assert expression(grant["crypto_key_id"]) == "var.kms_key_name"
+    assert grant["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+    assert "google_storage_project_service_account.storage_agent" in grant["member"]
+    bucket = resources(module, "google_storage_bucket")["reports"]
+    assert "${google_kms_crypto_key_iam_member.storage_agent_uses_key}" in bucket["depends_on"]
+
+
+def test_jobs_are_created_after_their_secret_grants(module):
+    job = resources(module, "google_cloud_run_v2_job")["this"]
+    assert job["depends_on"] == ["${google_secret_manager_secret_iam_member.jobs_secrets}"]
 
 
 def test_the_bucket_is_private_versioned_and_expires_objects(module):
@@ -155,9 +233,30 @@ def test_the_bucket_is_private_versioned_and_expires_objects(module):
     }
 
 
+def test_age_rules_delete_only_live_versions_so_archived_ones_stay_recoverable(module):
+    """An age condition without with_state matches archived versions as well (their age counts from creation),
+    which would remove a report's noncurrent copy the day the report expires."""
+    bucket = resources(module, "google_storage_bucket")["reports"]
+    for rule in bucket["lifecycle_rule"]:
+        condition = rule["condition"][0]
+        if "age" in condition:
+            assert condition.get("with_state") == "LIVE", condition
+        else:
+            assert condition.get("with_state") == "ARCHIVED" and "days_since_noncurrent_time" in condition
+
+
 def test_jobs_never_run_as_the_default_compute_account(module):
     task = resources(module, "google_cloud_run_v2_job")["this"]["template"][0]["template"][0]
-    assert expression(task["service_account"]) == "google_service_account.jobs.email"
+    assert "google_service_account.jobs.email" in (expression(task["service_account"]) or "")
+
+
+def test_the_example_passes_deletion_protection_through_so_destroy_can_work():
+    example = load_dir(TERRAFORM / "examples" / "basic")
+    (modules,) = example["module"]
+    assert expression(modules["fanout"]["deletion_protection"]) == "var.deletion_protection"
+    assert variables_of(example)["deletion_protection"]["type"] == "bool"
+    readme = (TERRAFORM / "README.md").read_text(encoding="utf-8")
+    assert "deletion_protection = false" in readme and "Removing a job" in readme
 
 
 def test_the_example_root_uses_the_module_and_outputs_the_catalog():
@@ -200,3 +299,24 @@ def test_a_terraform_output_reads_as_the_same_catalog_as_the_jobs_folder(wrap):
     assert set(from_terraform.jobs) == set(from_folder.jobs)
     for name, job in from_folder.jobs.items():
         assert from_terraform[name] == job.model_copy(update={"local": None, "examples": []}), name
+
+
+def test_a_terraform_output_with_bad_jobs_names_every_job_and_field():
+    value = json.loads((REPO / "tests/terraform/job_catalog_output.json").read_text())
+    value["jobs"]["hello"]["timeout"] = "15m"
+    value["jobs"]["flaky"]["parallelism"] = 4
+    with pytest.raises(CatalogError) as raised:
+        Catalog.from_terraform_output(value)
+    assert "jobs.hello: timeout: " in str(raised.value) and "'900s'" in str(raised.value)
+    assert "jobs.flaky: parallelism: 4 exceeds task_count (1)" in str(raised.value)
+
+
+def test_outputs_give_iam_member_strings_for_grants_made_elsewhere(module):
+    outputs = {name: body for block in module["output"] for name, body in block.items()}
+    assert expression(outputs["controller_member"]["value"]) == "local.controller_member"
+    assert expression(outputs["jobs_member"]["value"]) == "local.jobs_member"
+    job_members = expression(outputs["job_members"]["value"]) or ""
+    assert "local.job_identity" in job_members and "local.identity_members[identity]" in job_members
+    module_locals = locals_of(module)
+    assert module_locals["controller_member"] == '"serviceAccount:${google_service_account.controller.email}"'
+    assert module_locals["jobs_member"] == '"serviceAccount:${google_service_account.jobs.email}"'

@@ -15,5 +15,8 @@ module "fanout" {
   region             = var.region
   image_registry     = var.image_registry
   report_bucket_name = var.report_bucket_name
+
+  # Set to false and apply before `terraform destroy`: the provider refuses to delete protected jobs.
+  deletion_protection = var.deletion_protection
   # jobs_dir is left at its default: the repository's jobs/ folder, the controller's own source.
 }

@@ -18,3 +18,9 @@ variable "report_bucket_name" {
   description = "Globally unique name for the report bucket."
   type        = string
 }
+
+variable "deletion_protection" {
+  description = "Refuse to delete the Cloud Run jobs; set to false and apply once before terraform destroy."
+  type        = bool
+  default     = true
+}
