@@ -553,7 +553,7 @@ class BatchRunner:
             return (ItemState.CANCELLED if self.cancelled else ItemState.FAILED), None
         seen = "running" if execution.start_time else "pending"
         if execution.name in self.cancel_failed:
-            return ItemState.FAILED, f"outcome unknown: cancelling it failed, and it was last seen {seen}"
+            return ItemState.FAILED, f"outcome unknown: its cancellation was not confirmed; it was last seen {seen}"
         if self.cloud_lost:
             return ItemState.FAILED, f"outcome unknown: Cloud Run stopped answering; it was last seen {seen}"
         if self.cancelled:

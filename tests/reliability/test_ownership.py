@@ -150,10 +150,11 @@ def test_a_reused_batch_id_with_another_spec(
     # (Prefect's engine still logs the flow's exception with its traceback above this line: the CLI's console
     # work decides what its log shows.)
     assert "fanout: batch id 'reused' was already used for a different spec" in err, err
+    assert {name: (folder / "reused" / name).read_bytes() for name in stored} == stored
     # The first spec again: its report stands, nothing runs (its one-off job was deleted at its end).
     again = _run(first, catalog, store, emulator_process.url)
     assert [(i.key, i.state, i.execution) for i in again.items] == [(i.key, i.state, i.execution) for i in report.items]
-    assert {name: (folder / "reused" / name).read_bytes() for name in stored} == stored
+    assert (folder / "reused" / "report.json").read_bytes() == stored["report.json"]
     assert emulator_process.stats()["requests"].get("Jobs.RunJob", 0) == calls
 
     # Another spec and another folder: another batch under the same id, which adopts none of the first's.
