@@ -185,7 +185,8 @@ def _write(store: Store, batch_id: str, record: dict[str, Any], generation: str 
 def _parse(store: Store, batch_id: str, data: bytes) -> dict[str, Any]:
     try:
         record = json.loads(data)
-    except ValueError:
+        datetime.fromisoformat(record["started_at"])
+    except (ValueError, TypeError, KeyError):
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("spec_digest"), str):
         raise BatchConflict(

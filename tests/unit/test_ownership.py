@@ -14,6 +14,7 @@ from controller.ownership import BATCH_STATE, BatchConflict, BatchOwned, Owner, 
 from controller.store import LocalStore
 
 T0 = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+FIELDS = {"started_at": T0.isoformat()}
 
 
 class Clock:
@@ -25,13 +26,13 @@ class Clock:
 
 
 def _acquire(store: LocalStore, clock: Clock, owner: Owner, digest: str = "d1") -> tuple[object, bool]:
-    return acquire(store, "b", spec_digest=digest, fields={"started_at": T0.isoformat()}, owner=owner, now=clock)
+    return acquire(store, "b", spec_digest=digest, fields=FIELDS, owner=owner, now=clock)
 
 
 def test_a_live_lease_refuses_a_second_controller_and_says_who_holds_it(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path), Clock()
     first = Owner(host="alpha", pid=4242, flow_run="run-1")
-    lease, resumed = acquire(store, "b", spec_digest="d1", fields={}, owner=first, now=clock, seconds=60)
+    lease, resumed = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=first, now=clock, seconds=60)
     assert not resumed
     record = json.loads(store.read("b", BATCH_STATE) or b"")
     assert record["owner"]["host"] == "alpha" and len(record["nonce"]) == 12
@@ -47,11 +48,13 @@ def test_a_live_lease_refuses_a_second_controller_and_says_who_holds_it(tmp_path
 
 def test_an_expired_lease_is_taken_over_and_the_old_owner_loses_it(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path), Clock()
-    old, _ = acquire(store, "b", spec_digest="d1", fields={}, owner=Owner(host="a", pid=1), now=clock, seconds=60)
+    old, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock, seconds=60)
     nonce = old.record["nonce"]
     clock.now = T0 + timedelta(seconds=61)
     assert not old.valid()
-    new, resumed = acquire(store, "b", spec_digest="d1", fields={}, owner=Owner(host="b", pid=2), now=clock, seconds=60)
+    new, resumed = acquire(
+        store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="b", pid=2), now=clock, seconds=60
+    )
     assert resumed and new.record["nonce"] == nonce  # the same batch: its launch keys stay
     assert not old.renew()  # its generation is stale
     assert old.lost is not None and "took the batch over" in old.lost
@@ -60,7 +63,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_loses_it(tmp_path: Pat
 
 def test_a_released_lease_lets_the_next_run_in_at_once(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path), Clock()
-    lease, _ = acquire(store, "b", spec_digest="d1", fields={}, owner=Owner(host="a", pid=1), now=clock)
+    lease, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock)
     lease.release()
     _, resumed = _acquire(store, clock, Owner(host="b", pid=2))
     assert resumed
@@ -68,7 +71,7 @@ def test_a_released_lease_lets_the_next_run_in_at_once(tmp_path: Path) -> None:
 
 def test_another_spec_is_refused_without_writing(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path), Clock()
-    lease, _ = acquire(store, "b", spec_digest="d1", fields={}, owner=Owner(host="a", pid=1), now=clock)
+    lease, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock)
     lease.release()
     before = store.read("b", BATCH_STATE)
     with pytest.raises(BatchConflict, match="already used for a different spec") as refused:
@@ -93,7 +96,7 @@ def test_a_dead_holder_on_this_machine_is_taken_over_before_its_lease_ends(tmp_p
     if dead.machine is None:
         pytest.skip("no /proc: a dead holder cannot be told from a live one here")
     store, clock = LocalStore(tmp_path), Clock()
-    acquire(store, "b", spec_digest="d1", fields={}, owner=dead, now=clock)
+    acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=dead, now=clock)
     _, resumed = _acquire(store, clock, Owner.this_process())
     assert resumed
     # A holder on another machine is never presumed dead.
@@ -102,7 +105,7 @@ def test_a_dead_holder_on_this_machine_is_taken_over_before_its_lease_ends(tmp_p
 
 def test_renewal_keeps_trying_an_unreachable_store_until_the_lease_runs_out(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path), Clock()
-    lease, _ = acquire(store, "b", spec_digest="d1", fields={}, owner=Owner(host="a", pid=1), now=clock, seconds=60)
+    lease, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock, seconds=60)
     (tmp_path / "b").rename(tmp_path / "b.away")
     (tmp_path / "b").write_text("a file where the batch folder was: every write fails")
     try:
