@@ -81,7 +81,7 @@ def launch_task(batch_id: str, index: int) -> str | None:
     runner = _running[batch_id]
     state = runner.launch(runner.states[index])
     if state.execution is None:
-        get_run_logger().warning("launch %s not started: %s", state.launch.key, state.error)
+        get_run_logger().warning("launch %s: %s", state.launch.key, state.error or state.unverified)
         return None
     return state.execution.name
 
