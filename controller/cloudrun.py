@@ -37,7 +37,7 @@ SKEW = timedelta(minutes=5)
 DEADLINE_EXCEEDED = 4
 # How long an execution may take to appear in ListExecutions after RunJob created it: after an ambiguous
 # RunJob error, the launch key is looked for over this many seconds before RunJob may be sent again.
-LIST_LAG_SECONDS = 10.0
+LIST_LAG_SECONDS = 5.0
 
 
 class ExecutionOutcome(StrEnum):
