@@ -233,6 +233,8 @@ class BatchRunner:
             execution = state.execution
             if state.error is not None:
                 counts[ItemState.NOT_LAUNCHED] += items
+            elif state.unverified is not None:
+                counts[ItemState.FAILED] += items  # as reported unless found later: outcome unknown
             elif execution is None:
                 counts["pending"] += items
             elif state.launch.packed:
