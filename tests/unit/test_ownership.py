@@ -7,10 +7,15 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from controller.batch import BatchRunner
+from controller.catalog import Catalog
 from controller.ownership import BATCH_STATE, BatchConflict, BatchOwned, Owner, acquire
+from controller.plan import plan
+from controller.spec import load_batch
 from controller.store import LocalStore
 
 T0 = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
@@ -117,3 +122,30 @@ def test_renewal_keeps_trying_an_unreachable_store_until_the_lease_runs_out(tmp_
     finally:
         (tmp_path / "b").unlink()
         (tmp_path / "b.away").rename(tmp_path / "b")
+
+
+class RecordingCloud:
+    """Stands in for CloudRun where the test shows that it is never called."""
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def run(self, launch: Any, *, since: datetime) -> Any:
+        self.runs.append(launch.key)
+        raise AssertionError("RunJob sent by a controller that no longer holds the batch")
+
+
+def test_a_runner_whose_lease_ran_out_sends_no_run_job(tmp_path: Path) -> None:
+    catalog = Catalog.from_jobs_dir()
+    batch = load_batch({"batch_id": "b", "items": [{"key": "a", "job": "hello"}]}, catalog)
+    clock, cloud = Clock(), RecordingCloud()
+    runner = BatchRunner(plan(batch, catalog), cloud, LocalStore(tmp_path), now=clock)  # type: ignore[arg-type]
+    assert not runner.open_batch(project="p", region="r")
+    nonce = json.loads(LocalStore(tmp_path).read("b", BATCH_STATE) or b"")["nonce"]
+    assert runner.states[0].launch.key == f"b/{nonce}/00000"
+    assert dict(runner.states[0].launch.env)["FANOUT_LAUNCH_KEY"] == f"b/{nonce}/00000"
+    clock.now = T0 + timedelta(seconds=45)  # the renewal thread has not run (it waits 20 s of real time)
+    state = runner.launch(runner.states[0])
+    assert cloud.runs == []
+    assert state.error is not None and "no longer holds the batch" in state.error
+    runner.close()
