@@ -182,13 +182,15 @@ class GcsStore:
         from google.api_core import exceptions as gexc
 
         for _ in range(5):
-            blob = self.bucket.get_blob(self._object(batch_id, name))
-            if blob is None:
-                return None
             try:
+                blob = self.bucket.get_blob(self._object(batch_id, name))
+                if blob is None:
+                    return None
                 data: bytes = blob.download_as_bytes(if_generation_match=blob.generation)
             except (gexc.NotFound, gexc.PreconditionFailed):
                 continue  # replaced between the two calls: read the new generation
+            except gexc.GoogleAPICallError as exc:
+                raise StoreError(f"cannot read {self.url(batch_id, name)}: {api_error_message(exc)}") from None
             return data, str(blob.generation)
         raise StoreError(f"{self.url(batch_id, name)} keeps changing while it is read")
 

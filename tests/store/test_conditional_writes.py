@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from testenv import BUCKET
 
-from controller.store import GcsStore, LocalStore, Store, StoreConflict
+from controller.store import GcsStore, LocalStore, Store, StoreConflict, StoreError
 
 
 def _stores(tmp_path: Path, gcs: Any | None) -> Store:
@@ -84,3 +84,10 @@ def test_local_compare_and_swap_loses_no_update_between_processes(tmp_path: Path
         process.join(60)
         assert process.exitcode == 0
     assert store.read("cas", "counter.json") == b"75"
+
+
+def test_a_missing_bucket_is_a_store_error_naming_it(gcs: Any) -> None:
+    store = GcsStore(gcs, "no-such-bucket", "x")
+    assert store.read_versioned("b", "batch.json") is None
+    with pytest.raises(StoreError, match=r"cannot write gs://no-such-bucket/x/b/batch.json"):
+        store.write_if("b", "batch.json", b"{}", None)
