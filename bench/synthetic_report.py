@@ -10,6 +10,7 @@ from controller.report import (
     ItemResult,
     ItemState,
     LaunchResult,
+    LaunchStatus,
     Report,
     TaskResult,
     batch_status,
@@ -118,7 +119,7 @@ def build_report(
             packed=True,
             items=min(PACK, n - launch * PACK),
             execution=_execution(launch),
-            state="Completed",
+            state=LaunchStatus.SUCCEEDED,
         )
         for launch in range((n + PACK - 1) // PACK)
     ]

@@ -7,7 +7,6 @@ run on a pool of threads while the watcher polls.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,35 +15,37 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TypedDict
 
 from google.api_core import exceptions as gexc
 
-from controller.cloudrun import CloudRun, ExecutionStatus, TaskStatus, short_name
+from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, LaunchUnverified, TaskStatus, short_name
 from controller.logs import Tail, TailTarget, fetch_tails
-from controller.plan import Launch, Plan, manifest_chunks
+from controller.outcomes import Outcomes
+from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
+from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
 from controller.report import (
     BatchStatus,
     ItemResult,
     ItemState,
     LaunchResult,
     Report,
-    TaskResult,
     batch_status,
     summarize,
 )
 from controller.retry import api_error_message, is_retryable
-from controller.spec import Item
 from controller.store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH_STATE = "batch.json"
-BATCH_SCHEMA = "fanout.batch/v1"
 
-
-class BatchConflict(Exception):
-    """The batch id is taken by a batch with a different spec."""
+def cloud_error(exc: Exception) -> str | None:
+    """What went wrong, if ``exc`` says Cloud Run refused or could not be reached (after the retry policy
+    gave up), else None: such errors are recorded in the report; any other exception is a bug and propagates."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return api_error_message(exc)
+    if is_retryable(exc):
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class LaunchState:
     launch: Launch
     execution: ExecutionStatus | None = None
     error: str | None = None  # why it never started
+    unverified: str | None = None  # RunJob's answer was lost and whether it started could not be checked
     tasks: list[TaskStatus] | None = None
     adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
 
@@ -99,6 +101,8 @@ class BatchRunner:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[Mapping[str, int]], None] | None = None
     deadline_seconds: float | None = None
+    sleep: Callable[[float], None] = time.sleep
+    lease_seconds: float = LEASE_SECONDS
 
     def __post_init__(self) -> None:
         self.states = [LaunchState(launch) for launch in self.plan.launches]
@@ -106,33 +110,24 @@ class BatchRunner:
         self.redact = Redactor(self.plan.batch.sensitive_values())
         self.problems: list[str] = []
         self.cancelled = False
+        self.lease: Lease | None = None
+        self.cloud_lost: str | None = None  # why the controller stopped hearing from Cloud Run
+        self.cancel_failed: set[str] = set()  # executions whose cancellation Cloud Run never accepted
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
         self._start_clock = self.clock()
 
     # -- before launching ----------------------------------------------------------------------------
 
-    def open_batch(self, *, project: str, region: str) -> bool:
-        """Record the batch next to its report, or find it there; returns True when resuming.
+    def open_batch(self, *, project: str, region: str, flow_run_id: str | None = None) -> bool:
+        """Create the batch next to its report, or take it over to resume it; returns True when resuming.
+        This controller then holds the batch's lease (renewed in the background) until ``close``.
 
-        Raises BatchConflict when the id belongs to a batch with a different spec.
+        Raises BatchConflict when the id belongs to a batch with a different spec, BatchOwned while another
+        controller's lease on it is live.
         """
         batch = self.plan.batch
-        existing = self.store.read(batch.batch_id, BATCH_STATE)
-        if existing is not None:
-            state = json.loads(existing)
-            if state.get("spec_digest") != batch.digest:
-                raise BatchConflict(
-                    f"batch id {batch.batch_id!r} was already used for a different spec "
-                    f"(at {self.store.url(batch.batch_id)}); choose another --batch-id, or run the same spec "
-                    "to resume it"
-                )
-            self.started_at = datetime.fromisoformat(state["started_at"])
-            return True
-        state = {
-            "schema": BATCH_SCHEMA,
-            "batch_id": batch.batch_id,
-            "spec_digest": batch.digest,
+        fields = {
             "started_at": self.started_at.isoformat(),
             "project": project,
             "region": region,
@@ -140,8 +135,27 @@ class BatchRunner:
             "launches": len(self.plan.launches),
             "items": len(batch.items),
         }
-        self.store.write(batch.batch_id, BATCH_STATE, json.dumps(state, indent=1).encode())
-        return False
+        self.lease, resumed = acquire(
+            self.store,
+            batch.batch_id,
+            spec_digest=batch.digest,
+            fields=fields,
+            owner=Owner.this_process(flow_run_id),
+            now=self.now,
+            seconds=self.lease_seconds,
+        )
+        self.started_at = datetime.fromisoformat(self.lease.record["started_at"])
+        if nonce := self.lease.record.get("nonce"):
+            self.states = [
+                LaunchState(_keyed(s.launch, f"{batch.batch_id}/{nonce}/{s.launch.index:05d}")) for s in self.states
+            ]
+        self.lease.start()
+        return resumed
+
+    def close(self) -> None:
+        """Release the batch's lease, so that a run after this one need not wait for it to run out."""
+        if self.lease is not None:
+            self.lease.release()
 
     def prepare(self, *, service_account: str | None = None) -> None:
         """Create one-off jobs and write the manifests of packed launches."""
@@ -157,11 +171,8 @@ class BatchRunner:
 
     def adopt_existing(self) -> int:
         """Attach to executions this batch already started (a resumed run); returns how many."""
-        keys_by_job: dict[str, set[str]] = {}
-        for state in self.states:
-            keys_by_job.setdefault(state.launch.job, set()).add(state.launch.key)
         by_key: dict[str, ExecutionStatus] = {}
-        for job, keys in keys_by_job.items():
+        for job, keys in _keys_by_job(self.states).items():
             by_key.update(self.cloud.find_launched(job, keys, since=self.started_at))
         for state in self.states:
             if (found := by_key.get(state.launch.key)) is not None:
@@ -171,7 +182,7 @@ class BatchRunner:
     # -- launching -----------------------------------------------------------------------------------
 
     def pending(self) -> list[LaunchState]:
-        return [s for s in self.states if s.execution is None and s.error is None]
+        return [s for s in self.states if s.execution is None and s.error is None and s.unverified is None]
 
     def launch(self, state: LaunchState) -> LaunchState:
         """Start one launch's execution (exactly once); records a refusal as the reason it never ran."""
@@ -182,19 +193,27 @@ class BatchRunner:
                 if self.cancel_event.is_set():
                     state.error = "the batch was cancelled before this launch started"
                     return state
+                if self.lease is not None and not self.lease.valid():
+                    state.error = f"not started: this controller no longer holds the batch ({self._lease_problem()})"
+                    return state
                 execution = self.cloud.run(state.launch, since=self.started_at)
-        except gexc.GoogleAPICallError as exc:
-            state.error = self.redact(f"Cloud Run refused the run: {api_error_message(exc)}")
-            log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
+        except LaunchUnverified as exc:
+            state.unverified = self.redact(str(exc))
+            log.warning("launch %s (%s): %s", state.launch.key, state.launch.job, state.unverified)
         except Exception as exc:
-            if not is_retryable(exc):
+            if (problem := cloud_error(exc)) is None:
                 raise
-            state.error = self.redact(f"Cloud Run could not be reached: {type(exc).__name__}: {exc}")
+            what = "refused the run" if isinstance(exc, gexc.GoogleAPICallError) else "could not be reached"
+            state.error = self.redact(f"Cloud Run {what}: {problem}")
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
         else:
             with self._lock:
                 state.execution = execution
         return state
+
+    def _lease_problem(self) -> str:
+        assert self.lease is not None
+        return self.lease.lost or f"its lease ran out at {self.lease.until.isoformat(timespec='seconds')}"
 
     def launch_all(self) -> None:
         """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead)."""
@@ -211,6 +230,8 @@ class BatchRunner:
             execution = state.execution
             if state.error is not None:
                 counts[ItemState.NOT_LAUNCHED] += items
+            elif state.unverified is not None:
+                counts[ItemState.FAILED] += items  # as reported unless found later: outcome unknown
             elif execution is None:
                 counts["pending"] += items
             elif state.launch.packed:
@@ -219,9 +240,8 @@ class BatchRunner:
                 counts[ItemState.CANCELLED] += execution.cancelled
                 counts["running"] += execution.running
                 counts["pending"] += max(0, items - execution.finished_tasks - execution.running)
-            elif execution.done:
-                outcome = {"succeeded": ItemState.SUCCEEDED, "cancelled": ItemState.CANCELLED}
-                counts[outcome.get(execution.outcome or "", ItemState.FAILED)] += 1
+            elif execution.outcome is not None:
+                counts[_ITEM_STATE_OF.get(execution.outcome, ItemState.FAILED)] += 1
             else:
                 counts["running" if execution.start_time else "pending"] += 1
         return dict(counts)
@@ -230,11 +250,9 @@ class BatchRunner:
         return self.deadline_seconds is not None and self.clock() - self._start_clock > self.deadline_seconds
 
     def watch(self, launching_done: Callable[[], bool] = lambda: True) -> None:
-        """Poll until every started execution has ended and launching is over, or until cancelled or past
-        the batch deadline (then cancel)."""
-        interval = self.poll.fastest
-        last: dict[str, tuple[bool, bool]] = {}
-        first_seen: dict[str, tuple[float, int]] = {}  # execution -> (clock, finished tasks) when first polled
+        """Poll until every started execution has ended and launching is over, or until cancelled, past the
+        batch deadline (then cancel), no longer the batch's owner, or Cloud Run stopped answering."""
+        pace = _Pace(self.poll)
         while True:
             with self._lock:
                 active = [s for s in self.states if s.active]
@@ -243,48 +261,73 @@ class BatchRunner:
             if self._deadline_passed():
                 self.problems.append(f"the batch passed its deadline of {self.deadline_seconds:.0f}s")
                 self.cancel_event.set()
-            if self.cancel_event.is_set():
+            if self.cancel_event.is_set() or self._lease_lost():
                 break
-            changed = False
-            ends_in: float | None = None
-            if active:
-                names_by_job: dict[str, set[str]] = {}
-                for state in active:
-                    assert state.execution is not None
-                    names_by_job.setdefault(state.launch.job, set()).add(state.execution.name)
-                statuses = self.cloud.poll(names_by_job, since=self.started_at)
-                now = self.clock()
-                with self._lock:
-                    for state in active:
-                        assert state.execution is not None
-                        status = statuses.get(state.execution.name)
-                        if status is None:
-                            continue
-                        # Only a start or an end resets to the fastest pace: the task counts of a packed
-                        # execution change at every poll, and resetting on them polled a 10,000-task
-                        # execution every `fastest` seconds from start to end.
-                        signature = (status.start_time is not None, status.done)
-                        changed |= last.get(status.name) != signature
-                        last[status.name] = signature
-                        state.execution = status
-                        remaining = _remaining_seconds(
-                            status, first_seen.setdefault(status.name, (now, status.finished_tasks)), now
-                        )
-                        if remaining is not None:
-                            ends_in = remaining if ends_in is None else min(ends_in, remaining)
+            if active and not self._poll_active(active, pace):
+                break
             if self.progress:
                 self.progress(self.counts())
-            interval = self.poll.fastest if changed else min(interval * self.poll.backoff, self.poll.slowest)
-            if ends_in is not None:
-                interval = min(interval, max(self.poll.fastest, ends_in / self.poll.polls_per_remaining))
-            if not active:
-                interval = self.poll.fastest  # only waiting for launches to register
-            self.cancel_event.wait(interval)
+            self.cancel_event.wait(pace.next(waiting_for_launches=not active))
+        self._look_for_unverified()
         if self.cancel_event.is_set():
             self.cancel()
 
+    def _lease_lost(self) -> bool:
+        if self.lease is None or self.lease.lost is None:
+            return False
+        self.problems.append(f"stopped watching: {self.lease.lost}")
+        return True
+
+    def _poll_active(self, active: list[LaunchState], pace: _Pace) -> bool:
+        """One poll of the running executions; False (and the reason recorded) when Cloud Run is lost."""
+        try:
+            statuses = self.cloud.poll(_names_by_job(active), since=self.started_at)
+        except Exception as exc:
+            if (problem := cloud_error(exc)) is None:
+                raise
+            self._lose_cloud(problem, active)
+            return False
+        now = self.clock()
+        with self._lock:
+            for state in active:
+                assert state.execution is not None
+                status = statuses.get(state.execution.name)
+                if status is not None:
+                    state.execution = status
+                    pace.observe(status, now)
+        return True
+
+    def _lose_cloud(self, problem: str, active: list[LaunchState]) -> None:
+        self.cloud_lost = self.redact(problem)
+        seen = ", ".join(
+            f"{short_name(s.execution.name)} ({'running' if s.execution.start_time else 'pending'})"
+            for s in active
+            if s.execution is not None
+        )
+        self.problems.append(
+            f"Cloud Run stopped answering ({self.cloud_lost}); the outcome of {len(active)} execution(s) is "
+            f"unknown, last seen: {seen}"
+        )
+
+    def _look_for_unverified(self) -> None:
+        """Look once more for the launches whose RunJob could not be verified: found, they are adopted."""
+        unverified = [s for s in self.states if s.unverified is not None]
+        if not unverified or self.cloud_lost:
+            return
+        for job, keys in _keys_by_job(unverified).items():
+            try:
+                found = self.cloud.find_launched(job, keys, since=self.started_at)
+            except Exception as exc:
+                if cloud_error(exc) is None:
+                    raise
+                continue
+            for state in unverified:
+                if (execution := found.get(state.launch.key)) is not None:
+                    state.execution, state.unverified, state.adopted = execution, None, True
+
     def cancel(self, *, wait_seconds: float = 60.0) -> None:
-        """Cancel every execution of the batch still running, then wait (bounded) until they have stopped."""
+        """Cancel every execution of the batch still running, then wait (bounded) until they have stopped.
+        What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
         self.cancelled = True
         self.cancel_event.set()
         # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
@@ -298,42 +341,63 @@ class BatchRunner:
             self._slots.release()
         with self._lock:
             active = [s for s in self.states if s.active]
+        self._request_cancellation(active)
+        self._wait_stopped(active, wait_seconds)
+
+    def _request_cancellation(self, active: list[LaunchState]) -> None:
         for state in active:
             assert state.execution is not None
+            name = state.execution.name
+            if self.cloud_lost:
+                self.cancel_failed.add(name)  # one unreachable Cloud Run is enough: the rest would fail alike
+                continue
             try:
-                self.cloud.cancel(state.execution.name)
-            except gexc.GoogleAPICallError as exc:
-                name = short_name(state.execution.name)
-                self.problems.append(self.redact(f"could not cancel {name}: {api_error_message(exc)}"))
+                self.cloud.cancel(name)
+            except Exception as exc:
+                if (problem := cloud_error(exc)) is None:
+                    raise
+                self.cancel_failed.add(name)
+                self.problems.append(self.redact(f"could not cancel {short_name(name)}: {problem}"))
+                if not isinstance(exc, gexc.GoogleAPICallError):
+                    self.cloud_lost = self.redact(problem)
+
+    def _wait_stopped(self, active: list[LaunchState], wait_seconds: float) -> None:
         deadline = self.clock() + wait_seconds
-        while active and self.clock() < deadline:
-            names_by_job: dict[str, set[str]] = {}
-            for state in active:
-                assert state.execution is not None
-                names_by_job.setdefault(state.launch.job, set()).add(state.execution.name)
-            statuses = self.cloud.poll(names_by_job, since=self.started_at)
-            for state in active:
+        waiting = [s for s in active if s.execution is not None and s.execution.name not in self.cancel_failed]
+        while waiting and self.clock() < deadline:
+            try:
+                statuses = self.cloud.poll(_names_by_job(waiting), since=self.started_at)
+            except Exception as exc:
+                if (problem := cloud_error(exc)) is None:
+                    raise
+                self.problems.append(self.redact(f"could not confirm that the executions stopped: {problem}"))
+                break
+            for state in waiting:
                 assert state.execution is not None
                 state.execution = statuses.get(state.execution.name, state.execution)
-            active = [s for s in active if s.active]
-            if active:
-                time.sleep(min(self.poll.fastest, 1.0))
-        if active:
+            waiting = [s for s in waiting if s.active]
+            if waiting:
+                self.sleep(min(self.poll.fastest, 1.0))
+        if still := [s for s in active if s.active]:
             self.problems.append(
-                f"{len(active)} execution(s) had not stopped {wait_seconds:.0f}s after cancellation: "
-                + ", ".join(short_name(s.execution.name) for s in active if s.execution)
+                f"{len(still)} execution(s) not seen stopping {wait_seconds:.0f}s after cancellation: "
+                + ", ".join(short_name(s.execution.name) for s in still if s.execution)
             )
 
     # -- collecting ----------------------------------------------------------------------------------
 
     def collect_tasks(self) -> None:
-        """Fetch task details where the execution alone cannot tell each item's outcome."""
+        """Fetch task details where the execution alone cannot tell each item's outcome. Once Cloud Run is
+        lost, what was last seen stands (each further call would only wait out its retries)."""
         for state in self.states:
             execution = state.execution
             if execution is None:
                 continue
-            simple = not state.launch.packed and execution.task_count == 1 and execution.outcome == "succeeded"
-            if simple:
+            if (
+                not state.launch.packed
+                and execution.task_count == 1
+                and execution.outcome is ExecutionOutcome.SUCCEEDED
+            ):
                 state.tasks = [
                     TaskStatus(
                         index=0,
@@ -345,8 +409,19 @@ class BatchRunner:
                         message=None,
                     )
                 ]
-            else:
+                continue
+            if self.cloud_lost:
+                continue
+            try:
                 state.tasks = self.cloud.list_tasks(execution.name)
+            except Exception as exc:
+                if (problem := cloud_error(exc)) is None:
+                    raise
+                self.problems.append(
+                    self.redact(f"task details of {short_name(execution.name)} unavailable: {problem}")
+                )
+                if not isinstance(exc, gexc.GoogleAPICallError):
+                    self.cloud_lost = self.redact(problem)
 
     def tail_targets(self, results: Iterable[ItemResult], *, all_items: bool = False) -> list[TailTarget]:
         return [
@@ -399,114 +474,28 @@ class BatchRunner:
             for r in results
         ]
 
-    def item_results(self) -> list[ItemResult]:
-        """One result per item of the batch, every one in a terminal state, in spec order."""
-        results: list[ItemResult] = []
-        for state in self.states:
-            # A packed item's tasks are those at its position: grouped once per launch, since a scan per item
-            # made a 10,000-item execution cost 10,000 x 10,000 comparisons (0.37 ms per item).
-            by_index: dict[int, list[TaskStatus]] = {}
-            if state.launch.packed:
-                for task in state.tasks or []:
-                    by_index.setdefault(task.index, []).append(task)
-            # One string for all the items of an execution rather than one each (160 bytes an item).
-            console = self.console_url(state.execution.name) if state.execution else None
-            for position, item in enumerate(state.launch.items):
-                tasks = by_index.get(position, []) if state.launch.packed else state.tasks or []
-                results.append(self._item_result(state, item, position, tasks, console))
-        results.sort(key=lambda r: r.index)
-        return results
-
-    def _item_result(
-        self, state: LaunchState, item: Item, position: int, tasks: list[TaskStatus], console: str | None
-    ) -> ItemResult:
-        launch = state.launch
-        base = _Identity(key=item.key, index=item.index, job=launch.job, label=item.label, launch=launch.index)
-        execution = state.execution
-        if execution is None:
-            why = state.error or (
-                "the batch was cancelled before this item launched" if self.cancelled else "never launched"
-            )
-            return ItemResult(**base, state=ItemState.NOT_LAUNCHED, reason=why)
-        task_results = [
-            TaskResult(
-                index=t.index,
-                state=t.state or self._unfinished_state(),
-                exit_code=t.exit_code,
-                attempts=t.attempts,
-                start_time=t.start_time,
-                end_time=t.completion_time,
-            )
-            for t in tasks
-        ]
-        reason: str | None
-        if not task_results:
-            item_state = self._unfinished_state() if not execution.done else ItemState.FAILED
-            reason = execution.message or "Cloud Run reported no tasks for this execution"
-        else:
-            bad = [t for t in task_results if t.state is not ItemState.SUCCEEDED]
-            worst = min(bad, key=lambda t: _SEVERITY[t.state]) if bad else None
-            item_state = worst.state if worst else ItemState.SUCCEEDED
-            reason = self._reason(worst, tasks, launch) if worst else None
-        exit_codes = [t.exit_code for t in task_results if t.exit_code is not None]
-        starts = [t.start_time for t in task_results if t.start_time]
-        ends = [t.end_time for t in task_results if t.end_time]
-        return ItemResult(
-            **base,
-            state=item_state,
-            reason=self.redact(reason) if reason else None,
-            exit_code=next((c for c in exit_codes if c != 0), exit_codes[0] if exit_codes else None),
-            attempts=max((t.attempts for t in task_results), default=0),
-            execution=execution.name,
-            task_index=position if launch.packed else None,
-            tasks=task_results,
-            create_time=execution.create_time,
-            start_time=min(starts) if starts else execution.start_time,
-            end_time=max(ends) if ends else execution.completion_time,
-            console_url=console,
-            log_url=execution.log_uri,
+    def outcomes(self) -> Outcomes:
+        """How the launches' states read as results, given what the runner knows now."""
+        return Outcomes(
+            cancelled=self.cancelled,
+            cloud_lost=self.cloud_lost,
+            cancel_failed=frozenset(self.cancel_failed),
+            redact=self.redact,
+            console_url=self.console_url,
         )
 
-    def _unfinished_state(self) -> ItemState:
-        return ItemState.CANCELLED if self.cancelled else ItemState.FAILED
+    def item_results(self) -> list[ItemResult]:
+        """One result per item of the batch, every one in a terminal state, in spec order."""
+        return self.outcomes().item_results(self.states)
 
-    def _reason(self, worst: TaskResult, tasks: list[TaskStatus], launch: Launch) -> str:
-        message = next((t.message for t in tasks if t.index == worst.index and t.message), None)
-        if worst.state is ItemState.TIMED_OUT:
-            limit = f" of {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
-            return f"task {worst.index} ran past its timeout{limit}" + (f": {message}" if message else "")
-        if worst.state is ItemState.CANCELLED:
-            return "cancelled" + (f": {message}" if message else "")
-        if worst.exit_code is not None:
-            return f"task {worst.index} exited with code {worst.exit_code} after {worst.attempts} attempt(s)"
-        return message or f"task {worst.index} did not finish"
+    def launch_results(self) -> list[LaunchResult]:
+        return self.outcomes().launch_results(self.states)
 
     def console_url(self, execution: str) -> str:
         return (
             f"https://console.cloud.google.com/run/jobs/executions/details/{self.cloud.region}/"
             f"{short_name(execution)}/tasks?project={self.cloud.project}"
         )
-
-    def launch_results(self) -> list[LaunchResult]:
-        out = []
-        for state in self.states:
-            execution = state.execution
-            out.append(
-                LaunchResult(
-                    index=state.launch.index,
-                    key=state.launch.key,
-                    job=state.launch.job,
-                    packed=state.launch.packed,
-                    items=len(state.launch.items),
-                    execution=execution.name if execution else None,
-                    state=(execution.outcome or "unfinished") if execution else (state.error or "not launched"),
-                    create_time=execution.create_time if execution else None,
-                    start_time=execution.start_time if execution else None,
-                    end_time=execution.completion_time if execution else None,
-                    console_url=self.console_url(execution.name) if execution else None,
-                )
-            )
-        return out
 
     def report(self, items: list[ItemResult], *, flow_run_id: str | None = None) -> Report:
         finished = self.now()
@@ -529,6 +518,62 @@ class BatchRunner:
         )
 
 
+def _names_by_job(states: Iterable[LaunchState]) -> dict[str, set[str]]:
+    names: dict[str, set[str]] = {}
+    for state in states:
+        if state.execution is not None:
+            names.setdefault(state.launch.job, set()).add(state.execution.name)
+    return names
+
+
+def _keys_by_job(states: Iterable[LaunchState]) -> dict[str, set[str]]:
+    keys: dict[str, set[str]] = {}
+    for state in states:
+        keys.setdefault(state.launch.job, set()).add(state.launch.key)
+    return keys
+
+
+def _keyed(launch: Launch, key: str) -> Launch:
+    """The launch under another key (the one that names the batch uniquely), in its env override too."""
+    env = tuple((name, key if name == ENV_LAUNCH_KEY else value) for name, value in launch.env)
+    return replace(launch, key=key, env=env)
+
+
+class _Pace:
+    """How long to wait before the next poll (see PollPolicy)."""
+
+    def __init__(self, policy: PollPolicy) -> None:
+        self.policy = policy
+        self.interval = policy.fastest
+        self._changed = False
+        self._ends_in: float | None = None
+        self._last: dict[str, tuple[bool, bool]] = {}
+        self._first_seen: dict[str, tuple[float, int]] = {}  # execution -> (clock, finished tasks) at first poll
+
+    def observe(self, status: ExecutionStatus, now: float) -> None:
+        # Only a start or an end resets to the fastest pace: the task counts of a packed execution change at
+        # every poll, and resetting on them polled a 10,000-task execution every `fastest` seconds.
+        signature = (status.start_time is not None, status.done)
+        self._changed |= self._last.get(status.name) != signature
+        self._last[status.name] = signature
+        remaining = _remaining_seconds(
+            status, self._first_seen.setdefault(status.name, (now, status.finished_tasks)), now
+        )
+        if remaining is not None:
+            self._ends_in = remaining if self._ends_in is None else min(self._ends_in, remaining)
+
+    def next(self, *, waiting_for_launches: bool) -> float:
+        policy = self.policy
+        if waiting_for_launches:
+            self.interval = policy.fastest  # only waiting for launches to register
+        else:
+            self.interval = policy.fastest if self._changed else min(self.interval * policy.backoff, policy.slowest)
+            if self._ends_in is not None:
+                self.interval = min(self.interval, max(policy.fastest, self._ends_in / policy.polls_per_remaining))
+        self._changed, self._ends_in = False, None
+        return self.interval
+
+
 def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: float) -> float | None:
     """Seconds until the execution's last task ends at the pace its tasks have finished since it was
     first polled; None while that pace is unknown (no task finished yet, or a single-task execution)."""
@@ -539,22 +584,6 @@ def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: f
     return (status.task_count - status.finished_tasks) * (now - since) / finished
 
 
-class _Identity(TypedDict):
-    """The fields every ItemResult of an item has, whatever became of it."""
+_ITEM_STATE_OF = {ExecutionOutcome.SUCCEEDED: ItemState.SUCCEEDED, ExecutionOutcome.CANCELLED: ItemState.CANCELLED}
 
-    key: str
-    index: int
-    job: str
-    label: str | None
-    launch: int
-
-
-_SEVERITY = {
-    ItemState.TIMED_OUT: 0,
-    ItemState.FAILED: 1,
-    ItemState.CANCELLED: 2,
-    ItemState.NOT_LAUNCHED: 3,
-    ItemState.SUCCEEDED: 4,
-}
-
-__all__ = ["BatchConflict", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy", "Redactor"]
+__all__ = ["BatchConflict", "BatchOwned", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy", "Redactor"]

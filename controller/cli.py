@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from controller.catalog import Catalog, CatalogError
+from controller.ownership import BatchConflict
 from controller.plan import Mode, PlanError, plan
 from controller.spec import SpecError, load_batch
 from controller.store import StoreError
@@ -385,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         return cmd_report_show(args)
-    except (SpecError, PlanError, CatalogError, StoreError) as exc:
+    except (SpecError, PlanError, CatalogError, StoreError, BatchConflict) as exc:
         print(f"fanout: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -24,7 +25,7 @@ from controller.durations import to_api_duration
 from controller.plan import ENV_LAUNCH_KEY, Launch, OneOffJob
 from controller.quota import Budget, Limiter
 from controller.report import ItemState
-from controller.retry import is_ambiguous, retrying
+from controller.retry import api_error_message, is_ambiguous, is_retryable, retrying
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +35,22 @@ PAGE_SIZE = 1000
 SKEW = timedelta(minutes=5)
 # gRPC code Cloud Run reports in a task attempt's status when the task ran past its timeout.
 DEADLINE_EXCEEDED = 4
+# How long an execution may take to appear in ListExecutions after RunJob created it: after an ambiguous
+# RunJob error, the launch key is looked for over this many seconds before RunJob may be sent again.
+LIST_LAG_SECONDS = 5.0
+
+
+class ExecutionOutcome(StrEnum):
+    """How an execution ended, from its ``Completed`` condition."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class LaunchUnverified(Exception):
+    """RunJob's answer was lost and no look-up could tell whether Cloud Run started the execution: sending it
+    again might run the launch twice, so it is not sent again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +69,7 @@ class ExecutionStatus:
     create_time: datetime | None
     start_time: datetime | None
     completion_time: datetime | None
-    outcome: str | None  # "succeeded" | "failed" | "cancelled" once done, else None
+    outcome: ExecutionOutcome | None  # None until the execution has ended
     message: str | None
     log_uri: str | None
 
@@ -67,18 +84,18 @@ class ExecutionStatus:
     @classmethod
     def from_message(cls, execution: run_v2.Execution) -> ExecutionStatus:
         completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
-        outcome: str | None = None
+        outcome: ExecutionOutcome | None = None
         message = completed.message if completed is not None else None
         if execution.completion_time:
             reason = completed.execution_reason if completed is not None else None
-            if reason in (run_v2.Condition.ExecutionReason.CANCELLED,) or (
+            if reason == run_v2.Condition.ExecutionReason.CANCELLED or (
                 execution.cancelled_count and not execution.failed_count
             ):
-                outcome = "cancelled"
+                outcome = ExecutionOutcome.CANCELLED
             elif completed is not None and completed.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
-                outcome = "succeeded"
+                outcome = ExecutionOutcome.SUCCEEDED
             else:
-                outcome = "failed"
+                outcome = ExecutionOutcome.FAILED
         key = None
         for container in execution.template.containers:
             for env in container.env:
@@ -105,51 +122,73 @@ class ExecutionStatus:
 
 @dataclass(frozen=True, slots=True)
 class TaskStatus:
+    """One task of an execution, mapped from the v2 ``Task``: its ``Completed`` condition says whether and how
+    it ended; ``last_attempt_result`` says how its last attempt ended (``status`` OK means it succeeded; else
+    ``exit_code`` or ``term_signal``, at most one of them, or neither when the container never ran)."""
+
     index: int
     state: ItemState | None  # None while pending or running
-    exit_code: int | None
+    exit_code: int | None  # only when the container exited with a code
     attempts: int
     start_time: datetime | None
     completion_time: datetime | None
-    message: str | None
+    message: str | None  # why it did not succeed, as Cloud Run says it
 
     @classmethod
     def from_message(cls, task: run_v2.Task) -> TaskStatus:
         completed = next((c for c in task.conditions if c.type_ == "Completed"), None)
         result = task.last_attempt_result if "last_attempt_result" in task else None
-        exit_code = result.exit_code if result is not None else None
-        status_code = result.status.code if result is not None and "status" in result else 0
-        state: ItemState | None = None
-        if task.completion_time or (
-            completed is not None
-            and completed.state in (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.CONDITION_FAILED)
-        ):
-            if completed is not None and completed.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
-                state = ItemState.SUCCEEDED
-            elif completed is not None and completed.execution_reason == run_v2.Condition.ExecutionReason.CANCELLED:
-                state = ItemState.CANCELLED
-            elif status_code == DEADLINE_EXCEEDED:
-                state = ItemState.TIMED_OUT
-            else:
-                state = ItemState.FAILED
+        state = _task_state(task, completed, result)
         started = bool(task.start_time) or result is not None
-        # Only a task that did not succeed has a message worth keeping (a 10,000-task execution would hold
-        # 10,000 copies of "completed successfully").
-        message = None
-        if state is not ItemState.SUCCEEDED:
-            message = (result.status.message if result is not None and result.status.message else None) or (
-                completed.message if completed is not None else None
-            )
         return cls(
             index=task.index,
             state=state,
-            # A killed task (timeout, cancel) has no exit code; the proto's default 0 would read as success.
-            exit_code=exit_code if state in (ItemState.SUCCEEDED, ItemState.FAILED) else None,
+            exit_code=_exit_code(state, result),
             attempts=task.retried + 1 if started else 0,
             start_time=_time(task.start_time),
             completion_time=_time(task.completion_time),
-            message=message or None,
+            # Only a task that did not succeed has a message worth keeping (a 10,000-task execution would hold
+            # 10,000 copies of "completed successfully").
+            message=None if state is ItemState.SUCCEEDED else _task_message(completed, result),
         )
+
+
+def _task_state(
+    task: run_v2.Task, completed: run_v2.Condition | None, result: run_v2.TaskAttemptResult | None
+) -> ItemState | None:
+    conditions = run_v2.Condition.State
+    ended = completed is not None and completed.state in (conditions.CONDITION_SUCCEEDED, conditions.CONDITION_FAILED)
+    if not (task.completion_time or ended):
+        return None
+    if completed is not None and completed.state == conditions.CONDITION_SUCCEEDED:
+        return ItemState.SUCCEEDED
+    if completed is not None and completed.execution_reason == run_v2.Condition.ExecutionReason.CANCELLED:
+        return ItemState.CANCELLED
+    if result is not None and "status" in result and result.status.code == DEADLINE_EXCEEDED:
+        return ItemState.TIMED_OUT
+    return ItemState.FAILED
+
+
+def _exit_code(state: ItemState | None, result: run_v2.TaskAttemptResult | None) -> int | None:
+    """The container's exit code, when it exited with one. ``exit_code`` is a plain int32 on the wire, so an
+    unset one reads 0: a failed attempt "exited with 0" only if its status says nothing else went wrong. A
+    task that never started (image or secret missing, command not found) or was killed has no exit code."""
+    if result is None or state not in (ItemState.SUCCEEDED, ItemState.FAILED):
+        return None
+    if state is ItemState.SUCCEEDED or result.exit_code != 0:
+        return result.exit_code
+    return None
+
+
+def _task_message(completed: run_v2.Condition | None, result: run_v2.TaskAttemptResult | None) -> str | None:
+    parts = []
+    if result is not None and "status" in result and result.status.message:
+        parts.append(result.status.message)
+    if result is not None and result.term_signal:
+        parts.append(f"terminated by signal {result.term_signal}")
+    if not parts and completed is not None and completed.message:
+        parts.append(completed.message)
+    return "; ".join(parts) or None
 
 
 def _time(value: Any) -> datetime | None:
@@ -193,6 +232,7 @@ class CloudRun:
         attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str, BaseException], None] | None = None,
+        list_lag_seconds: float = LIST_LAG_SECONDS,
     ) -> None:
         self.clients = clients
         self.project = project
@@ -201,6 +241,7 @@ class CloudRun:
         self._attempts = attempts
         self._sleep = sleep
         self._on_retry = on_retry
+        self.list_lag_seconds = list_lag_seconds
         self.parent = f"projects/{project}/locations/{region}"
 
     def job_path(self, job: str) -> str:
@@ -317,9 +358,40 @@ class CloudRun:
             return ExecutionStatus.from_message(metadata)
 
         def look() -> ExecutionStatus | None:
-            return self.find_launched(launch.job, {launch.key}, since=since).get(launch.key)
+            return self.verify_launch(launch, since=since)
 
         return self._call(self.budget.run, f"run {launch.job} ({launch.key})", start, ambiguous=look)
+
+    def verify_launch(self, launch: Launch, *, since: datetime) -> ExecutionStatus | None:
+        """After an ambiguous RunJob error: the execution carrying the launch's key, or None when a list read
+        ``list_lag_seconds`` after the error still does not show it (RunJob did not act: it may be sent again).
+
+        Raises LaunchUnverified when no list could be read (each look has the full retry policy): a failed
+        look-up never leads to a second RunJob.
+        """
+        waited, delay = 0.0, 0.5
+        while True:
+            problem = ""
+            try:
+                found = self.find_launched(launch.job, {launch.key}, since=since).get(launch.key)
+            except Exception as exc:
+                if not (isinstance(exc, gexc.GoogleAPICallError) or is_retryable(exc)):
+                    raise
+                problem, found = f"{type(exc).__name__}: {api_error_message(exc)}", None
+            if found is not None:
+                return found
+            if waited >= self.list_lag_seconds:
+                break
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, max(0.5, self.list_lag_seconds - waited))
+        # Absent from a list read after the window: RunJob did not act. A list that failed then proves nothing.
+        if not problem:
+            return None
+        raise LaunchUnverified(
+            f"RunJob's answer was lost and the job's executions could not be listed to check whether it started "
+            f"({problem}); not sent again, so that it cannot run twice"
+        )
 
     def list_executions(self, job: str, *, since: datetime | None = None) -> Iterator[ExecutionStatus]:
         """The job's executions, newest first, stopping at the first one created before ``since``."""
@@ -411,10 +483,6 @@ class CloudRun:
                 raise
 
         self._call(self.budget.write, f"cancel {short_name(execution)}", cancel)
-
-    def cancel_all(self, executions: Iterable[str]) -> None:
-        for name in executions:
-            self.cancel(name)
 
 
 def overrides_summary(launch: Launch) -> dict[str, Any]:

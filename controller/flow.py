@@ -30,7 +30,7 @@ from controller.cloudrun import CloudRun  # noqa: E402
 from controller.durations import parse_duration  # noqa: E402
 from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
-from controller.report import Report  # noqa: E402
+from controller.report import ENDED, Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
 from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 
@@ -81,7 +81,7 @@ def launch_task(batch_id: str, index: int) -> str | None:
     runner = _running[batch_id]
     state = runner.launch(runner.states[index])
     if state.execution is None:
-        get_run_logger().warning("launch %s not started: %s", state.launch.key, state.error)
+        get_run_logger().warning("launch %s: %s", state.launch.key, state.error or state.unverified)
         return None
     return state.execution.name
 
@@ -129,10 +129,11 @@ def execute(
         progress=progress_sink.get(),
         deadline_seconds=options.deadline_seconds,
     )
+    # Outside the try: a run refused the batch (another spec, another live controller) writes nothing.
+    resumed = runner.open_batch(project=options.project, region=options.region, flow_run_id=flow_run_id)
     _running[batch.batch_id] = runner
     finished: Report | None = None
     try:
-        resumed = runner.open_batch(project=options.project, region=options.region)
         finished = _finished_report(runner, store) if resumed else None
         if finished is not None:
             log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
@@ -156,12 +157,15 @@ def execute(
         raise
     finally:
         _running.pop(batch.batch_id, None)
-        if finished is None:
-            report, url = _finish(runner, clients, store, options, flow_run_id)
-            # Here rather than after the return: an interrupted batch leaves its report too, and the caller
-            # (the CLI) prints it even though the interruption propagates.
-            if (sink := report_sink.get()) is not None:
-                sink(report, url)
+        try:
+            if finished is None:
+                report, url = _finish(runner, clients, store, options, flow_run_id)
+                # Here rather than after the return: an interrupted batch leaves its report too, and the caller
+                # (the CLI) prints it even though the interruption propagates.
+                if (sink := report_sink.get()) is not None:
+                    sink(report, url)
+        finally:
+            runner.close()
     if finished is not None:
         if (sink := report_sink.get()) is not None:
             sink(finished, store.url(batch.batch_id, "report.json"))
@@ -184,10 +188,9 @@ def _finished_report(runner: BatchRunner, store: Store) -> Report | None:
         report = Report.from_json(data)
     except ValueError:  # unreadable or another schema: resume from the executions instead
         return None
-    ended = {"succeeded", "failed", "cancelled"}
     if report.spec_digest != runner.plan.batch.digest or len(report.launches) != len(runner.states):
         return None
-    if any(launch.execution is None or launch.state not in ended for launch in report.launches):
+    if any(launch.execution is None or launch.state not in ENDED for launch in report.launches):
         return None
     return report
 

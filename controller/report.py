@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.dataclasses import dataclass
 
 SCHEMA = "fanout.report/v1"
@@ -36,6 +37,21 @@ class BatchStatus(StrEnum):
     SUCCEEDED = "succeeded"  # every item succeeded
     FAILED = "failed"  # at least one item did not succeed
     CANCELLED = "cancelled"  # the batch was cancelled before all items ended
+
+
+class LaunchStatus(StrEnum):
+    """Where one launch (one execution) stands when the report is written."""
+
+    SUCCEEDED = "succeeded"  # the execution ended: every task succeeded
+    FAILED = "failed"  # the execution ended: a task failed
+    CANCELLED = "cancelled"  # the execution ended: cancelled
+    UNFINISHED = "unfinished"  # started, not seen ending (cancellation not confirmed, Cloud Run lost)
+    NOT_LAUNCHED = "not_launched"  # never started; ``error`` says why
+    UNKNOWN = "unknown"  # RunJob's answer was lost and whether it started could not be checked
+
+
+ENDED = frozenset({LaunchStatus.SUCCEEDED, LaunchStatus.FAILED, LaunchStatus.CANCELLED})
+"""The states of a launch whose execution ran to its end."""
 
 
 class _Frozen(BaseModel):
@@ -100,11 +116,23 @@ class LaunchResult(_Frozen):
     packed: bool
     items: int
     execution: str | None = None
-    state: str | None = None  # execution's Completed condition, or why it never started
+    state: LaunchStatus | None = None
+    error: str | None = None  # why it never started, or why its end is not known
     create_time: datetime | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
     console_url: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _error_text_in_state(cls, data: Any) -> Any:
+        """Reports written before ``error`` existed held the reason a launch never started in ``state``."""
+        if isinstance(data, dict) and isinstance(data.get("state"), str) and "error" not in data:
+            state = data["state"].replace(" ", "_")
+            if state not in LaunchStatus.__members__.values():
+                return {**data, "state": LaunchStatus.NOT_LAUNCHED, "error": data["state"]}
+            return {**data, "state": state}
+        return data
 
 
 class Summary(_Frozen):
@@ -153,10 +181,6 @@ class Report(_Frozen):
                 (b",\n" if start or n else b"\n") + _ITEM_JSON.dump_json(item) for n, item in enumerate(chunk)
             )
         yield b"\n]\n}" if self.items else b"]\n}"
-
-    def to_json(self) -> str:
-        """The whole canonical JSON as one string (``json_chunks`` for large reports)."""
-        return b"".join(self.json_chunks()).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Report:

@@ -1,17 +1,25 @@
 """Where reports, manifests and batch state live: a GCS prefix or a local folder.
 
 Layout under the destination: ``<batch-id>/report.json``, ``report.html``, ``batch.json`` (what a resumed
-run needs to find the batch again) and ``manifests/<launch>/<chunk>.json`` (packed launches). Every write
-replaces the object whole: GCS object writes are atomic, and local writes go through a temporary file and
-``os.replace``.
+run needs to find the batch again, and who owns it now) and ``manifests/<launch>/<chunk>.json`` (packed
+launches). Every write replaces the object whole: GCS object writes are atomic, and local writes go through a
+temporary file and ``os.replace``.
+
+``write_if`` is the one conditional write, for ``batch.json``: create-only, or replace only the generation
+that was read. On GCS that is ``if_generation_match`` (0 for create-only); in a local folder, a
+compare-and-swap under an exclusive ``flock`` of a lock file beside the object (the kernel releases it when
+its holder dies, so a crash never leaves the object locked).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +28,10 @@ from controller.retry import api_error_message
 
 class StoreError(Exception):
     """A report destination could not be used; the message says which and why."""
+
+
+class StoreConflict(Exception):
+    """A conditional write lost: the object exists (create-only), or changed since the generation read."""
 
 
 Data = bytes | Iterable[bytes]
@@ -38,6 +50,19 @@ class Store(Protocol):
     def read(self, batch_id: str, name: str) -> bytes | None: ...
 
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None: ...
+
+    def read_versioned(self, batch_id: str, name: str) -> tuple[bytes, str] | None:
+        """The object and its generation (an opaque token for ``write_if``), or None when there is none."""
+        ...
+
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+        """Write only if the object is still at ``generation`` (None: only if it does not exist); returns
+        the new generation. Raises StoreConflict when another writer got there first."""
+        ...
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class LocalStore:
@@ -74,6 +99,35 @@ class LocalStore:
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
         for name, data in files:
             self.write(batch_id, name, data)
+
+    # A local object's generation is the digest of its bytes: every write of batch.json carries a fresh lease
+    # time, so two generations never have the same bytes.
+    def read_versioned(self, batch_id: str, name: str) -> tuple[bytes, str] | None:
+        data = self.read(batch_id, name)
+        return None if data is None else (data, _digest(data))
+
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+        path = self.root / batch_id / name
+        with self._locked(path):
+            current = self.read(batch_id, name)
+            if generation is None and current is not None:
+                raise StoreConflict(f"{path} exists already")
+            if generation is not None and (current is None or _digest(current) != generation):
+                raise StoreConflict(f"{path} changed since it was read")
+            self.write(batch_id, name, data)
+        return _digest(data)
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        """Hold an exclusive lock on ``.<name>.lock`` beside ``path``: between threads (each opens its own
+        file description) and processes of this machine alike."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 class GcsStore:
@@ -123,6 +177,40 @@ class GcsStore:
         except gexc.NotFound:
             return None
         return data
+
+    def read_versioned(self, batch_id: str, name: str) -> tuple[bytes, str] | None:
+        from google.api_core import exceptions as gexc
+
+        for _ in range(5):
+            try:
+                blob = self.bucket.get_blob(self._object(batch_id, name))
+                if blob is None:
+                    return None
+                data: bytes = blob.download_as_bytes(if_generation_match=blob.generation)
+            except (gexc.NotFound, gexc.PreconditionFailed):
+                continue  # replaced between the two calls: read the new generation
+            except gexc.GoogleAPICallError as exc:
+                raise StoreError(f"cannot read {self.url(batch_id, name)}: {api_error_message(exc)}") from None
+            return data, str(blob.generation)
+        raise StoreError(f"{self.url(batch_id, name)} keeps changing while it is read")
+
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._object(batch_id, name))
+        # The precondition makes the client's retry safe (its default retries a write only when one is set):
+        # a retry can never overwrite another writer. A 412 can also mean that an attempt whose answer was
+        # lost landed, so a 412 whose object holds exactly these bytes is this write.
+        try:
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=int(generation or 0))
+        except gexc.PreconditionFailed:
+            current = self.read_versioned(batch_id, name)
+            if current is not None and current[0] == data:
+                return current[1]
+            raise StoreConflict(f"{self.url(batch_id, name)} was written by another controller") from None
+        except gexc.GoogleAPICallError as exc:
+            raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
+        return str(blob.generation)
 
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
         # Manifests of a 10,000-item launch are 100 small objects: write them side by side.

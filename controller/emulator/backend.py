@@ -421,11 +421,13 @@ class Backend:
         rec = self.job(project, location, job_id)
         size = _page_size(page_size)
         before = _token_seq(page_token, "executions")
-        end = len(rec.executions)
+        lag = self.faults.faults.for_method("Executions.ListExecutions").list_lag_seconds
+        listed = [e for e in rec.executions if e.create_time <= _now() - lag] if lag else rec.executions
+        end = len(listed)
         if before:
-            end = bisect.bisect_left(rec.executions, before, key=lambda e: e.seq)
-        page = [self.render_execution(e) for e in reversed(rec.executions[max(0, end - size) : end])]
-        token = _make_token("executions", rec.executions[end - size].seq) if end > size else ""
+            end = bisect.bisect_left(listed, before, key=lambda e: e.seq)
+        page = [self.render_execution(e) for e in reversed(listed[max(0, end - size) : end])]
+        token = _make_token("executions", listed[end - size].seq) if end > size else ""
         return _list_body("executions", page, token)
 
     def cancel_execution(self, project: str, location: str, job_id: str, exec_id: str, body: Any) -> dict[str, Any]:

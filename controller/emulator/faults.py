@@ -29,6 +29,8 @@ class MethodFaults(_Frozen):
     ``error_rates`` maps an HTTP code (429, 500 or 503) to the probability that a request is answered with it
     instead of being served. ``drop_rate`` is the probability that the server does the work and then loses the
     answer: ``drop_mode`` "503" answers 503 UNAVAILABLE, "close" closes the connection without an answer.
+    ``list_lag_seconds`` (list methods) leaves out resources created less than that many seconds ago, as an
+    eventually consistent list does.
     """
 
     error_rates: dict[int, float] = {}
@@ -36,6 +38,7 @@ class MethodFaults(_Frozen):
     latency_jitter_seconds: float = Field(default=0.0, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     drop_mode: Literal["503", "close"] = "503"
+    list_lag_seconds: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _rates_valid(self) -> MethodFaults:

@@ -28,4 +28,4 @@ def executions_with_key(emulator: Emulator, job: str, key: str) -> list[str]:
 
 
 def dump(report: Report) -> str:
-    return json.dumps(json.loads(report.to_json()), indent=1)
+    return json.dumps(json.loads(b"".join(report.json_chunks()).decode()), indent=1)

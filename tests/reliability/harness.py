@@ -53,16 +53,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
 class EmulatorProcess:
     """``python -m controller.emulator`` on a free port; state lives only in that process."""
 
-    def __init__(self, workdir: Path, *, faults: dict[str, Any] | None = None, secrets: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        faults: dict[str, Any] | None = None,
+        secrets: dict[str, str] | None = None,
+        port: int = 0,
+    ):
         self.workdir = workdir
         self.faults = faults
         self.secrets = secrets or {}
+        self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> EmulatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [PY, "-m", "controller.emulator", "--port", "0", "--max-running-tasks", "64"]
+        args = [PY, "-m", "controller.emulator", "--port", str(self.port), "--max-running-tasks", "64"]
         if self.faults is not None:
             path = self.workdir / "faults.json"
             path.write_text(json.dumps(self.faults))
@@ -104,6 +112,22 @@ class EmulatorProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self.log.close()
+
+
+def task_processes(batch_id: str) -> list[int]:
+    """Pids of this machine's processes that run a task of the batch (their env carries its launch key)."""
+    marker = f"{LAUNCH_KEY}={batch_id}/".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile, or not ours
+        if any(var.startswith(marker) for var in environ.split(b"\0")):
+            pids.append(int(entry.name))
+    return pids
 
 
 # -- reading Cloud Run back through the official clients ------------------------------------------------

@@ -45,7 +45,7 @@ def test_cli_sigkill_and_resume(
     for trial_no in range(TRIALS):
         trial = mixed_spec(rng, f"cli-kill-{trial_no}", hello=6, flaky=3, multi_task=2, one_off=3, max_sleep=3.0)
         spec = trial.write(tmp_path)
-        keys = {launch.key for launch in plan(load_batch(spec, catalog), catalog).launches}
+        launches = len(plan(load_batch(spec, catalog), catalog).launches)
         before = emulator_process.stats()["executions_started"]
         args = ["run", str(spec), "--emulator", emulator_process.url, "--report-to", f"gs://{BUCKET}/rel"]
         args += ["--batch-id", trial.batch_id, "--quiet"]
@@ -70,6 +70,8 @@ def test_cli_sigkill_and_resume(
             assert proc.returncode == 1, (out, err)  # some items fail by design
             assert "Traceback" not in err
         report = json.loads(bucket.blob(f"rel/{trial.batch_id}/report.json").download_as_bytes())
+        keys = {launch["key"] for launch in report["launches"]}  # they carry the nonce made with batch.json
+        assert len(keys) == launches
         by_key = cloud_run.by_key(trial.batch_id)
         problems = check_report(report, trial, by_key)
         started_here = emulator_process.stats()["executions_started"] - before

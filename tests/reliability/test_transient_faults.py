@@ -90,6 +90,7 @@ def test_thousand_items_under_transient_faults(catalog: Catalog, tmp_path: Path,
     figures("faults: report complete", f"{report.summary.total} items, {len(problems)} problems")
     figures("faults: time", f"{elapsed:.1f}s")
     assert not problems, "\n".join(problems[:20])
-    assert set(by_key) == {launch.key for launch in launches}
+    assert set(by_key) == {launch.key for launch in report.launches}
+    assert len(report.launches) == len(launches)
     assert duplicates == 0
     assert executions_started == len(launches)

@@ -14,7 +14,7 @@ import pytest
 
 from controller.batch import BatchRunner, PollPolicy
 from controller.catalog import Catalog
-from controller.cloudrun import ExecutionStatus
+from controller.cloudrun import ExecutionOutcome, ExecutionStatus
 from controller.plan import Mode, plan
 from controller.spec import load_batch
 
@@ -72,7 +72,7 @@ class SteadyExecution:
             create_time=STARTED,
             start_time=STARTED,
             completion_time=STARTED if done else None,
-            outcome="succeeded" if done else None,
+            outcome=ExecutionOutcome.SUCCEEDED if done else None,
             message=None,
             log_uri=None,
         )
