@@ -32,6 +32,8 @@ def measure(items: int, runs: int, folder: Path, browser: Browser) -> dict[str, 
             out.write(chunk)
     render_cpu = time.process_time() - started
     loads, ready = [], []
+    browser.open_page()
+    browser.load(path)  # a first load warms the browser's caches; not counted
     for _ in range(runs):
         browser.open_page()
         loads.append(browser.load(path))
