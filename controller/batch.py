@@ -23,6 +23,7 @@ from google.api_core import exceptions as gexc
 from controller.cloudrun import CloudRun, ExecutionStatus, TaskStatus, short_name
 from controller.logs import Tail, TailTarget, fetch_tails
 from controller.plan import Launch, Plan, manifest_chunks
+from controller.redact import Redactor
 from controller.report import (
     BatchStatus,
     ItemResult,
@@ -71,19 +72,6 @@ class LaunchState:
     @property
     def active(self) -> bool:
         return self.execution is not None and not self.execution.done
-
-
-@dataclass
-class Redactor:
-    """Replaces sensitive literal values in any text that leaves the controller."""
-
-    secrets: frozenset[str] = frozenset()
-
-    def __call__(self, text: str) -> str:
-        for value in self.secrets:
-            if value and value in text:
-                text = text.replace(value, "***")
-        return text
 
 
 @dataclass
@@ -557,4 +545,4 @@ _SEVERITY = {
     ItemState.SUCCEEDED: 4,
 }
 
-__all__ = ["BatchConflict", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy", "Redactor"]
+__all__ = ["BatchConflict", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy"]

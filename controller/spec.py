@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller import limits
-from controller.catalog import Catalog
+from controller.catalog import Catalog, JobDefinition
 from controller.durations import parse_duration
+from controller.redact import MIN_SECRET_CHARS, Redactor
 
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 MAX_ITEMS = 100_000
 # Cloud Run refuses requests over its API size limits; one item's args and env must fit comfortably.
 MAX_ARGS_BYTES = 64 * 1024
 MAX_ENV_VALUE_BYTES = 32 * 1024
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}$")
-_BATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# Both are matched whole (fullmatch: "$" would accept a trailing newline). A key names files under the
+# report's folder, so no segment of it may be "." or "..".
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}")
+_BATCH_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+BATCH_ID_RULE = "batch_id has 1-40 lowercase letters, digits or hyphens and starts with a letter or digit"
+KEY_RULE = (
+    "a key has 1-128 letters, digits or ._:/@+=-, starts with a letter or digit and has no '.' or '..' "
+    "segment between slashes"
+)
 
 
 class SpecError(Exception):
@@ -54,10 +62,20 @@ class SecretValue(_Strict):
     version: str = "latest"
     value: str | None = Field(default=None, description="a literal value, redacted everywhere")
 
+    @field_validator("value")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"a literal secret needs at least {MIN_SECRET_CHARS} characters to be redacted safely (this one "
+                f"has {len(value)}); pass a short one as a plain value or keep it in Secret Manager"
+            )
+        return value
+
     @field_validator("secret")
     @classmethod
     def _secret_name(cls, secret: str | None) -> str | None:
-        if secret is not None and not re.match(r"^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", secret):
+        if secret is not None and not re.fullmatch(r"(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}", secret):
             raise ValueError("secret must be a Secret Manager name: 'projects/PROJECT/secrets/NAME' or 'NAME'")
         return secret
 
@@ -120,9 +138,19 @@ class BatchSpec(_Strict):
     @field_validator("batch_id")
     @classmethod
     def _batch_id(cls, batch_id: str | None) -> str | None:
-        if batch_id is not None and not _BATCH_ID_RE.match(batch_id):
-            raise ValueError("batch_id has 1-40 lowercase letters, digits or hyphens and starts with a letter or digit")
+        if batch_id is not None and not is_batch_id(batch_id):
+            raise ValueError(BATCH_ID_RULE)
         return batch_id
+
+
+def is_batch_id(text: str) -> bool:
+    """Whether ``text`` may name a batch: it becomes a folder name under the report location."""
+    return _BATCH_ID_RE.fullmatch(text) is not None
+
+
+def is_item_key(text: str) -> bool:
+    """Whether ``text`` may be an item's key: safe in object names, with no relative path segment."""
+    return _KEY_RE.fullmatch(text) is not None and not {".", ".."} & set(text.split("/"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +374,8 @@ def _pydantic_problems(
 ) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
+        if "str" in err["loc"] and isinstance(err["input"], dict):
+            continue  # a mapping under ``str | SecretValue`` is meant as a SecretValue: its own errors say why
         # Union members add their type names to the location (e.g. "str", "SecretValue"); drop them.
         loc = prefix + tuple(p for p in err["loc"] if p not in {"str", "SecretValue", "float", "int"})
         msg = err["msg"].removeprefix("Value error, ")
@@ -391,14 +421,13 @@ def validate(
     problems: list[str] = []
     items: list[Item] = []
     seen: dict[str, int] = {}
-    defaults = spec.defaults
     for index, raw_data in enumerate(spec.items):
         try:
             raw = ItemSpec.model_validate(raw_data)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, lines, prefix=("items", index)))
             continue
-        item, item_problems = _resolve_item(index, raw, defaults, catalog)
+        item, item_problems = _resolve_item(index, raw, spec.defaults, catalog)
         problems.extend(_describe(loc, msg, lines) for loc, msg in item_problems)
         if item is None:
             continue
@@ -408,6 +437,8 @@ def validate(
             )
         seen.setdefault(item.key, index)
         items.append(item)
+    items, secret_problems = _guard_secrets(items)
+    problems.extend(_describe(loc, msg, lines) for loc, msg in secret_problems)
     if problems:
         raise SpecError(problems, source)
     return Batch(
@@ -418,36 +449,48 @@ def validate(
     )
 
 
+_Loc = tuple[str | int, ...]
+_Problems = list[tuple[_Loc, str]]
+
+
+def _guard_secrets(items: list[Item]) -> tuple[list[Item], _Problems]:
+    """Labels with any item's literal secret masked; a key that holds one is refused (it names files)."""
+    secrets_ = {value for item in items for _, value in item.sensitive_env}
+    if not secrets_:
+        return items, []
+    redact = Redactor(secrets_)
+    problems: _Problems = [
+        (("items", item.index, "key"), "the key contains a secret literal; keys are shown and stored in clear")
+        for item in items
+        if redact(item.key) != item.key
+    ]
+    return [replace(item, label=redact(item.label)) if item.label else item for item in items], problems
+
+
 def _merge_env(defaults: Mapping[str, EnvValue] | None, own: Mapping[str, EnvValue] | None) -> dict[str, EnvValue]:
     return {**(defaults or {}), **(own or {})}
 
 
-def _resolve_item(
-    index: int, raw: ItemSpec, defaults: ItemFields, catalog: Catalog
-) -> tuple[Item | None, list[tuple[tuple[str | int, ...], str]]]:
-    here: tuple[str | int, ...] = ("items", index)
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+@dataclass(frozen=True)
+class _Target:
+    """What an item runs: a catalog job (with its definition when the catalog has it) or a one-off image."""
 
-    def pick(name: str) -> Any:
-        value = getattr(raw, name)
-        return getattr(defaults, name) if value is None else value
+    job: str | None
+    image: str | None
+    definition: JobDefinition | None
 
-    key = raw.key if raw.key is not None else f"item-{index:05d}"
-    if not _KEY_RE.match(key):
-        problems.append(
-            ((*here, "key"), "a key has 1-128 letters, digits or ._:/@+=- and starts with a letter or digit")
-        )
 
+def _target(raw: ItemSpec, defaults: ItemFields, catalog: Catalog, here: _Loc) -> tuple[_Target, _Problems]:
+    problems: _Problems = []
     # An item's own job/image choice wins over the defaults as a pair: an item that names an image is a
     # one-off run even when the defaults name a job.
-    job = raw.job if (raw.job is not None or raw.image is not None) else defaults.job
-    image = raw.image if (raw.job is not None or raw.image is not None) else defaults.image
-    command = pick("command")
+    own = raw.job is not None or raw.image is not None
+    job = raw.job if own else defaults.job
+    image = raw.image if own else defaults.image
     if job is not None and image is not None:
         problems.append((here, "give either 'job' (a provisioned Cloud Run job) or 'image' (a one-off run), not both"))
     elif job is None and image is None:
         problems.append((here, "give 'job' (a provisioned Cloud Run job) or 'image' and 'command' (a one-off run)"))
-
     definition = None
     if job is not None:
         if job not in catalog:
@@ -455,22 +498,27 @@ def _resolve_item(
             problems.append(((*here, "job"), f"no job {job!r} in the catalog (known jobs: {known})"))
         else:
             definition = catalog[job]
-        for field in ("command", "cpu", "memory"):
-            if getattr(raw, field) is not None:
-                problems.append(
-                    ((*here, field), f"'{field}' applies to one-off runs ('image'); a provisioned job's is fixed")
-                )
-    elif image is not None and not command:
+        problems.extend(
+            ((*here, name), f"'{name}' applies to one-off runs ('image'); a provisioned job's is fixed")
+            for name in ("command", "cpu", "memory")
+            if getattr(raw, name) is not None
+        )
+    elif image is not None and not (raw.command if raw.command is not None else defaults.command):
         problems.append(
             ((*here, "command"), "a one-off run needs a non-empty 'command' (the program and its arguments)")
         )
+    return _Target(job, image, definition), problems
 
-    args = pick("args")
-    if definition is not None and definition.requires_args and not (args if args is not None else definition.args):
+
+def _job_problems(raw: ItemSpec, args: list[str] | None, target: _Target, here: _Loc) -> _Problems:
+    """What a provisioned job's definition forbids: missing args, a retries value it cannot take."""
+    definition, job = target.definition, target.job
+    if definition is None:
+        return []
+    problems: _Problems = []
+    if definition.requires_args and not (args if args is not None else definition.args):
         problems.append(((*here, "args"), f"job {job!r} needs args (its definition says requires_args)"))
-
-    retries = pick("retries")
-    if definition is not None and raw.retries is not None and raw.retries != definition.max_retries:
+    if raw.retries is not None and raw.retries != definition.max_retries:
         problems.append(
             (
                 (*here, "retries"),
@@ -478,11 +526,20 @@ def _resolve_item(
                 f"{definition.max_retries} (change it in jobs/{job}/job.yaml)",
             )
         )
+    return problems
 
-    env_plain: list[tuple[str, str]] = []
-    env_secret: list[tuple[str, str, str]] = []
-    env_sensitive: list[tuple[str, str]] = []
-    env = _merge_env(defaults.env, raw.env)
+
+@dataclass
+class _Env:
+    plain: list[tuple[str, str]] = field(default_factory=list)
+    secret: list[tuple[str, str, str]] = field(default_factory=list)
+    sensitive: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _env(env: Mapping[str, EnvValue], here: _Loc) -> tuple[_Env, _Problems]:
+    """An item's env split into plain values, Secret Manager references and literal secrets, checked."""
+    problems: _Problems = []
+    out = _Env()
     if len(env) > limits.MAX_ENV_VARS_PER_CONTAINER:
         problems.append(((*here, "env"), f"at most {limits.MAX_ENV_VARS_PER_CONTAINER} env vars per container"))
     for name, value in env.items():
@@ -492,32 +549,46 @@ def _resolve_item(
             problems.append(((*here, "env", name), "names starting with FANOUT_ are reserved for the controller"))
         if isinstance(value, SecretValue):
             if value.secret is not None:
-                env_secret.append((name, value.secret, value.version))
+                out.secret.append((name, value.secret, value.version))
             else:
-                env_sensitive.append((name, value.value or ""))
+                out.sensitive.append((name, value.value or ""))
         else:
             if len(value.encode()) > MAX_ENV_VALUE_BYTES:
                 problems.append(((*here, "env", name), f"value is over {MAX_ENV_VALUE_BYTES // 1024} KiB"))
-            env_plain.append((name, value))
+            out.plain.append((name, value))
+    return out, problems
 
-    timeout = pick("timeout")
-    task_count = pick("task_count")
+
+def _resolve_item(index: int, raw: ItemSpec, defaults: ItemFields, catalog: Catalog) -> tuple[Item | None, _Problems]:
+    here: _Loc = ("items", index)
+
+    def pick(name: str) -> Any:
+        value = getattr(raw, name)
+        return getattr(defaults, name) if value is None else value
+
+    key = raw.key if raw.key is not None else f"item-{index:05d}"
+    problems: _Problems = [] if is_item_key(key) else [((*here, "key"), KEY_RULE)]
+    target, target_problems = _target(raw, defaults, catalog, here)
+    args = pick("args")
+    env, env_problems = _env(_merge_env(defaults.env, raw.env), here)
+    problems += target_problems + _job_problems(raw, args, target, here) + env_problems
     if problems:
         return None, problems
+    command, timeout = pick("command"), pick("timeout")
     return (
         Item(
             index=index,
             key=key,
-            job=job,
-            image=image,
+            job=target.job,
+            image=target.image,
             command=tuple(command) if command is not None else None,
             args=tuple(args) if args is not None else None,
-            env=tuple(env_plain),
-            secret_env=tuple(env_secret),
-            sensitive_env=tuple(env_sensitive),
-            task_count=task_count,
+            env=tuple(env.plain),
+            secret_env=tuple(env.secret),
+            sensitive_env=tuple(env.sensitive),
+            task_count=pick("task_count"),
             timeout_seconds=parse_duration(timeout) if timeout is not None else None,
-            retries=retries,
+            retries=pick("retries"),
             cpu=pick("cpu"),
             memory=pick("memory"),
             label=raw.label,

@@ -43,6 +43,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 _LOG_LINE_CHARS = 160
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """A count and its noun in words: "1 launch", "7 items", "2 executions" (``many`` for irregular nouns)."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
+
+
 def state_label(state: ItemState) -> str:
     """How a state reads in prose: "timed out", "not launched"."""
     return state.value.replace("_", " ")

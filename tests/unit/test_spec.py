@@ -157,7 +157,7 @@ def test_secret_values_are_kept_apart(catalog: Catalog) -> None:
                     "env": {
                         "PLAIN": "visible",
                         "TOKEN": {"secret": "projects/p/secrets/token", "version": "3"},
-                        "API_KEY": {"value": "hunter2"},
+                        "API_KEY": {"value": "hunter2-hunter2"},
                     },
                 }
             ]
@@ -167,10 +167,10 @@ def test_secret_values_are_kept_apart(catalog: Catalog) -> None:
     item = batch.items[0]
     assert dict(item.env) == {"PLAIN": "visible"}
     assert item.secret_env == (("TOKEN", "projects/p/secrets/token", "3"),)
-    assert item.sensitive_env == (("API_KEY", "hunter2"),)
-    assert batch.sensitive_values() == frozenset({"hunter2"})
+    assert item.sensitive_env == (("API_KEY", "hunter2-hunter2"),)
+    assert batch.sensitive_values() == frozenset({"hunter2-hunter2"})
     assert "give exactly one" in "\n".join(
-        problems_of({"items": [{"job": "hello", "env": {"X": {"secret": "s", "value": "v"}}}]}, catalog)
+        problems_of({"items": [{"job": "hello", "env": {"X": {"secret": "s", "value": "v-long-enough"}}}]}, catalog)
     )
 
 
