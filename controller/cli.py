@@ -14,6 +14,7 @@ import shutil
 import signal
 import stat
 import sys
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _count(text: str) -> int:
     """A count given on the command line: a short whole number, 0 or more."""
     if not (text.isascii() and text.isdigit() and len(text) <= 9):
-        raise argparse.ArgumentTypeError(f"expected a whole number of at most 9 digits, got {text!r}")
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise argparse.ArgumentTypeError(f"expected a whole number of at most 9 digits, got {shown!r}")
     return int(text)
 
 
@@ -238,8 +240,11 @@ def writable_folder_problem(folder: Path) -> str | None:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         return f"{existing} is not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable"
+    try:  # a probe rather than os.access: it also sees read-only file systems, whoever runs it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"{existing} is not writable ({exc.strerror or exc})"
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         return f"the disk of {existing} is full ({free:,} bytes free)"

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,19 +304,27 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
         raise SpecError([f"{where}{exc.problem or exc.context}"], source) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise SpecError([f"cannot parse as YAML or JSON: {str(exc).splitlines()[0]}"], source) from None
+    except ValueError:  # int() refuses literals over sys.get_int_max_str_digits() digits
+        raise SpecError(
+            [f"a number in the spec has over {sys.get_int_max_str_digits():,} digits; no field takes one that long"],
+            source,
+        ) from None
     return data, text
 
 
 def load_spec_file(path: str | Path) -> tuple[Any, str, str]:
-    """Read a spec file: returns the parsed data, its text and a display name."""
+    """Read a spec file: returns the parsed data, its text and a display name.
+
+    The read is bounded: a FIFO fed for ever or /dev/zero (whose size says 0) is refused at the limit.
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError([f"the file is {size} bytes; the limit is {MAX_SPEC_BYTES}"], str(path))
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError([f"cannot read the spec: {exc.strerror or exc}"], str(path)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([f"the spec is over {MAX_SPEC_BYTES:,} bytes, the limit"], str(path))
     data, text = parse_text(raw, str(path))
     return data, text, str(path)
 

@@ -49,7 +49,7 @@ def test_plan_makes_no_api_call(emulator: Emulator) -> None:
     before = emulator.stats()
     result = fanout("plan", "examples/mixed.yaml", "--mode", "per-item", env={"FANOUT_EMULATOR_HOST": emulator.url})
     assert result.returncode == 0, result.stderr
-    assert "7 item(s) -> 7 execution(s)" in result.stdout
+    assert "7 items -> 7 executions" in result.stdout
     assert "nothing was launched (dry run)" in result.stdout
     assert emulator.stats() == before
     as_json = json.loads(fanout("plan", "examples/hello.yaml", "--json").stdout)
