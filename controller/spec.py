@@ -274,8 +274,7 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
-def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
-    """Decode and parse YAML or JSON text into plain data; returns the data and the decoded text."""
+def _decoded(text: str | bytes, source: str) -> str:
     if isinstance(text, bytes):
         if len(text) > MAX_SPEC_BYTES:
             raise SpecError([f"spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}"], source)
@@ -287,17 +286,12 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
             ) from None
     if "\x00" in text:
         raise SpecError(["the spec contains NUL characters; is it a binary file?"], source)
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            return json.loads(text, object_pairs_hook=_unique_pairs), text
-        except _DuplicateKey as exc:
-            raise SpecError([f"duplicate key {exc.args[0]!r}"], source) from None
-        except ValueError:
-            pass  # flow-style YAML also starts with a brace; let the YAML parser say what is wrong
-        except RecursionError:
-            raise SpecError(["the spec is nested too deeply"], source) from None
+    return text
+
+
+def _yaml(text: str, source: str) -> Any:
     try:
-        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -309,7 +303,21 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
             [f"a number in the spec has over {sys.get_int_max_str_digits():,} digits; no field takes one that long"],
             source,
         ) from None
-    return data, text
+
+
+def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
+    """Decode and parse YAML or JSON text into plain data; returns the data and the decoded text."""
+    text = _decoded(text, source)
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text, object_pairs_hook=_unique_pairs), text
+        except _DuplicateKey as exc:
+            raise SpecError([f"duplicate key {exc.args[0]!r}"], source) from None
+        except ValueError:
+            pass  # flow-style YAML also starts with a brace; let the YAML parser say what is wrong
+        except RecursionError:
+            raise SpecError(["the spec is nested too deeply"], source) from None
+    return _yaml(text, source), text
 
 
 def load_spec_file(path: str | Path) -> tuple[Any, str, str]:
