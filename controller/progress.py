@@ -225,6 +225,7 @@ def log_to_console(console: Console, *, quiet: bool = False) -> None:
         rich_tracebacks=False,
         log_time_format="[%X]",
     )
+    handler.addFilter(_not_per_task)
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         if not isinstance(logger, logging.Logger):
             continue
@@ -233,6 +234,12 @@ def log_to_console(console: Console, *, quiet: bool = False) -> None:
             logger.removeHandler(h)
         if old:
             logger.addHandler(handler)
+
+
+def _not_per_task(record: logging.LogRecord) -> bool:
+    """Leave out task runs' routine lines ("Finished in state Completed()"): one per launch, thousands in a
+    per-item batch, and the progress display already counts them. Their warnings and errors stay."""
+    return not (record.name.startswith("prefect.task_runs") and record.levelno < logging.WARNING)
 
 
 def _format_rate(rate: float | None) -> str:
