@@ -226,14 +226,16 @@ def log_to_console(console: Console, *, quiet: bool = False) -> None:
         log_time_format="[%X]",
     )
     handler.addFilter(_not_per_task)
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+    root = logging.getLogger()
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
         if not isinstance(logger, logging.Logger):
             continue
         old = [h for h in logger.handlers if isinstance(h, PrefectConsoleHandler)]
         for h in old:
             logger.removeHandler(h)
-        if old:
+        if old and logger is not root:  # a logger that does not propagate (uvicorn's) keeps its own
             logger.addHandler(handler)
+    root.addHandler(handler)
 
 
 def _not_per_task(record: logging.LogRecord) -> bool:
