@@ -238,10 +238,20 @@ def log_to_console(console: Console, *, quiet: bool = False) -> None:
     root.addHandler(handler)
 
 
+_TEMPORARY_SERVER = ("Starting temporary server on ", "Stopping temporary server on ")
+
+
 def _not_per_task(record: logging.LogRecord) -> bool:
-    """Leave out task runs' routine lines ("Finished in state Completed()"): one per launch, thousands in a
-    per-item batch, and the progress display already counts them. Their warnings and errors stay."""
-    return not (record.name.startswith("prefect.task_runs") and record.levelno < logging.WARNING)
+    """Leave out routine lines that do not help whoever watches the batch: task runs' ("Finished in state
+    Completed()", one per launch, thousands in a per-item batch; the progress display counts them), and the
+    temporary Prefect server's start and stop, whose address is dead once the command ends. Warnings and
+    errors stay."""
+    if record.levelno >= logging.WARNING:
+        return True
+    if record.name.startswith("prefect.task_runs"):
+        return False
+    return not (record.name == "prefect" and str(record.msg).startswith(_TEMPORARY_SERVER))
+
 
 
 def _format_rate(rate: float | None) -> str:

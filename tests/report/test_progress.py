@@ -170,6 +170,7 @@ def test_log_records_print_above_the_live_bar_on_the_same_console() -> None:
     try:
         with Progress(10, console=console, clock=clock) as progress:
             progress.update(counts(1, pending=9))
+            logging.getLogger("prefect").info("Starting temporary server on http://127.0.0.1:8123\nSee https://x")
             logging.getLogger("prefect.flow_runs").info("a line from the flow run")
             logging.getLogger("prefect.task_runs").info("Finished in state Completed()")
             clock.now += 1
@@ -183,6 +184,7 @@ def test_log_records_print_above_the_live_bar_on_the_same_console() -> None:
     assert "done ·" not in lines[logged[0]]
     assert any("10/10 done" in line for line in lines[logged[0] :])
     assert not any("Finished in state" in line for line in lines)
+    assert not any("temporary server" in line for line in lines)  # its address is dead once fanout exits
 
 
 @pytest.mark.usefixtures("restored_logging")
