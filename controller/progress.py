@@ -253,7 +253,6 @@ def _not_per_task(record: logging.LogRecord) -> bool:
     return not (record.name == "prefect" and str(record.msg).startswith(_TEMPORARY_SERVER))
 
 
-
 def _format_rate(rate: float | None) -> str:
     if rate is None:
         return "- items/s"
