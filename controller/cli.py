@@ -61,7 +61,7 @@ batch spec (YAML or JSON):
       command: ["python", "-c", "print('hi')"]
       env:
         TOKEN: {secret: projects/p/secrets/token}   # Secret Manager: never passes through fanout
-        API_KEY: {value: "s3cr3t-k3y"}               # a literal, redacted in every report and log
+        API_KEY: {value: "s3cr3t-k3y"}               # a literal (8+ characters), redacted everywhere
 
 Per item: job | image+command, args, env, task_count, timeout, retries (one-off runs), cpu, memory
 (one-off runs), key, label. Unknown fields are errors; every problem is reported at once.

@@ -235,3 +235,13 @@ def test_plan_uses_words_for_counts(capsys: pytest.CaptureFixture[str], tmp_path
     out = capsys.readouterr().out
     assert "1 item -> 1 execution" in out
     assert "(s)" not in out
+
+
+def test_a_local_store_failure_names_the_file_and_why(tmp_path: Path) -> None:
+    from controller.store import LocalStore, StoreError
+
+    blocked = tmp_path / "reports"
+    blocked.write_text("a file where the batch folder would go")
+    with pytest.raises(StoreError) as caught:
+        LocalStore(tmp_path).write("reports", "report.json", b"{}")
+    assert str(caught.value).startswith(f"cannot write {blocked}/report.json: ")
