@@ -304,11 +304,14 @@ def _run_flow(
 
     captured: dict[str, Any] = {}
     progress = None if options.quiet else Progress(len(batch.items), console=console)
-    if progress is not None:
-        progress_sink.set(progress.update)
-    report_sink.set(lambda report, url: captured.update(report=report, url=url))
-    prepared_batch.set(batch)
-    prepared_catalog.set(catalog)
+    # What the flow picks up from this context, for this run only: a caller that runs more than one batch in
+    # a process (a test, a notebook) must not hand one run's batch to the next.
+    tokens = [
+        (progress_sink, progress_sink.set(progress.update if progress is not None else None)),
+        (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
+        (prepared_batch, prepared_batch.set(batch)),
+        (prepared_catalog, prepared_catalog.set(catalog)),
+    ]
     signal.signal(signal.SIGTERM, _raise_interrupt)
     parameters = {name: getattr(options, name) for name in flow_fields()}
     interrupted = False
@@ -322,6 +325,8 @@ def _run_flow(
     finally:
         if progress is not None:
             progress.close()
+        for var, token in tokens:
+            var.reset(token)  # type: ignore[attr-defined]
     return captured.get("report"), captured.get("url"), interrupted
 
 
