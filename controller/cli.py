@@ -153,7 +153,10 @@ def _error(message: str) -> int:
 
 def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
     """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
-    catalog = Catalog.load(options.catalog)
+    try:
+        catalog = Catalog.load(options.catalog)
+    except OSError as exc:  # a name the file system refuses (too long, a loop); a missing one is a CatalogError
+        raise InputError(f"catalog {options.catalog!r:.60}: {exc.strerror or exc}") from None
     batch = load_batch(source, catalog, batch_id=options.batch_id)
     return catalog, batch, plan(batch, catalog, mode=Mode(options.mode), manifest_root="<report-to>/manifests")
 

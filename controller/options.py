@@ -192,16 +192,19 @@ class RunOptions(BaseModel):
     @classmethod
     def _deadline(cls, value: str | None) -> str | None:
         if value is not None:
-            seconds = parse_duration(value)
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                raise ValueError(f"expected a duration such as '90s', '10m' or '1h30m', got {_short(value)}") from None
             if not (math.isfinite(seconds) and 1 <= seconds <= MAX_DEADLINE_SECONDS):
-                raise ValueError(f"between 1s and 30 days, got {value!r}")
+                raise ValueError(f"between 1s and 30 days, got {_short(value)}")
         return value
 
     @field_validator("batch_id")
     @classmethod
     def _batch_id(cls, value: str | None) -> str | None:
         if value is not None and not is_batch_id(value):
-            raise ValueError(f"{BATCH_ID_RULE}, got {value!r}")
+            raise ValueError(f"{BATCH_ID_RULE}, got {_short(value)}")
         return value
 
     @field_validator("rates", mode="before")
@@ -216,7 +219,7 @@ class RunOptions(BaseModel):
     def _known_rates(cls, value: dict[str, int | None] | None) -> dict[str, int | None] | None:
         for kind, rate in (value or {}).items():
             if kind not in RATE_KINDS:
-                raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(RATE_KINDS)}")
+                raise ValueError(f"unknown kind {_short(kind)}; use one of {', '.join(RATE_KINDS)}")
             if rate is not None and not 1 <= rate <= MAX_RATE_PER_MINUTE:
                 raise ValueError(f"{kind}: give 1 to {MAX_RATE_PER_MINUTE:,} calls per minute, or none")
         return value
@@ -265,11 +268,14 @@ def _describe(err: Any, values: Mapping[str, Any], origin: Mapping[str, str]) ->
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown option"
-    shown = values.get(name)
-    if isinstance(shown, str) and len(shown) > 40:
-        shown = shown[:37] + "..."
-    got = "" if "got " in message else f" (got {shown!r})"
+    got = "" if "got " in message else f" (got {_short(values.get(name))})"
     return f"{where}: {message}{got}"
+
+
+def _short(value: Any) -> str:
+    """A value as an error message quotes it: whole if short, else its start (a pasted file is no value)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "...'"
 
 
 def parse_rates(specs: list[str]) -> dict[str, int | None]:
@@ -282,7 +288,7 @@ def parse_rates(specs: list[str]) -> dict[str, int | None]:
         elif value.isascii() and value.isdigit() and len(value) <= _MAX_NUMBER_CHARS:
             rates[kind] = int(value)
         else:
-            raise ValueError(f"{spec!r}: give KIND=N with a whole number of calls per minute, or KIND=none")
+            raise ValueError(f"{_short(spec)}: give KIND=N with a whole number of calls per minute, or KIND=none")
     return rates
 
 

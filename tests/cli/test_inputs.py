@@ -245,3 +245,9 @@ def test_a_local_store_failure_names_the_file_and_why(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
         LocalStore(tmp_path).write("reports", "report.json", b"{}")
     assert str(caught.value).startswith(f"cannot write {blocked}/report.json: ")
+
+
+def test_a_catalog_name_the_file_system_refuses_is_an_input_error(capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(capsys, "plan", SPEC, "--catalog", "9" * 5000)
+    assert "File name too long" in err
+    assert len(err) < 300
