@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from controller import limits
 from controller.catalog import Catalog, JobDefinition
 from controller.durations import parse_duration
 from controller.redact import MIN_SECRET_CHARS, Redactor
+from controller.spec_lines import LazyLines, line_of
 
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 MAX_ITEMS = 100_000
@@ -236,31 +237,6 @@ class _SpecLoader(_BaseLoader):  # type: ignore[misc]
 _SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _SpecLoader.construct_mapping)
 
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
-    if "\n" not in text.rstrip():
-        return {(): 1}  # one line (compact JSON): everything is on it, and composing 100,000 items takes long
-    try:
-        # libyaml's composer: the pure-Python one took 2 minutes on a 100,000-item spec.
-        root = yaml.compose(text, Loader=_BaseLoader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[tuple[str | int, ...], int] = {}
-    stack: list[tuple[tuple[str | int, ...], yaml.Node]] = [((), root)] if root is not None else []
-    while stack:
-        path, node = stack.pop()
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode):
-                    child = (*path, key_node.value)
-                    lines[child] = key_node.start_mark.line + 1
-                    stack.append((child, value_node))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(((*path, i), child) for i, child in enumerate(node.value))
-    return lines
-
-
 class _DuplicateKey(ValueError):
     pass
 
@@ -350,38 +326,8 @@ def _loc(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
-class _LazyLines(Mapping[tuple[str | int, ...], int]):
-    """Path -> line index, built from the source text only if an error needs it."""
-
-    def __init__(self, text: str | None) -> None:
-        self._text = text
-        self._index: dict[tuple[str | int, ...], int] | None = None
-
-    def _built(self) -> dict[tuple[str | int, ...], int]:
-        if self._index is None:
-            small = self._text is not None and len(self._text) < 8 * 1024 * 1024
-            self._index = _line_index(self._text) if small and self._text else {}
-        return self._index
-
-    def __getitem__(self, key: tuple[str | int, ...]) -> int:
-        return self._built()[key]
-
-    def __iter__(self) -> Iterator[tuple[str | int, ...]]:
-        return iter(self._built())
-
-    def __len__(self) -> int:
-        return len(self._built())
-
-
-def _line_of(lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if (line := lines.get(loc[:end])) is not None:
-            return line
-    return None
-
-
 def _describe(loc: tuple[str | int, ...], msg: str, lines: Mapping[tuple[str | int, ...], int]) -> str:
-    line = _line_of(lines, loc)
+    line = line_of(lines, loc)
     prefix = f"line {line}: " if line else ""
     return f"{prefix}{_loc(loc)}: {msg}"
 
@@ -423,7 +369,7 @@ def validate(
     ``text`` is the spec's source text, used only to give line numbers when something is wrong.
     Raises SpecError listing every problem found.
     """
-    lines = _LazyLines(text)
+    lines = LazyLines(text)
     if isinstance(data, list):
         data = {"items": data}
     if not isinstance(data, dict):
