@@ -23,6 +23,7 @@ from controller.logs import Tail, TailTarget, fetch_tails
 from controller.outcomes import Outcomes
 from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
+from controller.redact import Redactor
 from controller.report import (
     BatchStatus,
     ItemResult,
@@ -73,19 +74,6 @@ class LaunchState:
     @property
     def active(self) -> bool:
         return self.execution is not None and not self.execution.done
-
-
-@dataclass
-class Redactor:
-    """Replaces sensitive literal values in any text that leaves the controller."""
-
-    secrets: frozenset[str] = frozenset()
-
-    def __call__(self, text: str) -> str:
-        for value in self.secrets:
-            if value and value in text:
-                text = text.replace(value, "***")
-        return text
 
 
 @dataclass
@@ -586,4 +574,4 @@ def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: f
 
 _ITEM_STATE_OF = {ExecutionOutcome.SUCCEEDED: ItemState.SUCCEEDED, ExecutionOutcome.CANCELLED: ItemState.CANCELLED}
 
-__all__ = ["BatchConflict", "BatchOwned", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy", "Redactor"]
+__all__ = ["BatchConflict", "BatchOwned", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy"]

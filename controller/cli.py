@@ -10,20 +10,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
+import stat
 import sys
+import tempfile
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rich.console import Console
+
 from controller.catalog import Catalog, CatalogError
+from controller.options import OptionError, RunOptions, add_arguments, flow_fields
 from controller.ownership import BatchConflict
-from controller.plan import Mode, PlanError, plan
-from controller.spec import SpecError, load_batch
+from controller.plan import Launch, Mode, Plan, PlanError, plan
+from controller.progress import Progress, log_to_console
+from controller.report import Report
+from controller.spec import Batch, SpecError, load_batch
 from controller.store import StoreError
+from controller.summary import plural, print_summary
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOCAL_PROJECT = "local-project"
+# Under this much free space a folder cannot take a report: a batch's report.json alone may be megabytes.
+MIN_FREE_BYTES = 16 * 1024**2
+
+
+class InputError(Exception):
+    """Input the user can fix, found before anything started; exit 2 with this message."""
+
 
 SPEC_HELP = """\
 batch spec (YAML or JSON):
@@ -43,126 +61,67 @@ batch spec (YAML or JSON):
       command: ["python", "-c", "print('hi')"]
       env:
         TOKEN: {secret: projects/p/secrets/token}   # Secret Manager: never passes through fanout
-        API_KEY: {value: "s3cr3t"}                   # a literal, redacted in every report and log
+        API_KEY: {value: "s3cr3t-k3y"}               # a literal (8+ characters), redacted everywhere
 
 Per item: job | image+command, args, env, task_count, timeout, retries (one-off runs), cpu, memory
 (one-off runs), key, label. Unknown fields are errors; every problem is reported at once.
 """
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
+def _wrap(text: str) -> str:
+    """Prose for a help screen, wrapped to the terminal (argparse leaves raw descriptions as they are)."""
+    width = min(shutil.get_terminal_size().columns, 100) - 2
+    return "\n\n".join(
+        textwrap.fill(" ".join(part.split()), width, break_on_hyphens=False) for part in text.split("\n\n")
+    )
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Option help wrapped at spaces only: "us-central1" and "gs://BUCKET/PREFIX" stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
+def _command(sub: Any, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=_wrap(description),
+        epilog=SPEC_HELP,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("batch", help="batch spec file (YAML or JSON); see the format below")
-    parser.add_argument(
-        "--catalog",
-        default=_env("FANOUT_CATALOG"),
-        help="job catalog: a jobs/ folder or `terraform output -json` saved to a file "
-        "(default: the bundled example jobs; env FANOUT_CATALOG)",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=[m.value for m in Mode],
-        default=_env("FANOUT_MODE", "auto"),
-        help="auto: pack items of packable jobs into shared executions; packed: insist; per-item: one "
-        "execution per item (env FANOUT_MODE; default auto)",
-    )
-    parser.add_argument("--batch-id", default=None, help="batch id (overrides the spec's); reuse to resume")
+    add_arguments(parser, name)  # type: ignore[arg-type]
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanout",
-        description="Fan out batches of containerized commands as Google Cloud Run job executions, watch "
-        "them, and write a report on every item (JSON + HTML) to GCS or a folder.",
+        description=_wrap(
+            "Fan out batches of containerized commands as Google Cloud Run job executions, watch them, and "
+            "write a report on every item (JSON + HTML) to GCS or a folder."
+        ),
         epilog="Quick start, no cloud needed: fanout run examples/hello.yaml\n"
         "  (with no --project, fanout starts its local Cloud Run emulator and writes to ./reports)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser(
+    _command(
+        sub,
         "run",
-        help="run a batch and write its report",
-        description="Run a batch on Cloud Run jobs, watch it to the end, and write <report-to>/<batch-id>/"
-        "report.json and report.html. Exit 0 if every item succeeded, 1 if any did not, 2 for invalid "
-        "input (nothing launched), 130 if interrupted (executions cancelled, report written).",
-        epilog=SPEC_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a batch and write its report",
+        "Run a batch on Cloud Run jobs, watch it to the end, and write <report-to>/<batch-id>/report.json and "
+        "report.html. Exit 0 if every item succeeded, 1 if any did not, 2 for invalid input (nothing "
+        "launched), 130 if interrupted (executions cancelled, report written).",
     )
-    _add_common(run)
-    run.add_argument(
-        "--project",
-        default=_env("FANOUT_PROJECT"),
-        help="Google Cloud project (env FANOUT_PROJECT). Without one, the local emulator is used",
-    )
-    run.add_argument(
-        "--region",
-        default=_env("FANOUT_REGION"),
-        help="region (env FANOUT_REGION; default: the catalog's, else us-central1)",
-    )
-    run.add_argument(
-        "--report-to",
-        default=_env("FANOUT_REPORT_TO"),
-        help="gs://BUCKET/PREFIX or a folder (env FANOUT_REPORT_TO; default: the Terraform catalog's report "
-        "bucket, else ./reports)",
-    )
-    run.add_argument(
-        "--report-block",
-        help="prefect-gcp GcsBucket block to write the report to (its bucket, folder and credentials)",
-    )
-    run.add_argument(
-        "--manifests-to",
-        default=_env("FANOUT_MANIFESTS_TO"),
-        help="where packed launches' manifests go (default: the Terraform catalog's manifest prefix, else "
-        "beside the report); the jobs' service account must be able to read there",
-    )
-    run.add_argument(
-        "--concurrency",
-        type=int,
-        default=int(_env("FANOUT_CONCURRENCY", "16") or 16),
-        help="launch requests in flight at once (env FANOUT_CONCURRENCY; default 16)",
-    )
-    run.add_argument("--deadline", help="cancel the batch after this long, e.g. 2h or 45m")
-    run.add_argument(
-        "--logs",
-        choices=["failed", "all", "none"],
-        default="failed",
-        help="which items get log tails in the report (default: failed)",
-    )
-    run.add_argument("--credentials-block", help="prefect-gcp GcpCredentials block name (default: ADC)")
-    run.add_argument(
-        "--emulator",
-        default=_env("FANOUT_EMULATOR_HOST"),
-        help="URL of a running `fanout emulator` to use instead of Google (env FANOUT_EMULATOR_HOST)",
-    )
-    run.add_argument(
-        "--poll-interval",
-        type=float,
-        default=2.0,
-        help="seconds between polls while executions change; slows to 30 s while nothing does (default 2)",
-    )
-    run.add_argument(
-        "--rate",
-        action="append",
-        default=[],
-        metavar="KIND=N",
-        help="API calls per minute for KIND in run, write, read, logs ('none' for unlimited); defaults "
-        "follow Cloud Run's and Logging's default quotas (run=180 write=180 read=1000 logs=60)",
-    )
-    run.add_argument("--quiet", action="store_true", help="no live progress")
-
-    plan_cmd = sub.add_parser(
+    _command(
+        sub,
         "plan",
-        help="show what a batch would launch (no API calls)",
-        description="Validate a batch and print the executions it would start, with no API call.",
-        epilog=SPEC_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "show what a batch would launch (no API calls)",
+        "Validate a batch and print the executions it would start, with no API call.",
     )
-    _add_common(plan_cmd)
-    plan_cmd.add_argument("--json", action="store_true", help="print the launches and their overrides as JSON")
 
     emulator = sub.add_parser(
         "emulator",
@@ -175,8 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
     show = report_sub.add_parser("show", help="print a saved report's summary (local path or gs:// URL)")
     show.add_argument("url", help="report.json, its folder, or gs://BUCKET/PREFIX/BATCH/report.json")
-    show.add_argument("--failed", type=int, default=20, help="how many failed items to list (default 20)")
+    show.add_argument("--failed", type=_count, default=20, help="how many failed items to list (default 20)")
     return parser
+
+
+def _count(text: str) -> int:
+    """A count given on the command line: a short whole number, 0 or more."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise argparse.ArgumentTypeError(f"expected a whole number of at most 9 digits, got {shown!r}")
+    return int(text)
 
 
 def _error(message: str) -> int:
@@ -184,191 +151,228 @@ def _error(message: str) -> int:
     return EXIT_INVALID
 
 
-def _load(args: argparse.Namespace) -> tuple[Catalog, Any, Any]:
-    catalog = Catalog.load(args.catalog)
-    batch = load_batch(args.batch, catalog, batch_id=args.batch_id)
-    return catalog, batch, plan(batch, catalog, mode=Mode(args.mode), manifest_root="<report-to>/manifests")
+def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
+    """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
+    try:
+        catalog = Catalog.load(options.catalog)
+    except OSError as exc:  # a name the file system refuses (too long, a loop); a missing one is a CatalogError
+        raise InputError(f"catalog {options.catalog!r:.60}: {exc.strerror or exc}") from None
+    batch = load_batch(source, catalog, batch_id=options.batch_id)
+    return catalog, batch, plan(batch, catalog, mode=Mode(options.mode), manifest_root="<report-to>/manifests")
+
+
+def _plan_json(batch: Batch, the_plan: Plan) -> dict[str, Any]:
+    from controller.cloudrun import overrides_summary
+
+    return {
+        "batch_id": batch.batch_id,
+        "items": len(batch.items),
+        "mode": str(the_plan.mode),
+        "one_off_jobs": [job.name for job in the_plan.one_off_jobs],
+        "launches": [
+            {
+                "index": launch.index,
+                "job": launch.job,
+                "packed": launch.packed,
+                "items": [item.key for item in launch.items],
+                "overrides": overrides_summary(launch),
+            }
+            for launch in the_plan.launches
+        ],
+    }
+
+
+def _launch_line(launch: Launch) -> str:
+    what = f"{plural(len(launch.items), 'item')} as tasks" if launch.packed else f"item {launch.items[0].key}"
+    timeout = f", timeout {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
+    args_text = "" if launch.packed or launch.args is None else f", args {list(launch.args)}"
+    return f"  [{launch.index}] {launch.job}: {what}, {plural(launch.task_count, 'task')}{timeout}{args_text}"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from controller.cloudrun import overrides_summary
-
-    _catalog, batch, the_plan = _load(args)
-    if args.json:
-        out = {
-            "batch_id": batch.batch_id,
-            "items": len(batch.items),
-            "mode": str(the_plan.mode),
-            "one_off_jobs": [job.name for job in the_plan.one_off_jobs],
-            "launches": [
-                {
-                    "index": launch.index,
-                    "job": launch.job,
-                    "packed": launch.packed,
-                    "items": [item.key for item in launch.items],
-                    "overrides": overrides_summary(launch),
-                }
-                for launch in the_plan.launches
-            ],
-        }
-        json.dump(out, sys.stdout, indent=1)
+    options = RunOptions.from_cli(args)
+    _catalog, batch, the_plan = _load(options, args.batch)
+    if options.as_json:
+        json.dump(_plan_json(batch, the_plan), sys.stdout, indent=1)
         print()
         return EXIT_OK
-    packed = [launch for launch in the_plan.launches if launch.packed]
+    packed = sum(1 for launch in the_plan.launches if launch.packed)
     print(
-        f"batch {batch.batch_id}: {len(batch.items)} item(s) -> {len(the_plan.launches)} execution(s) "
-        f"({len(packed)} packed, {len(the_plan.launches) - len(packed)} per item), mode {the_plan.mode}"
+        f"batch {batch.batch_id}: {plural(len(batch.items), 'item')} -> "
+        f"{plural(len(the_plan.launches), 'execution')} ({packed:,} packed, "
+        f"{len(the_plan.launches) - packed:,} per item), mode {the_plan.mode}"
     )
     for job in the_plan.one_off_jobs:
         print(f"  creates one-off job {job.name} ({job.image}: {' '.join(job.command)})")
     shown = the_plan.launches[:20]
     for launch in shown:
-        what = f"{len(launch.items)} items as tasks" if launch.packed else f"item {launch.items[0].key}"
-        timeout = f", timeout {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
-        args_text = "" if launch.packed or launch.args is None else f", args {list(launch.args)}"
-        print(f"  [{launch.index}] {launch.job}: {what}, {launch.task_count} task(s){timeout}{args_text}")
+        print(_launch_line(launch))
     if len(the_plan.launches) > len(shown):
-        print(f"  ... and {len(the_plan.launches) - len(shown)} more (use --json for all)")
+        print(f"  ... and {len(the_plan.launches) - len(shown):,} more (use --json for all)")
     print("nothing was launched (dry run)")
     return EXIT_OK
-
-
-def _parse_rates(specs: list[str]) -> dict[str, int | None] | None:
-    """``["run=60", "logs=none"]`` -> ``{"run": 60, "logs": None}`` (other kinds keep their defaults)."""
-    from dataclasses import asdict
-
-    from controller.quota import Rates
-
-    if not specs:
-        return None
-    rates: dict[str, int | None] = asdict(Rates())
-    for spec in specs:
-        kind, _, value = spec.partition("=")
-        if kind not in rates:
-            raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(rates)}")
-        if value.lower() in {"none", "unlimited"}:
-            rates[kind] = None
-        elif value.isdigit() and int(value) > 0:
-            rates[kind] = int(value)
-        else:
-            raise ValueError(f"{spec!r}: give a positive number of calls per minute, or 'none'")
-    return rates
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _check_report_to(options: RunOptions, catalog: Catalog, *, embedded: bool) -> None:
+    """Refuse a report location that cannot work, before anything starts."""
+    if options.report_block:
+        return
+    destination = options.report_to or catalog.report_to or "reports"
+    if destination.startswith("gs://"):
+        if embedded and not os.environ.get("STORAGE_EMULATOR_HOST"):
+            raise InputError(
+                f"--report-to {destination}: the local emulator has no Cloud Storage; set STORAGE_EMULATOR_HOST "
+                "to a fake-gcs-server, pass --project to use a real project, or give a folder"
+            )
+        return
+    problem = writable_folder_problem(Path(destination))
+    if problem:
+        raise InputError(f"--report-to {destination}: {problem}")
+
+
+def writable_folder_problem(folder: Path) -> str | None:
+    """Why reports cannot be written under ``folder`` (not a folder, read-only, full), or None."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:  # a probe rather than os.access: it also sees read-only file systems, whoever runs it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"{existing} is not writable ({exc.strerror or exc})"
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        return f"the disk of {existing} is full ({free:,} bytes free)"
+    return None
+
+
+def _target(options: RunOptions, catalog: Catalog) -> tuple[str, Any]:
+    """The project to run in, and the embedded emulator to start when there is neither project nor emulator."""
+    project = options.project or catalog.project
+    if options.emulator:
+        os.environ["FANOUT_EMULATOR_HOST"] = options.emulator
+        return project or LOCAL_PROJECT, None
+    if project:
+        return project, None
+    from controller.emulator import Emulator
+
+    return LOCAL_PROJECT, Emulator(catalog=catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    catalog, batch, _ = _load(args)  # validate before anything starts: invalid input launches nothing
-    if args.concurrency < 1:
-        return _error("--concurrency must be at least 1")
-
-    from controller.durations import parse_duration
-
-    if args.deadline:
-        try:
-            parse_duration(args.deadline)
-        except ValueError as exc:
-            return _error(f"--deadline: {exc}")
-
-    try:
-        rates = _parse_rates(args.rate)
-    except ValueError as exc:
-        return _error(f"--rate: {exc}")
-    if args.poll_interval <= 0:
-        return _error("--poll-interval must be positive")
-
-    emulator = None
-    project = args.project or catalog.project
-    if args.emulator:
-        os.environ["FANOUT_EMULATOR_HOST"] = args.emulator
-        project = project or LOCAL_PROJECT
-    elif not project:
-        from controller.emulator import Emulator
-
-        emulator = Emulator(catalog=catalog, project=LOCAL_PROJECT, region=args.region or "us-central1")
+    options = RunOptions.from_cli(args)
+    catalog, batch, _ = _load(options, args.batch)  # validate before anything starts: invalid input launches nothing
+    project, emulator = _target(options, catalog)
+    _check_report_to(options, catalog, embedded=emulator is not None)
+    console = Console(stderr=True)
+    if emulator is not None:
         emulator.start()
         os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
-        project = LOCAL_PROJECT
-        print(f"fanout: no --project: running on the local emulator at {emulator.url}", file=sys.stderr)
+        if not options.quiet:
+            console.print(f"fanout: no --project: running on the local emulator at {emulator.url}", highlight=False)
+    from controller.flow import fan_out
 
-    from prefect.task_runners import ThreadPoolTaskRunner
-    from rich.console import Console
-
-    from controller.flow import MAX_LAUNCH_THREADS, fan_out, progress_sink, report_sink
-    from controller.progress import Progress
-    from controller.summary import print_summary
-
-    captured: dict[str, Any] = {}
-    progress = None if args.quiet else Progress(len(batch.items))
-    if progress is not None:
-        progress_sink.set(progress.update)
-    report_sink.set(lambda report, url: captured.update(report=report, url=url))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    interrupted = False
+    log_to_console(console, quiet=options.quiet)
     try:
-        flow = fan_out.with_options(
-            task_runner=ThreadPoolTaskRunner(max_workers=min(MAX_LAUNCH_THREADS, args.concurrency))  # type: ignore[arg-type]
-        )
-        flow(
-            batch=args.batch,
-            project=project,
-            region=args.region,
-            report_to=args.report_to,
-            report_block=args.report_block,
-            manifests_to=args.manifests_to,
-            concurrency=args.concurrency,
-            mode=args.mode,
-            batch_id=batch.batch_id,
-            catalog=args.catalog,
-            deadline=args.deadline,
-            logs_for=args.logs,
-            gcp_credentials_block=args.credentials_block,
-            poll_interval=args.poll_interval,
-            rates=rates,
-        )
-    except KeyboardInterrupt:
-        interrupted = True
+        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, args.batch)
     finally:
-        if progress is not None:
-            progress.close()
         if emulator is not None:
             emulator.stop()
-    report = captured.get("report")
     if report is None:
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(report, Console(stderr=False))
-    print(f"report: {captured['url']}")
+    print(f"report: {url}")
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
 
 
+def _run_flow(
+    fan_out: Any, options: RunOptions, batch: Batch, catalog: Catalog, project: str, console: Console, source: str
+) -> tuple[Report | None, str | None, bool]:
+    """Run the flow in this process with live progress; returns the report, where it went, and whether the
+    run was interrupted."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from controller.flow import MAX_LAUNCH_THREADS, prepared_batch, prepared_catalog, progress_sink, report_sink
+
+    captured: dict[str, Any] = {}
+    progress = None if options.quiet else Progress(len(batch.items), console=console)
+    # What the flow picks up from this context, for this run only: a caller that runs more than one batch in
+    # a process (a test, a notebook) must not hand one run's batch to the next.
+    tokens = [
+        (progress_sink, progress_sink.set(progress.update if progress is not None else None)),
+        (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
+        (prepared_batch, prepared_batch.set(batch)),
+        (prepared_catalog, prepared_catalog.set(catalog)),
+    ]
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    parameters = {name: getattr(options, name) for name in flow_fields()}
+    interrupted = False
+    try:
+        flow = fan_out.with_options(
+            task_runner=ThreadPoolTaskRunner(max_workers=min(MAX_LAUNCH_THREADS, options.concurrency))
+        )
+        flow(batch=source, **{**parameters, "project": project, "batch_id": batch.batch_id})
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if progress is not None:
+            progress.close()
+        for var, token in tokens:
+            var.reset(token)  # type: ignore[attr-defined]
+    return captured.get("report"), captured.get("url"), interrupted
+
+
+MAX_REPORT_BYTES = 2 * 1024**3
+
+
+def _read_local_report(path: Path) -> bytes:
+    """A report file's bytes; a folder means its report.json. Only regular files: /dev/zero or a FIFO would
+    be read for ever."""
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path} is not a regular file; give report.json or its folder")
+        if info.st_size > MAX_REPORT_BYTES:
+            raise InputError(f"{path} is {info.st_size:,} bytes; a fanout report is at most {MAX_REPORT_BYTES:,}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def cmd_report_show(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
-    from rich.console import Console
 
     from controller.report import Report
-    from controller.store import read_url
-    from controller.summary import print_summary
 
-    storage = None
     if args.url.startswith("gs://"):
         from controller.clients import Clients, Endpoints
+        from controller.store import read_url
 
-        storage = Clients(project=_env("FANOUT_PROJECT", "-") or "-", endpoints=Endpoints.from_env()).storage
-    url = (
-        args.url
-        if not args.url.startswith("gs://") or args.url.endswith(".json")
-        else args.url.rstrip("/") + "/report.json"
-    )
-    data = read_url(url, storage)
+        url = args.url if args.url.endswith(".json") else args.url.rstrip("/") + "/report.json"
+        storage = Clients(project=os.environ.get("FANOUT_PROJECT") or "-", endpoints=Endpoints.from_env()).storage
+        data = read_url(url, storage)
+    else:
+        url = args.url
+        data = _read_local_report(Path(args.url).expanduser())
     try:
         report = Report.from_json(data)
     except ValidationError as exc:
-        return _error(f"{url} is not a fanout report: {exc.errors()[0]['msg']}")
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        return _error(f"{url} is not a fanout report: {where + ': ' if where else ''}{error['msg']}")
     print_summary(report, Console(), max_failed=args.failed)
     return EXIT_OK
 
@@ -379,15 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.emulator.__main__ import main as emulator_main
 
         return emulator_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return EXIT_OK
+    args = parser.parse_args(argv)
     try:
         if args.command == "plan":
             return cmd_plan(args)
         if args.command == "run":
             return cmd_run(args)
         return cmd_report_show(args)
-    except (SpecError, PlanError, CatalogError, StoreError, BatchConflict) as exc:
-        print(f"fanout: {exc}", file=sys.stderr)
+    except (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError) as exc:
+        for line in str(exc).splitlines():
+            print(f"fanout: {line}" if line[:1] != " " else line, file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("fanout: interrupted", file=sys.stderr)

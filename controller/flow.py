@@ -8,6 +8,7 @@ still leaves a complete report.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,22 +28,27 @@ from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
-from controller.durations import parse_duration  # noqa: E402
+from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import ENDED, Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
 from controller.store import Store, open_bucket_block, open_store  # noqa: E402
+from controller.summary import plural  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = RunOptions.model_fields["concurrency"].default
 MAX_LAUNCH_THREADS = 64
 
 # The CLI shows live progress; the flow reports counts to whatever sink is set for the current context.
 progress_sink: contextvars.ContextVar[Callable[[Mapping[str, int]], None] | None] = contextvars.ContextVar(
     "progress_sink", default=None
 )
+# A batch and catalog the caller (the CLI) already loaded and validated in this process, so a run reads and
+# checks its spec once.
+prepared_batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("prepared_batch", default=None)
+prepared_catalog: contextvars.ContextVar[Catalog | None] = contextvars.ContextVar("prepared_catalog", default=None)
 # And hands the report back to an in-process caller without a round trip through storage (``execute`` calls it
 # as soon as the report is stored, also when the batch was interrupted).
 report_sink: contextvars.ContextVar[Callable[[Report, str], None] | None] = contextvars.ContextVar(
@@ -52,7 +58,7 @@ report_sink: contextvars.ContextVar[Callable[[Report, str], None] | None] = cont
 
 @dataclass(frozen=True)
 class Options:
-    """How to run a batch; every field has a CLI flag and a flow parameter."""
+    """How the runner runs a batch: a run's options (``RunOptions``) resolved against the catalog."""
 
     project: str
     region: str
@@ -66,6 +72,23 @@ class Options:
     poll: PollPolicy = field(default_factory=PollPolicy)
     service_account: str | None = None  # identity of the one-off jobs the controller creates
     log_resource: str | None = None  # where to read job logs: the project, or a log view
+
+    @classmethod
+    def resolve(cls, run: RunOptions, catalog: Catalog, *, project: str, report_to: str) -> Options:
+        """The runner's settings: a run's options with the catalog's defaults filled in."""
+        return cls(
+            project=project,
+            region=run.region or catalog.region or "us-central1",
+            report_to=report_to,
+            concurrency=run.concurrency,
+            mode=Mode(run.mode),
+            deadline_seconds=run.deadline_seconds,
+            logs_for=run.logs_for,
+            rates=run.budget(),
+            poll=PollPolicy(fastest=run.poll_interval, slowest=max(30.0, run.poll_interval)),
+            service_account=catalog.jobs_service_account,
+            log_resource=catalog.log_view,
+        )
 
 
 # Batches running in this process, by id. Tasks take the batch id (a plain, visible parameter in the UI)
@@ -148,7 +171,7 @@ def execute(
             runner.launch_all()
             runner.watch()
         if resumed and finished is None:
-            log.info("resumed batch %s: %d execution(s) were already running or done", batch.batch_id, adopted)
+            log.info("resumed batch %s: %s already running or done", batch.batch_id, plural(adopted, "execution"))
     except BaseException as exc:
         # Ctrl-C, SIGTERM, a Prefect cancellation or a crash: stop what runs, then report below.
         runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
@@ -243,126 +266,98 @@ def _finish(
     return report, url
 
 
-@flow(
-    name="fan-out",
-    description="Fan out a batch of containerized commands as Cloud Run job executions and report on each.",
-    # Threads for launch tasks; the batch's own --concurrency bounds how many call Cloud Run at once.
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_LAUNCH_THREADS),  # type: ignore[arg-type]
-    log_prints=False,
-)
-def fan_out(
-    batch: str | dict[str, Any],
-    project: str | None = None,
-    region: str | None = None,
-    report_to: str | None = None,
-    manifests_to: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    mode: str = "auto",
-    batch_id: str | None = None,
-    catalog: str | None = None,
-    deadline: str | None = None,
-    logs_for: str = "failed",
-    gcp_credentials_block: str | None = None,
-    report_block: str | None = None,
-    fail_on_item_failure: bool = False,
-    poll_interval: float = 2.0,
-    rates: dict[str, int | None] | None = None,
-) -> dict[str, Any]:
-    """Run a batch spec (a path, a gs:// URL, inline YAML/JSON, or a dict) on Cloud Run jobs.
-
-    Returns the report's summary and location. The argument descriptions below are what the Prefect UI
-    shows next to each parameter of a deployment.
-
-    Args:
-        batch: The batch spec: a file path (relative to the working directory), a gs:// URL, or the spec
-            itself as YAML/JSON text or an object.
-        project: Google Cloud project of the jobs; default: the catalog's (Terraform's job_catalog output).
-        region: Region of the jobs; default: the catalog's, else us-central1.
-        report_to: Where report.json and report.html go: gs://BUCKET/PREFIX or a local folder; default:
-            the Terraform module's report bucket and prefix when the catalog names them, else ./reports.
-            Ignored when report_block is set.
-        manifests_to: Where packed launches' manifests go (gs://BUCKET/PREFIX or a folder); default: the
-            Terraform module's manifest prefix when the catalog names it, else beside the report.
-        concurrency: Launch requests in flight at once.
-        mode: auto (pack items of packable jobs into shared executions), packed, or per-item.
-        batch_id: Batch id (overrides the spec's); reuse one to resume a batch.
-        catalog: Job catalog: a jobs/ folder or the saved `terraform output -json job_catalog`; default:
-            the bundled example jobs.
-        deadline: Cancel the batch after this long, e.g. 2h or 45m.
-        logs_for: Which items get log tails in the report: failed, all or none.
-        gcp_credentials_block: Name of a saved prefect-gcp GcpCredentials block; default: Application
-            Default Credentials (the service account the flow runs as).
-        report_block: Name of a saved prefect-gcp GcsBucket block to write the report to (its bucket and
-            folder, through its credentials) instead of report_to.
-        fail_on_item_failure: End the flow run Failed when any item did not succeed (after the report is
-            written).
-        poll_interval: The fastest poll, in seconds; polling slows down to 30 s while nothing changes.
-        rates: Calls-per-minute budget by kind (run, write, read, logs; null for unlimited).
-    """
-    logger = get_run_logger()
-    credentials = load_credentials(gcp_credentials_block)
-    job_catalog = Catalog.load(catalog)
-    project = project or job_catalog.project
-    if not project:
-        raise ValueError("no project: pass project=..., or a catalog from the Terraform module that names one")
-    clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
-    if report_block:
-        store: Store = open_bucket_block(report_block)
-        report_to = store.url("").rstrip("/")
+def _stores(options: RunOptions, catalog: Catalog, clients: Clients) -> tuple[Store, Store | None]:
+    """Where the report goes (a GcsBucket block, a gs:// prefix or a folder) and where manifests go."""
+    if options.report_block:
+        store: Store = open_bucket_block(options.report_block)
     else:
-        report_to = report_to or job_catalog.report_to or "reports"
+        report_to = options.report_to or catalog.report_to or "reports"
         store = open_store(report_to, clients.storage if report_to.startswith("gs://") else None)
-    manifests_to = manifests_to or job_catalog.manifests_to
-    manifest_store = None
-    if manifests_to:
-        manifest_store = open_store(manifests_to, clients.storage if manifests_to.startswith("gs://") else None)
-    spec_source: Any = batch
-    if isinstance(batch, str) and batch.startswith("gs://"):
+    manifests_to = options.manifests_to or catalog.manifests_to
+    if not manifests_to:
+        return store, None
+    return store, open_store(manifests_to, clients.storage if manifests_to.startswith("gs://") else None)
+
+
+def _load_batch(source: str | dict[str, Any], options: RunOptions, catalog: Catalog, clients: Clients) -> Batch:
+    """The validated batch: the one the CLI already validated in this process, else read and validated here."""
+    if (ready := prepared_batch.get()) is not None:
+        return ready
+    spec_source: Any = source
+    if isinstance(source, str) and source.startswith("gs://"):
         from controller.store import read_url
 
-        spec_source = read_url(batch, clients.storage).decode("utf-8")
-    the_batch = load_batch(spec_source, job_catalog, batch_id=batch_id)
-    options = Options(
-        project=project,
-        region=region or job_catalog.region or "us-central1",
-        report_to=report_to,
-        concurrency=concurrency,
-        mode=Mode(mode),
-        deadline_seconds=parse_duration(deadline) if deadline else None,
-        logs_for=logs_for,
-        rates=Rates(**rates) if rates else Rates(),
-        poll=PollPolicy(fastest=poll_interval, slowest=max(30.0, poll_interval)),
-        service_account=job_catalog.jobs_service_account,
-        log_resource=job_catalog.log_view,
-    )
-    flow_run_id = current_flow_run.id
-    logger.info("batch %s: %d item(s) -> %s", the_batch.batch_id, len(the_batch.items), store.url(the_batch.batch_id))
-    report, url = execute(
-        the_batch,
-        job_catalog,
-        options,
-        clients=clients,
-        store=store,
-        manifest_store=manifest_store,
-        flow_run_id=flow_run_id,
-    )
+        spec_source = read_url(source, clients.storage).decode("utf-8")
+    return load_batch(spec_source, catalog, batch_id=options.batch_id)
 
-    from controller.artifacts import publish_artifacts
 
-    publish_artifacts(report, report_url=url)
-    summary = {
+def _summary(report: Report, url: str) -> dict[str, Any]:
+    return {
         "batch_id": report.batch_id,
         "status": str(report.status),
         "report": url,
         "total": report.summary.total,
         **{str(state): count for state, count in report.summary.by_state.items()},
     }
+
+
+def _fan_out(batch: str | dict[str, Any], **parameters: Any) -> dict[str, Any]:
+    options = RunOptions.from_parameters(parameters)
+    logger = get_run_logger()
+    job_catalog = prepared_catalog.get() or Catalog.load(options.catalog)
+    project = options.project or job_catalog.project
+    if not project:
+        raise ValueError("no project: pass project=..., or a catalog from the Terraform module that names one")
+    credentials = load_credentials(options.gcp_credentials_block)
+    clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
+    store, manifest_store = _stores(options, job_catalog, clients)
+    the_batch = _load_batch(batch, options, job_catalog, clients)
+    runtime = Options.resolve(options, job_catalog, project=project, report_to=store.url("").rstrip("/"))
+    logger.info(
+        "batch %s: %s -> %s", the_batch.batch_id, plural(len(the_batch.items), "item"), store.url(the_batch.batch_id)
+    )
+    report, url = execute(
+        the_batch,
+        job_catalog,
+        runtime,
+        clients=clients,
+        store=store,
+        manifest_store=manifest_store,
+        flow_run_id=current_flow_run.id,
+    )
+
+    from controller.artifacts import publish_artifacts
+
+    publish_artifacts(report, report_url=url)
     logger.info("batch %s %s: %s", report.batch_id, report.status, url)
-    if fail_on_item_failure and report.summary.not_succeeded:
+    if options.fail_on_item_failure and report.summary.not_succeeded:
         raise RuntimeError(
-            f"{report.summary.not_succeeded} of {report.summary.total} item(s) did not succeed; report: {url}"
+            f"{report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} did not succeed; report: {url}"
         )
-    return summary
+    return _summary(report, url)
+
+
+# The flow's parameters are the batch and every flow option of RunOptions, with their defaults and the
+# descriptions the Prefect UI shows: Prefect reads both from the function's signature and docstring.
+_fan_out.__signature__ = flow_signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("batch", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str | dict[str, Any])],
+    dict[str, Any],
+)
+_fan_out.__doc__ = flow_docstring(
+    "Run a batch spec (a path, a gs:// URL, inline YAML/JSON, or a dict) on Cloud Run jobs.\n\n"
+    "Returns the report's summary and location.",
+    {
+        "batch": "The batch spec: a file path (relative to the working directory), a gs:// URL, or the spec "
+        "itself as YAML/JSON text or an object."
+    },
+)
+fan_out: Flow[..., dict[str, Any]] = flow(
+    name="fan-out",
+    description="Fan out a batch of containerized commands as Cloud Run job executions and report on each.",
+    # Threads for launch tasks; the batch's own concurrency option bounds how many call Cloud Run at once.
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_LAUNCH_THREADS),  # type: ignore[arg-type]
+    log_prints=False,
+)(_fan_out)
 
 
 def with_result_block(block_name: str) -> Flow[..., dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 from google.cloud.logging import DESCENDING
 
 from controller.quota import Limiter
+from controller.redact import payload_text
 from controller.retry import is_retryable
 
 log = logging.getLogger(__name__)
@@ -104,15 +105,6 @@ def build_filters(project: str, targets: Iterable[TailTarget], since: datetime |
     return filters
 
 
-def _text(entry: Any) -> str:
-    payload = entry.payload
-    if isinstance(payload, str):
-        return payload
-    if isinstance(payload, dict):
-        return str(payload.get("message", payload))
-    return "" if payload is None else str(payload)
-
-
 def fetch_tails(
     client: Any,
     project: str,
@@ -180,7 +172,7 @@ def fetch_tails(
                 if key not in open_targets:
                     continue
                 tail = tails[key]
-                line = redact(_text(entry))
+                line = redact(payload_text(entry.payload))
                 if len(tail.lines) >= max_lines or tail.bytes + len(line) > max_bytes:
                     tail.truncated = True
                     open_targets.discard(key)

@@ -117,17 +117,20 @@ class Outcomes:
 
     def _reason(self, worst: TaskResult, tasks: list[TaskStatus], launch: Launch, unfinished: str | None) -> str:
         message = next((t.message for t in tasks if t.index == worst.index and t.message), None)
+        # A packed item is one task of a shared execution: its index there is internal, not the item's.
+        task = "it" if launch.packed else f"task {worst.index}"
         unseen = next((t for t in tasks if t.index == worst.index and t.state is None), None)
         if unseen is not None and unfinished:
-            return f"task {worst.index}: {unfinished}"
+            return f"{task}: {unfinished}"
         if worst.state is ItemState.TIMED_OUT:
             limit = f" of {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
-            return f"task {worst.index} ran past its timeout{limit}" + (f": {message}" if message else "")
+            return f"{task} ran past its timeout{limit}" + (f": {message}" if message else "")
         if worst.state is ItemState.CANCELLED:
             return "cancelled" + (f": {message}" if message else "")
         if worst.exit_code is not None:
-            return f"task {worst.index} exited with code {worst.exit_code} after {worst.attempts} attempt(s)"
-        return message or f"task {worst.index} did not finish"
+            attempts = f"{worst.attempts} attempt{'' if worst.attempts == 1 else 's'}"
+            return f"{task} exited with code {worst.exit_code} after {attempts}"
+        return message or f"{task} did not finish"
 
     def launch_results(self, states: Iterable[LaunchState]) -> list[LaunchResult]:
         out = []

@@ -141,16 +141,8 @@ def _packable(item: Item, job: JobDefinition | None) -> str | None:
     return None
 
 
-def plan(
-    batch: Batch,
-    catalog: Catalog,
-    *,
-    mode: Mode = Mode.AUTO,
-    manifest_root: str = "",
-    max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
-) -> Plan:
-    """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
-    (``gs://bucket/prefix/<batch>/manifests`` or a local folder)."""
+def _jobs_of(batch: Batch) -> tuple[dict[str, OneOffJob], list[str]]:
+    """The one-off jobs the batch needs, and the job each item runs on, by item index."""
     one_offs: dict[str, OneOffJob] = {}
     job_of_item: list[str] = []
     for item in batch.items:
@@ -160,8 +152,15 @@ def plan(
             job_of_item.append(one_off.name)
         else:
             job_of_item.append(item.job)
+    return one_offs, job_of_item
 
-    groups: dict[tuple[str, float | None], list[Item]] = {}
+
+_Groups = dict[tuple[str, float | None], list[Item]]
+
+
+def _grouped(batch: Batch, catalog: Catalog, job_of_item: list[str], mode: Mode) -> tuple[_Groups, list[Item]]:
+    """Items to pack, by job and timeout, and items that run one per execution."""
+    groups: _Groups = {}
     single: list[Item] = []
     problems: list[str] = []
     for item, job_name in zip(batch.items, job_of_item, strict=True):
@@ -175,65 +174,87 @@ def plan(
             groups.setdefault((job_name, item.timeout_seconds), []).append(item)
     if problems:
         raise PlanError(problems)
-    if mode is Mode.AUTO:
+    if mode is Mode.AUTO:  # packing one item alone gains nothing
         for group_key, items in list(groups.items()):
             if len(items) < 2:
                 single.extend(items)
                 del groups[group_key]
+    return groups, single
 
-    launches: list[Launch] = []
+
+def _packed_launch(
+    batch: Batch, catalog: Catalog, index: int, job_name: str, unit: list[Item], manifest_root: str
+) -> Launch:
+    key = launch_key(batch.batch_id, index)
+    manifest = f"{manifest_root.rstrip('/')}/{index:05d}"
+    job = catalog.jobs[job_name]
+    # Resolve default args into the manifest so the job's own args never mix with an item's.
+    packed = tuple(i if i.args is not None else replace(i, args=tuple(job.args)) for i in unit)
+    return Launch(
+        index=index,
+        key=key,
+        job=job_name,
+        packed=True,
+        items=packed,
+        args=(),
+        clear_args=True,
+        env=(
+            (ENV_LAUNCH_KEY, key),
+            (ENV_BATCH_ID, batch.batch_id),
+            (ENV_MANIFEST, manifest),
+            (ENV_MANIFEST_CHUNK, str(MANIFEST_CHUNK)),
+        ),
+        secret_env=(),
+        sensitive_env=(),
+        task_count=len(packed),
+        timeout_seconds=packed[0].timeout_seconds,
+        manifest=manifest,
+    )
+
+
+def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, item: Item) -> Launch:
+    key = launch_key(batch.batch_id, index)
+    args = one_off_args(item) if item.job is None else item.args
+    return Launch(
+        index=index,
+        key=key,
+        job=job_name,
+        packed=False,
+        items=(item,),
+        args=args,
+        clear_args=args == (),
+        env=((ENV_LAUNCH_KEY, key), (ENV_BATCH_ID, batch.batch_id), *item.env),
+        secret_env=item.secret_env,
+        sensitive_env=item.sensitive_env,
+        task_count=item.task_count or (catalog.jobs[job_name].task_count if job_name in catalog.jobs else 1),
+        timeout_seconds=item.timeout_seconds,
+        manifest=None,
+    )
+
+
+def plan(
+    batch: Batch,
+    catalog: Catalog,
+    *,
+    mode: Mode = Mode.AUTO,
+    manifest_root: str = "",
+    max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
+) -> Plan:
+    """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
+    (``gs://bucket/prefix/<batch>/manifests`` or a local folder)."""
+    one_offs, job_of_item = _jobs_of(batch)
+    groups, single = _grouped(batch, catalog, job_of_item, mode)
     # Launch order follows the spec: a group starts where its first item stands.
-    units: list[tuple[int, str, list[Item] | Item]] = [(item.index, "single", item) for item in single]
+    units: list[tuple[int, str, list[Item] | Item]] = [(item.index, job_of_item[item.index], item) for item in single]
     for (job_name, _timeout), items in groups.items():
         for start in range(0, len(items), max_tasks_per_execution):
             chunk = items[start : start + max_tasks_per_execution]
             units.append((chunk[0].index, job_name, chunk))
     units.sort(key=lambda unit: unit[0])
-
-    for index, (_, job_name, unit) in enumerate(units):
-        key = launch_key(batch.batch_id, index)
-        base_env = ((ENV_LAUNCH_KEY, key), (ENV_BATCH_ID, batch.batch_id))
-        if isinstance(unit, list):
-            manifest = f"{manifest_root.rstrip('/')}/{index:05d}"
-            job = catalog.jobs[job_name]
-            # Resolve default args into the manifest so the job's own args never mix with an item's.
-            packed = tuple(i if i.args is not None else replace(i, args=tuple(job.args)) for i in unit)
-            launches.append(
-                Launch(
-                    index=index,
-                    key=key,
-                    job=job_name,
-                    packed=True,
-                    items=packed,
-                    args=(),
-                    clear_args=True,
-                    env=(*base_env, (ENV_MANIFEST, manifest), (ENV_MANIFEST_CHUNK, str(MANIFEST_CHUNK))),
-                    secret_env=(),
-                    sensitive_env=(),
-                    task_count=len(packed),
-                    timeout_seconds=packed[0].timeout_seconds,
-                    manifest=manifest,
-                )
-            )
-        else:
-            item = unit
-            name = job_of_item[item.index]
-            args = one_off_args(item) if item.job is None else item.args
-            launches.append(
-                Launch(
-                    index=index,
-                    key=key,
-                    job=name,
-                    packed=False,
-                    items=(item,),
-                    args=args,
-                    clear_args=args == (),
-                    env=(*base_env, *item.env),
-                    secret_env=item.secret_env,
-                    sensitive_env=item.sensitive_env,
-                    task_count=item.task_count or (catalog.jobs[name].task_count if name in catalog.jobs else 1),
-                    timeout_seconds=item.timeout_seconds,
-                    manifest=None,
-                )
-            )
+    launches = [
+        _packed_launch(batch, catalog, index, job_name, unit, manifest_root)
+        if isinstance(unit, list)
+        else _single_launch(batch, catalog, index, job_name, unit)
+        for index, (_, job_name, unit) in enumerate(units)
+    ]
     return Plan(batch=batch, mode=mode, launches=tuple(launches), one_off_jobs=tuple(one_offs.values()))

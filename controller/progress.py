@@ -3,10 +3,14 @@
 On a terminal it is a rich live bar with counts by state, rate and time left; anywhere else (CI logs, files)
 it is one plain line every ``interval`` seconds and one at the end, so logs stay readable and short. Time
 comes from an injected clock: tests drive it, nothing here sleeps.
+
+Log records (Prefect's and ours) go through the same rich console as the bar (``console_logging``): rich
+prints them above the live display, so a log line never lands inside the bar or leaves a stale copy of it.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import deque
@@ -16,6 +20,7 @@ from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -44,10 +49,14 @@ class Progress:
         is_terminal: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         interval: float = 10.0,
+        console: Console | None = None,
     ) -> None:
         self.total = total
-        self._stream = stream if stream is not None else sys.stderr
-        self._terminal = self._stream.isatty() if is_terminal is None else is_terminal
+        self._console = console
+        self._stream = stream if stream is not None else console.file if console is not None else sys.stderr
+        if is_terminal is None:
+            is_terminal = console.is_terminal if console is not None else self._stream.isatty()
+        self._terminal = is_terminal
         self._clock = clock
         self._interval = interval
         self._started = clock()
@@ -166,12 +175,12 @@ class Progress:
             return
         self._last_output = now
         if self._live is None:
-            # Only a standard stream is worth redirecting: then log lines printed meanwhile go above the bar
-            # instead of through it.
+            # Only a standard stream is worth redirecting: then text printed meanwhile goes above the bar
+            # instead of through it (log records do so through the shared console).
             standard = self._stream in (sys.stdout, sys.stderr)
             self._live = Live(
                 self._renderable(),
-                console=Console(file=self._stream, force_terminal=True),
+                console=self._console or Console(file=self._stream, force_terminal=True),
                 auto_refresh=False,
                 redirect_stdout=standard,
                 redirect_stderr=standard,
@@ -197,6 +206,51 @@ class Progress:
             header,
         )
         return Group(grid, states)
+
+
+def log_to_console(console: Console, *, quiet: bool = False) -> None:
+    """Send log records to ``console`` from now on, in place of Prefect's own console handlers.
+
+    ``quiet``: warnings and errors only, so a quiet run prints its summary and what went wrong, not Prefect's
+    INFO lines (up to the temporary server's goodbye at exit). Prefect still sends every record of the flow
+    run to its API.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handler = RichHandler(
+        console=console,
+        level=logging.WARNING if quiet else logging.INFO,
+        show_path=False,
+        markup=False,
+        rich_tracebacks=False,
+        log_time_format="[%X]",
+    )
+    handler.addFilter(_not_per_task)
+    root = logging.getLogger()
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        old = [h for h in logger.handlers if isinstance(h, PrefectConsoleHandler)]
+        for h in old:
+            logger.removeHandler(h)
+        if old and logger is not root:  # a logger that does not propagate (uvicorn's) keeps its own
+            logger.addHandler(handler)
+    root.addHandler(handler)
+
+
+_TEMPORARY_SERVER = ("Starting temporary server on ", "Stopping temporary server on ")
+
+
+def _not_per_task(record: logging.LogRecord) -> bool:
+    """Leave out routine lines that do not help whoever watches the batch: task runs' ("Finished in state
+    Completed()", one per launch, thousands in a per-item batch; the progress display counts them), and the
+    temporary Prefect server's start and stop, whose address is dead once the command ends. Warnings and
+    errors stay."""
+    if record.levelno >= logging.WARNING:
+        return True
+    if record.name.startswith("prefect.task_runs"):
+        return False
+    return not (record.name == "prefect" and str(record.msg).startswith(_TEMPORARY_SERVER))
 
 
 def _format_rate(rate: float | None) -> str:

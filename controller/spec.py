@@ -10,8 +10,9 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller import limits
-from controller.catalog import Catalog
+from controller.catalog import Catalog, JobDefinition
 from controller.durations import parse_duration
+from controller.redact import MIN_SECRET_CHARS, Redactor
+from controller.spec_lines import LazyLines, line_of
 
 MAX_SPEC_BYTES = 64 * 1024 * 1024
 MAX_ITEMS = 100_000
 # Cloud Run refuses requests over its API size limits; one item's args and env must fit comfortably.
 MAX_ARGS_BYTES = 64 * 1024
 MAX_ENV_VALUE_BYTES = 32 * 1024
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}$")
-_BATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# Both are matched whole (fullmatch: "$" would accept a trailing newline). A key names files under the
+# report's folder, so no segment of it may be "." or "..".
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,127}")
+_BATCH_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+BATCH_ID_RULE = "batch_id has 1-40 lowercase letters, digits or hyphens and starts with a letter or digit"
+KEY_RULE = (
+    "a key has 1-128 letters, digits or ._:/@+=-, starts with a letter or digit and has no '.' or '..' "
+    "segment between slashes"
+)
 
 
 class SpecError(Exception):
@@ -54,10 +64,20 @@ class SecretValue(_Strict):
     version: str = "latest"
     value: str | None = Field(default=None, description="a literal value, redacted everywhere")
 
+    @field_validator("value")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"a literal secret needs at least {MIN_SECRET_CHARS} characters to be redacted safely (this one "
+                f"has {len(value)}); pass a short one as a plain value or keep it in Secret Manager"
+            )
+        return value
+
     @field_validator("secret")
     @classmethod
     def _secret_name(cls, secret: str | None) -> str | None:
-        if secret is not None and not re.match(r"^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", secret):
+        if secret is not None and not re.fullmatch(r"(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}", secret):
             raise ValueError("secret must be a Secret Manager name: 'projects/PROJECT/secrets/NAME' or 'NAME'")
         return secret
 
@@ -120,9 +140,19 @@ class BatchSpec(_Strict):
     @field_validator("batch_id")
     @classmethod
     def _batch_id(cls, batch_id: str | None) -> str | None:
-        if batch_id is not None and not _BATCH_ID_RE.match(batch_id):
-            raise ValueError("batch_id has 1-40 lowercase letters, digits or hyphens and starts with a letter or digit")
+        if batch_id is not None and not is_batch_id(batch_id):
+            raise ValueError(BATCH_ID_RULE)
         return batch_id
+
+
+def is_batch_id(text: str) -> bool:
+    """Whether ``text`` may name a batch: it becomes a folder name under the report location."""
+    return _BATCH_ID_RE.fullmatch(text) is not None
+
+
+def is_item_key(text: str) -> bool:
+    """Whether ``text`` may be an item's key: safe in object names, with no relative path segment."""
+    return _KEY_RE.fullmatch(text) is not None and not {".", ".."} & set(text.split("/"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,31 +237,6 @@ class _SpecLoader(_BaseLoader):  # type: ignore[misc]
 _SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _SpecLoader.construct_mapping)
 
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
-    """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
-    if "\n" not in text.rstrip():
-        return {(): 1}  # one line (compact JSON): everything is on it, and composing 100,000 items takes long
-    try:
-        # libyaml's composer: the pure-Python one took 2 minutes on a 100,000-item spec.
-        root = yaml.compose(text, Loader=_BaseLoader)
-    except yaml.YAMLError:
-        return {}
-    lines: dict[tuple[str | int, ...], int] = {}
-    stack: list[tuple[tuple[str | int, ...], yaml.Node]] = [((), root)] if root is not None else []
-    while stack:
-        path, node = stack.pop()
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode):
-                    child = (*path, key_node.value)
-                    lines[child] = key_node.start_mark.line + 1
-                    stack.append((child, value_node))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(((*path, i), child) for i, child in enumerate(node.value))
-    return lines
-
-
 class _DuplicateKey(ValueError):
     pass
 
@@ -245,8 +250,7 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return mapping
 
 
-def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
-    """Decode and parse YAML or JSON text into plain data; returns the data and the decoded text."""
+def _decoded(text: str | bytes, source: str) -> str:
     if isinstance(text, bytes):
         if len(text) > MAX_SPEC_BYTES:
             raise SpecError([f"spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}"], source)
@@ -258,6 +262,28 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
             ) from None
     if "\x00" in text:
         raise SpecError(["the spec contains NUL characters; is it a binary file?"], source)
+    return text
+
+
+def _yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError([f"{where}{exc.problem or exc.context}"], source) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise SpecError([f"cannot parse as YAML or JSON: {str(exc).splitlines()[0]}"], source) from None
+    except ValueError:  # int() refuses literals over sys.get_int_max_str_digits() digits
+        raise SpecError(
+            [f"a number in the spec has over {sys.get_int_max_str_digits():,} digits; no field takes one that long"],
+            source,
+        ) from None
+
+
+def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
+    """Decode and parse YAML or JSON text into plain data; returns the data and the decoded text."""
+    text = _decoded(text, source)
     if text.lstrip().startswith(("{", "[")):
         try:
             return json.loads(text, object_pairs_hook=_unique_pairs), text
@@ -267,27 +293,22 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
             pass  # flow-style YAML also starts with a brace; let the YAML parser say what is wrong
         except RecursionError:
             raise SpecError(["the spec is nested too deeply"], source) from None
-    try:
-        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError([f"{where}{exc.problem or exc.context}"], source) from None
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise SpecError([f"cannot parse as YAML or JSON: {str(exc).splitlines()[0]}"], source) from None
-    return data, text
+    return _yaml(text, source), text
 
 
 def load_spec_file(path: str | Path) -> tuple[Any, str, str]:
-    """Read a spec file: returns the parsed data, its text and a display name."""
+    """Read a spec file: returns the parsed data, its text and a display name.
+
+    The read is bounded: a FIFO fed for ever or /dev/zero (whose size says 0) is refused at the limit.
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError([f"the file is {size} bytes; the limit is {MAX_SPEC_BYTES}"], str(path))
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError([f"cannot read the spec: {exc.strerror or exc}"], str(path)) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([f"the spec is over {MAX_SPEC_BYTES:,} bytes, the limit"], str(path))
     data, text = parse_text(raw, str(path))
     return data, text, str(path)
 
@@ -305,38 +326,8 @@ def _loc(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
-class _LazyLines(Mapping[tuple[str | int, ...], int]):
-    """Path -> line index, built from the source text only if an error needs it."""
-
-    def __init__(self, text: str | None) -> None:
-        self._text = text
-        self._index: dict[tuple[str | int, ...], int] | None = None
-
-    def _built(self) -> dict[tuple[str | int, ...], int]:
-        if self._index is None:
-            small = self._text is not None and len(self._text) < 8 * 1024 * 1024
-            self._index = _line_index(self._text) if small and self._text else {}
-        return self._index
-
-    def __getitem__(self, key: tuple[str | int, ...]) -> int:
-        return self._built()[key]
-
-    def __iter__(self) -> Iterator[tuple[str | int, ...]]:
-        return iter(self._built())
-
-    def __len__(self) -> int:
-        return len(self._built())
-
-
-def _line_of(lines: Mapping[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if (line := lines.get(loc[:end])) is not None:
-            return line
-    return None
-
-
 def _describe(loc: tuple[str | int, ...], msg: str, lines: Mapping[tuple[str | int, ...], int]) -> str:
-    line = _line_of(lines, loc)
+    line = line_of(lines, loc)
     prefix = f"line {line}: " if line else ""
     return f"{prefix}{_loc(loc)}: {msg}"
 
@@ -346,6 +337,8 @@ def _pydantic_problems(
 ) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
+        if "str" in err["loc"] and isinstance(err["input"], dict):
+            continue  # a mapping under ``str | SecretValue`` is meant as a SecretValue: its own errors say why
         # Union members add their type names to the location (e.g. "str", "SecretValue"); drop them.
         loc = prefix + tuple(p for p in err["loc"] if p not in {"str", "SecretValue", "float", "int"})
         msg = err["msg"].removeprefix("Value error, ")
@@ -376,7 +369,7 @@ def validate(
     ``text`` is the spec's source text, used only to give line numbers when something is wrong.
     Raises SpecError listing every problem found.
     """
-    lines = _LazyLines(text)
+    lines = LazyLines(text)
     if isinstance(data, list):
         data = {"items": data}
     if not isinstance(data, dict):
@@ -391,14 +384,13 @@ def validate(
     problems: list[str] = []
     items: list[Item] = []
     seen: dict[str, int] = {}
-    defaults = spec.defaults
     for index, raw_data in enumerate(spec.items):
         try:
             raw = ItemSpec.model_validate(raw_data)
         except ValidationError as exc:
             problems.extend(_pydantic_problems(exc, lines, prefix=("items", index)))
             continue
-        item, item_problems = _resolve_item(index, raw, defaults, catalog)
+        item, item_problems = _resolve_item(index, raw, spec.defaults, catalog)
         problems.extend(_describe(loc, msg, lines) for loc, msg in item_problems)
         if item is None:
             continue
@@ -408,6 +400,8 @@ def validate(
             )
         seen.setdefault(item.key, index)
         items.append(item)
+    items, secret_problems = _guard_secrets(items)
+    problems.extend(_describe(loc, msg, lines) for loc, msg in secret_problems)
     if problems:
         raise SpecError(problems, source)
     return Batch(
@@ -418,36 +412,48 @@ def validate(
     )
 
 
+_Loc = tuple[str | int, ...]
+_Problems = list[tuple[_Loc, str]]
+
+
+def _guard_secrets(items: list[Item]) -> tuple[list[Item], _Problems]:
+    """Labels with any item's literal secret masked; a key that holds one is refused (it names files)."""
+    secrets_ = {value for item in items for _, value in item.sensitive_env}
+    if not secrets_:
+        return items, []
+    redact = Redactor(secrets_)
+    problems: _Problems = [
+        (("items", item.index, "key"), "the key contains a secret literal; keys are shown and stored in clear")
+        for item in items
+        if redact(item.key) != item.key
+    ]
+    return [replace(item, label=redact(item.label)) if item.label else item for item in items], problems
+
+
 def _merge_env(defaults: Mapping[str, EnvValue] | None, own: Mapping[str, EnvValue] | None) -> dict[str, EnvValue]:
     return {**(defaults or {}), **(own or {})}
 
 
-def _resolve_item(
-    index: int, raw: ItemSpec, defaults: ItemFields, catalog: Catalog
-) -> tuple[Item | None, list[tuple[tuple[str | int, ...], str]]]:
-    here: tuple[str | int, ...] = ("items", index)
-    problems: list[tuple[tuple[str | int, ...], str]] = []
+@dataclass(frozen=True)
+class _Target:
+    """What an item runs: a catalog job (with its definition when the catalog has it) or a one-off image."""
 
-    def pick(name: str) -> Any:
-        value = getattr(raw, name)
-        return getattr(defaults, name) if value is None else value
+    job: str | None
+    image: str | None
+    definition: JobDefinition | None
 
-    key = raw.key if raw.key is not None else f"item-{index:05d}"
-    if not _KEY_RE.match(key):
-        problems.append(
-            ((*here, "key"), "a key has 1-128 letters, digits or ._:/@+=- and starts with a letter or digit")
-        )
 
+def _target(raw: ItemSpec, defaults: ItemFields, catalog: Catalog, here: _Loc) -> tuple[_Target, _Problems]:
+    problems: _Problems = []
     # An item's own job/image choice wins over the defaults as a pair: an item that names an image is a
     # one-off run even when the defaults name a job.
-    job = raw.job if (raw.job is not None or raw.image is not None) else defaults.job
-    image = raw.image if (raw.job is not None or raw.image is not None) else defaults.image
-    command = pick("command")
+    own = raw.job is not None or raw.image is not None
+    job = raw.job if own else defaults.job
+    image = raw.image if own else defaults.image
     if job is not None and image is not None:
         problems.append((here, "give either 'job' (a provisioned Cloud Run job) or 'image' (a one-off run), not both"))
     elif job is None and image is None:
         problems.append((here, "give 'job' (a provisioned Cloud Run job) or 'image' and 'command' (a one-off run)"))
-
     definition = None
     if job is not None:
         if job not in catalog:
@@ -455,22 +461,27 @@ def _resolve_item(
             problems.append(((*here, "job"), f"no job {job!r} in the catalog (known jobs: {known})"))
         else:
             definition = catalog[job]
-        for field in ("command", "cpu", "memory"):
-            if getattr(raw, field) is not None:
-                problems.append(
-                    ((*here, field), f"'{field}' applies to one-off runs ('image'); a provisioned job's is fixed")
-                )
-    elif image is not None and not command:
+        problems.extend(
+            ((*here, name), f"'{name}' applies to one-off runs ('image'); a provisioned job's is fixed")
+            for name in ("command", "cpu", "memory")
+            if getattr(raw, name) is not None
+        )
+    elif image is not None and not (raw.command if raw.command is not None else defaults.command):
         problems.append(
             ((*here, "command"), "a one-off run needs a non-empty 'command' (the program and its arguments)")
         )
+    return _Target(job, image, definition), problems
 
-    args = pick("args")
-    if definition is not None and definition.requires_args and not (args if args is not None else definition.args):
+
+def _job_problems(raw: ItemSpec, args: list[str] | None, target: _Target, here: _Loc) -> _Problems:
+    """What a provisioned job's definition forbids: missing args, a retries value it cannot take."""
+    definition, job = target.definition, target.job
+    if definition is None:
+        return []
+    problems: _Problems = []
+    if definition.requires_args and not (args if args is not None else definition.args):
         problems.append(((*here, "args"), f"job {job!r} needs args (its definition says requires_args)"))
-
-    retries = pick("retries")
-    if definition is not None and raw.retries is not None and raw.retries != definition.max_retries:
+    if raw.retries is not None and raw.retries != definition.max_retries:
         problems.append(
             (
                 (*here, "retries"),
@@ -478,11 +489,20 @@ def _resolve_item(
                 f"{definition.max_retries} (change it in jobs/{job}/job.yaml)",
             )
         )
+    return problems
 
-    env_plain: list[tuple[str, str]] = []
-    env_secret: list[tuple[str, str, str]] = []
-    env_sensitive: list[tuple[str, str]] = []
-    env = _merge_env(defaults.env, raw.env)
+
+@dataclass
+class _Env:
+    plain: list[tuple[str, str]] = field(default_factory=list)
+    secret: list[tuple[str, str, str]] = field(default_factory=list)
+    sensitive: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _env(env: Mapping[str, EnvValue], here: _Loc) -> tuple[_Env, _Problems]:
+    """An item's env split into plain values, Secret Manager references and literal secrets, checked."""
+    problems: _Problems = []
+    out = _Env()
     if len(env) > limits.MAX_ENV_VARS_PER_CONTAINER:
         problems.append(((*here, "env"), f"at most {limits.MAX_ENV_VARS_PER_CONTAINER} env vars per container"))
     for name, value in env.items():
@@ -492,32 +512,46 @@ def _resolve_item(
             problems.append(((*here, "env", name), "names starting with FANOUT_ are reserved for the controller"))
         if isinstance(value, SecretValue):
             if value.secret is not None:
-                env_secret.append((name, value.secret, value.version))
+                out.secret.append((name, value.secret, value.version))
             else:
-                env_sensitive.append((name, value.value or ""))
+                out.sensitive.append((name, value.value or ""))
         else:
             if len(value.encode()) > MAX_ENV_VALUE_BYTES:
                 problems.append(((*here, "env", name), f"value is over {MAX_ENV_VALUE_BYTES // 1024} KiB"))
-            env_plain.append((name, value))
+            out.plain.append((name, value))
+    return out, problems
 
-    timeout = pick("timeout")
-    task_count = pick("task_count")
+
+def _resolve_item(index: int, raw: ItemSpec, defaults: ItemFields, catalog: Catalog) -> tuple[Item | None, _Problems]:
+    here: _Loc = ("items", index)
+
+    def pick(name: str) -> Any:
+        value = getattr(raw, name)
+        return getattr(defaults, name) if value is None else value
+
+    key = raw.key if raw.key is not None else f"item-{index:05d}"
+    problems: _Problems = [] if is_item_key(key) else [((*here, "key"), KEY_RULE)]
+    target, target_problems = _target(raw, defaults, catalog, here)
+    args = pick("args")
+    env, env_problems = _env(_merge_env(defaults.env, raw.env), here)
+    problems += target_problems + _job_problems(raw, args, target, here) + env_problems
     if problems:
         return None, problems
+    command, timeout = pick("command"), pick("timeout")
     return (
         Item(
             index=index,
             key=key,
-            job=job,
-            image=image,
+            job=target.job,
+            image=target.image,
             command=tuple(command) if command is not None else None,
             args=tuple(args) if args is not None else None,
-            env=tuple(env_plain),
-            secret_env=tuple(env_secret),
-            sensitive_env=tuple(env_sensitive),
-            task_count=task_count,
+            env=tuple(env.plain),
+            secret_env=tuple(env.secret),
+            sensitive_env=tuple(env.sensitive),
+            task_count=pick("task_count"),
             timeout_seconds=parse_duration(timeout) if timeout is not None else None,
-            retries=retries,
+            retries=pick("retries"),
             cpu=pick("cpu"),
             memory=pick("memory"),
             label=raw.label,

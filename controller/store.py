@@ -76,6 +76,12 @@ class LocalStore:
 
     def write(self, batch_id: str, name: str, data: Data, content_type: str = "application/json") -> str:
         path = self.root / batch_id / name
+        try:
+            return self._write(path, data)
+        except OSError as exc:  # a read-only folder, a full disk: say which file and why
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _write(self, path: Path, data: Data) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:

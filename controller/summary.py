@@ -7,10 +7,12 @@ Log lines, reasons and keys are untrusted text, so every renderer escapes for it
 from __future__ import annotations
 
 import re
+from collections import Counter
 from urllib.parse import quote
 
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -41,6 +43,11 @@ _STATUS_STYLE = {
 # C0/C1 controls (not tab) and the bidirectional overrides that can make a terminal show text out of order.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _LOG_LINE_CHARS = 160
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """A count and its noun in words: "1 launch", "7 items", "2 executions" (``many`` for irregular nouns)."""
+    return f"{count:,} {noun if count == 1 else many or noun + 's'}"
 
 
 def state_label(state: ItemState) -> str:
@@ -170,19 +177,27 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
     return "\n".join(lines) + "\n"
 
 
+def _web_url(url: str | None) -> str | None:
+    return url if url and url.startswith(("https://", "http://")) else None
+
+
 def failed_rows(report: Report, *, limit: int = 500) -> list[dict[str, str | int | None]]:
-    """Rows of the Prefect table artifact: one per item that did not succeed, worst first."""
+    """Rows of the Prefect table artifact: one per item that did not succeed, worst first.
+
+    The Prefect UI renders each cell as Markdown, so text from a task is escaped as in ``render_markdown``
+    and only web URLs are kept.
+    """
     return [
         {
-            "key": item.key,
-            "job": item.job,
+            "key": _md(item.key),
+            "job": _md(item.job),
             "state": item.state.value,
             "exit_code": item.exit_code,
             "attempts": item.attempts,
-            "reason": item.reason,
-            "last_log_line": last_log_line(item),
-            "console_url": item.console_url,
-            "log_url": item.log_url,
+            "reason": _md(item.reason) if item.reason is not None else None,
+            "last_log_line": _md(line) if (line := last_log_line(item)) is not None else None,
+            "console_url": _web_url(item.console_url),
+            "log_url": _web_url(item.log_url),
         }
         for item in failed_first(report)[:limit]
     ]
@@ -191,8 +206,35 @@ def failed_rows(report: Report, *, limit: int = 500) -> list[dict[str, str | int
 # Terminal ------------------------------------------------------------------------------------------------
 
 
-def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> None:
-    """The final summary on the CLI: status line, counts by state, then the first failed items."""
+def failure_groups(report: Report) -> list[tuple[int, str]]:
+    """Items that did not succeed, counted by why, most common first: ``(97, "failed: exit 3 after 2 attempts")``.
+
+    A failure that exited is grouped by its exit code and attempts, whatever else its reason says; other
+    outcomes by their state and reason.
+    """
+    groups: Counter[str] = Counter()
+    for item in report.failed_items():
+        state = state_label(item.state)
+        if item.state is ItemState.FAILED and item.exit_code is not None:
+            groups[f"{state}: exit {item.exit_code} after {plural(item.attempts, 'attempt')}"] += 1
+        else:
+            groups[f"{state}: {printable(item.reason or 'no reason recorded')}"] += 1
+    return [(count, why) for why, count in groups.most_common()]
+
+
+def _item_cell(item: ItemResult) -> Text:
+    cell = Text(printable(item.key))
+    if item.label:
+        cell.append("\n" + printable(item.label), style="dim")
+    return cell
+
+
+def print_summary(report: Report, console: Console, *, max_failed: int = 20, max_groups: int = 10) -> None:
+    """The final summary on the CLI: status line, counts by state, why items failed, the first failed items.
+
+    Everything fits 80 columns: long cells wrap between words, and only a word longer than its column (a
+    path, a URL) is folded.
+    """
     summary = report.summary
     # Every value from the report goes in as Text, never as a markup string: "[red]" in a key stays literal.
     console.print(
@@ -201,16 +243,41 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
             (printable(report.batch_id), "bold"),
             ": ",
             (report.status.value, _STATUS_STYLE[report.status]),
-            f" · {headline(report)} · {format_seconds(batch_duration(report))} · {summary.launches:,} launches",
+            f" · {headline(report)} · {format_seconds(batch_duration(report))} · "
+            f"{plural(summary.launches, 'launch', 'launches')}",
         )
     )
     console.print(
         Text(
             f"project {printable(report.project)} · region {printable(report.region)} · "
-            f"mode {printable(report.mode)} · spec {printable(report.spec_digest)}",
+            f"mode {printable(report.mode)} · spec {printable(report.spec_digest[:12])}",
             style="dim",
         )
     )
+    console.print(_counts_table(report))
+    for problem in report.problems:
+        console.print(Text.assemble(("problem: ", "bold red"), printable(problem)))
+    failed = failed_first(report)
+    if not failed:
+        return
+    groups = failure_groups(report)
+    console.print(Text("Why items did not succeed", style="bold"))
+    why = Table.grid(padding=(0, 1))
+    why.add_column(justify="right", no_wrap=True)
+    why.add_column()
+    for count, reason in groups[:max_groups]:
+        why.add_row(plural(count, "item"), Text(reason))
+    if len(groups) > max_groups:
+        why.add_row("…", Text(f"and {plural(len(groups) - max_groups, 'other reason')}", style="dim"))
+    console.print(Padding(why, (0, 0, 0, 2)))
+    shown = failed[:max_failed]
+    console.print(_failed_table(shown))
+    if len(failed) > len(shown):
+        console.print(Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim"))
+
+
+def _counts_table(report: Report) -> Table:
+    summary = report.summary
     counts = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
     counts.add_column("state")
     counts.add_column("items", justify="right")
@@ -221,31 +288,23 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20) -> 
         style = STATE_STYLE[state] if count else "dim"
         counts.add_row(Text(state_label(state), style=style), Text(f"{count:,}", style=style), share)
     counts.add_row(Text("total", style="bold"), Text(f"{summary.total:,}", style="bold"), "")
-    console.print(counts)
-    for problem in report.problems:
-        console.print(Text.assemble(("problem: ", "bold red"), printable(problem)))
-    failed = failed_first(report)
-    if not failed:
-        return
-    shown = failed[:max_failed]
+    return counts
+
+
+def _failed_table(items: list[ItemResult]) -> Table:
     table = Table(title="Items that did not succeed", title_justify="left", box=box.SIMPLE_HEAD, expand=False)
-    table.add_column("key", overflow="fold")
-    table.add_column("job")
-    table.add_column("state")
-    table.add_column("exit", justify="right")
-    table.add_column("tries", justify="right")
-    table.add_column("reason", overflow="fold")
+    # The key column is as wide as the longest key shown (up to a third of a line), so keys never wrap;
+    # the last log line takes what is left. Reasons are in the groups printed above the table.
+    key_width = min(max(len(printable(item.key)) for item in items), 26)
+    table.add_column("item", min_width=key_width, max_width=26, overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("exit", justify="right", no_wrap=True)
     table.add_column("last log line", overflow="fold")
-    for item in shown:
+    for item in items:
         table.add_row(
-            Text(printable(item.key)),
-            Text(printable(item.job)),
+            _item_cell(item),
             Text(state_label(item.state), style=STATE_STYLE[item.state]),
             Text("" if item.exit_code is None else str(item.exit_code)),
-            Text(str(item.attempts)),
-            Text(printable(item.reason or "")),
             Text(last_log_line(item) or "", style="dim"),
         )
-    console.print(table)
-    if len(failed) > len(shown):
-        console.print(Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim"))
+    return table

@@ -49,7 +49,7 @@ def test_plan_makes_no_api_call(emulator: Emulator) -> None:
     before = emulator.stats()
     result = fanout("plan", "examples/mixed.yaml", "--mode", "per-item", env={"FANOUT_EMULATOR_HOST": emulator.url})
     assert result.returncode == 0, result.stderr
-    assert "7 item(s) -> 7 execution(s)" in result.stdout
+    assert "7 items -> 7 executions" in result.stdout
     assert "nothing was launched (dry run)" in result.stdout
     assert emulator.stats() == before
     as_json = json.loads(fanout("plan", "examples/hello.yaml", "--json").stdout)
@@ -87,6 +87,8 @@ def test_run_exit_codes_summary_and_report_show(tmp_path: Path, emulator: Emulat
     assert f"report: {reports}/cli-ok/report.json" in ok.stdout
     assert (reports / "cli-ok" / "report.html").is_file()
     assert "[fanout] 25/25 done" in ok.stderr  # plain progress lines when not on a terminal
+    assert ok.stderr.count("Finished in state") == 1  # the flow run's; task runs' routine lines stay off
+    assert "temporary server" not in ok.stderr  # nor the address of a server that is gone after the run
     assert_clean(ok)
 
     failed = fanout(
@@ -96,6 +98,7 @@ def test_run_exit_codes_summary_and_report_show(tmp_path: Path, emulator: Emulat
     assert failed.returncode == 1, failed.stderr
     assert "3 of 7 items did not succeed" in failed.stdout
     assert "[fanout]" not in failed.stderr
+    assert failed.stderr == ""  # --quiet: the summary on stdout, and errors (there were none)
     assert_clean(failed)
 
     shown = fanout("report", "show", str(reports / "cli-mixed"))

@@ -4,7 +4,11 @@ validating and planning either succeed or raise SpecError / PlanError with a mes
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
+import os
 from typing import Any
 
 import pytest
@@ -13,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.catalog import Catalog
+from controller.cli import build_parser, main
+from controller.options import OptionError, RunOptions, meta_of
 from controller.plan import Mode, PlanError, plan
-from controller.spec import SpecError, load_batch, parse_text, validate
+from controller.spec import SpecError, is_batch_id, load_batch, parse_text, validate
 
 pytestmark = pytest.mark.xdist_group("reliability-fuzz")
 
@@ -116,3 +122,72 @@ def test_random_data_as_yaml_json_and_objects(catalog: Catalog, value: Any) -> N
 def test_near_valid_specs(catalog: Catalog, value: dict[str, Any]) -> None:
     _load(catalog, value)
     _load(catalog, yaml.safe_dump(value, allow_unicode=True))
+
+
+# -- the command line's options and FANOUT_* variables ------------------------------------------------------
+
+_RUN = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+RUN_FLAGS = sorted(flag for action in _RUN._actions for flag in action.option_strings if flag not in {"-h", "--help"})
+ENV_NAMES = sorted(meta_of(info).env or "" for info in RunOptions.model_fields.values() if meta_of(info).env)
+option_values = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["0", "-1", "1", "16", "1e999", "nan", "inf", "-inf", "1e-9", "0.3", "2h", "45m", "0s", "abc", "9" * 5000,
+         "../x", "/abs", "b-1", "run=5", "logs=none", "read=0", "x=1", "auto", "packed", "per-item", "all", ""]
+    ),
+)  # fmt: skip
+flag_pairs = st.lists(st.tuples(st.sampled_from(RUN_FLAGS), option_values), max_size=5)
+# A process environment cannot hold NUL (the OS refuses it before fanout could see it).
+environments = st.dictionaries(st.sampled_from(ENV_NAMES), option_values.filter(lambda v: "\x00" not in v), max_size=4)
+
+
+@FUZZ
+@given(pairs=flag_pairs, environ=environments)
+def test_run_options_are_accepted_within_their_rules_or_refused_with_a_message(
+    pairs: list[tuple[str, str]], environ: dict[str, str]
+) -> None:
+    argv = ["run", "spec.yaml"]
+    for flag, value in pairs:
+        argv += [flag] if flag == "--quiet" else [f"{flag}={value}"]
+    stderr = io.StringIO()
+    code = None
+    with contextlib.redirect_stderr(stderr):
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exited:  # argparse's own refusal: exit 2 with a usage line
+            code = exited.code
+    if code is not None:
+        assert code == 2
+        assert "fanout run: error: " in stderr.getvalue()
+        return
+    try:
+        options = RunOptions.from_cli(args, environ)
+    except OptionError as exc:
+        lines = str(exc).splitlines()
+        assert lines
+        assert all(line.startswith(("--", "FANOUT_")) and ": " in line and len(line) < 400 for line in lines)
+        return
+    assert 1 <= options.concurrency <= 1000
+    assert math.isfinite(options.poll_interval)
+    assert options.poll_interval >= 0.05
+    assert options.batch_id is None or is_batch_id(options.batch_id)
+    assert options.deadline_seconds is None or 1 <= options.deadline_seconds <= 30 * 86400
+    assert all(rate is None or rate >= 1 for rate in options.budget().__dict__.values())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(environ=environments)
+def test_help_and_plan_never_trace_back_whatever_the_environment(environ: dict[str, str]) -> None:
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, environ), contextlib.redirect_stdout(io.StringIO()):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            for command in ("run", "plan"):
+                with pytest.raises(SystemExit) as exited:
+                    main([command, "--help"])
+                assert exited.value.code == 0
+            code = main(["plan", "examples/hello.yaml"])
+    assert code in {0, 2}
+    if code == 2:
+        assert stderr.getvalue().startswith("fanout: ")

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from html.parser import HTMLParser
 from typing import Any
 from uuid import UUID
 
@@ -95,9 +97,7 @@ def test_async_flow_gets_the_artifacts_too(make_report: MakeReport) -> None:
     assert len(json.loads(str(artifacts[FAILED_ITEMS_KEY].data))) == 25
 
 
-def test_outside_a_flow_run_nothing_is_published(
-    make_report: MakeReport, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_outside_a_flow_run_nothing_is_published(make_report: MakeReport, caplog: pytest.LogCaptureFixture) -> None:
     report = make_report(3, states=[ItemState.FAILED])
     with caplog.at_level(logging.DEBUG, logger="controller.artifacts"):
         publish_artifacts(report)
@@ -123,3 +123,71 @@ def test_a_failing_artifact_call_is_a_warning_and_does_not_stop_the_other(
     ]
     assert warnings[0].exc_info is not None
     assert set(read_artifacts(run_id)) == {REPORT_KEY}
+
+
+# Text a task controls (log lines, reasons) that Markdown would turn into a fetch, a script or a link.
+HOSTILE_MARKDOWN = [
+    "![x](http://evil.example/pixel.png)",
+    "[click me](javascript:alert(1))",
+    "<img src=x onerror=alert(1)>",
+    '<a href="javascript:alert(2)">x</a>',
+    "<javascript:alert(3)>",
+    "&#x6A;avascript:alert(4)",
+    "a | b | c",
+    "first line\nsecond line",
+]
+
+
+def _rendered(markdown: str) -> str:
+    """Markdown as the Prefect UI would show it: CommonMark with GitHub tables, as HTML."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+class _Tags(HTMLParser):
+    """The elements of a piece of HTML, with their attributes."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _assert_inert(html: str) -> None:
+    """No element that fetches or runs anything, and links only to the web."""
+    tags = _Tags(html).tags
+    assert not [tag for tag, _ in tags if tag in {"img", "script", "iframe", "object", "svg"}], html
+    assert all(str(attrs.get("href", "")).startswith("https://") for tag, attrs in tags if tag == "a"), html
+    assert not [attrs for _, attrs in tags if any(name.startswith("on") for name in attrs)], html
+
+
+def test_hostile_task_text_stays_inert_in_both_artifacts(make_report: MakeReport) -> None:
+    report = make_report(len(HOSTILE_MARKDOWN), states=[ItemState.FAILED], hostile_every=10**9)
+    items = [
+        replace(item, log_tail=["ok", text], reason=text, console_url="javascript:alert(5)", log_url=None)
+        for item, text in zip(report.items, HOSTILE_MARKDOWN, strict=True)
+    ]
+    report = report.model_copy(update={"items": items, "problems": HOSTILE_MARKDOWN})
+    run_id = publishing_flow(report)()
+    artifacts = read_artifacts(run_id)
+
+    markdown = str(artifacts[REPORT_KEY].data)
+    html = _rendered(markdown)
+    _assert_inert(html)
+    # One row per item, each with its seven cells: no pipe or newline from a task split a row or a cell.
+    body = html.split("<tbody>")[-1]
+    rows = body.split("<tr>")[1:]
+    assert len(rows) == len(HOSTILE_MARKDOWN)
+    assert all(row.count("<td") == 7 for row in rows)
+
+    table = json.loads(str(artifacts[FAILED_ITEMS_KEY].data))
+    assert [row["console_url"] for row in table] == [None] * len(HOSTILE_MARKDOWN)
+    for row in table:
+        for column in ("key", "job", "reason", "last_log_line"):
+            cell = _rendered(str(row[column]))
+            _assert_inert(cell)
+            assert cell.count("<p>") <= 1  # one paragraph: a newline did not start a block

@@ -20,9 +20,7 @@ class FakeClock:
         return self.now
 
 
-def counts(
-    done_ok: int, failed: int = 0, timed_out: int = 0, running: int = 0, pending: int = 0
-) -> dict[str, int]:
+def counts(done_ok: int, failed: int = 0, timed_out: int = 0, running: int = 0, pending: int = 0) -> dict[str, int]:
     return {
         "pending": pending,
         "running": running,
@@ -41,18 +39,13 @@ def test_plain_mode_writes_at_most_one_line_per_interval_and_one_at_the_end() ->
     for second in range(101):
         clock.now = 1000.0 + second
         done = 20 * second
-        progress.update(
-            counts(done - done // 50, failed=done // 50, running=512, pending=10_000 - done - 512)
-        )
+        progress.update(counts(done - done // 50, failed=done // 50, running=512, pending=10_000 - done - 512))
     progress.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 12  # t=0, 10, ..., 100, and the closing line
-    assert (
-        lines[0] == "[fanout] 0/10,000 done (0 succeeded) · 512 running · 9,488 pending · - items/s · ETA -"
-    )
+    assert lines[0] == "[fanout] 0/10,000 done (0 succeeded) · 512 running · 9,488 pending · - items/s · ETA -"
     assert lines[5] == (
-        "[fanout] 1,000/10,000 done (980 succeeded, 20 failed) · 512 running · 8,488 pending "
-        "· 20.0 items/s · ETA 7m30s"
+        "[fanout] 1,000/10,000 done (980 succeeded, 20 failed) · 512 running · 8,488 pending · 20.0 items/s · ETA 7m30s"
     )
     assert lines[-1] == (
         "[fanout] 2,000/10,000 done (1,960 succeeded, 40 failed) · 512 running · 7,488 pending "
@@ -146,3 +139,68 @@ def test_unknown_keys_are_a_programming_error() -> None:
     progress = Progress(1, stream=io.StringIO(), is_terminal=False)
     with pytest.raises(ValueError, match="unknown progress keys"):
         progress.update({"done": 1})
+
+
+@pytest.fixture
+def restored_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a test does to the loggers' handlers is undone after it."""
+    import logging
+
+    import prefect  # noqa: F401 - sets up Prefect's console handlers, which log_to_console replaces
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_log_records_print_above_the_live_bar_on_the_same_console() -> None:
+    import logging
+
+    from rich.console import Console
+
+    from controller.progress import log_to_console
+
+    clock, out = FakeClock(), io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    log_to_console(console)
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)  # as Prefect's logging settings have it
+    try:
+        with Progress(10, console=console, clock=clock) as progress:
+            progress.update(counts(1, pending=9))
+            logging.getLogger("prefect").info("Starting temporary server on http://127.0.0.1:8123\nSee https://x")
+            logging.getLogger("prefect.flow_runs").info("a line from the flow run")
+            logging.getLogger("prefect.task_runs").info("Finished in state Completed()")
+            clock.now += 1
+            progress.update(counts(10))
+    finally:
+        prefect_logger.setLevel(level)
+    lines = ANSI.sub("", out.getvalue()).splitlines()
+    logged = [i for i, line in enumerate(lines) if "a line from the flow run" in line]
+    assert len(logged) == 1, lines
+    # The record is a line of its own (no half of a bar in it), and the bar is drawn again below it.
+    assert "done ·" not in lines[logged[0]]
+    assert any("10/10 done" in line for line in lines[logged[0] :])
+    assert not any("Finished in state" in line for line in lines)
+    assert not any("temporary server" in line for line in lines)  # its address is dead once fanout exits
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_quiet_logging_keeps_warnings_only() -> None:
+    import logging
+
+    from rich.console import Console
+
+    from controller.progress import log_to_console
+
+    out = io.StringIO()
+    log_to_console(Console(file=out, width=100), quiet=True)
+    logging.getLogger("prefect.flow_runs").info("Beginning flow run")
+    logging.getLogger("prefect").info("Starting temporary server; see https://docs.prefect.io")
+    logging.getLogger("prefect.flow_runs").warning("launch 3 not started: quota")
+    text = out.getvalue()
+    assert "Beginning flow run" not in text
+    assert "docs.prefect.io" not in text
+    assert "launch 3 not started: quota" in text

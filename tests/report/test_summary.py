@@ -12,8 +12,10 @@ from controller.report import ItemState, Report
 from controller.summary import (
     failed_first,
     failed_rows,
+    failure_groups,
     format_seconds,
     last_log_line,
+    plural,
     print_summary,
     printable,
     render_markdown,
@@ -151,3 +153,59 @@ def test_print_summary_in_colour_keeps_data_escaped(make_report: MakeReport, hos
     text = out.getvalue()
     assert "\\x1b[31mred" in text
     assert hostile.partition(" [red]")[0] in text
+
+
+def test_failed_items_are_grouped_by_why_before_the_rows(make_report: MakeReport) -> None:
+    report = make_report(300)
+    groups = failure_groups(report)
+    assert sum(count for count, _ in groups) == report.summary.not_succeeded
+    assert [count for count, _ in groups] == sorted((count for count, _ in groups), reverse=True)
+    exited = [item for item in report.failed_items() if item.state is ItemState.FAILED and item.exit_code == 137]
+    attempts = {item.attempts for item in exited}
+    for tries in attempts:
+        count = sum(1 for item in exited if item.attempts == tries)
+        assert (count, f"failed: exit 137 after {tries} attempt{'s' if tries != 1 else ''}") in groups
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=80, color_system=None), max_failed=5)
+    text = out.getvalue()
+    why = text.index("Why items did not succeed")
+    assert why < text.index("Items that did not succeed")
+    count, reason = groups[0]
+    assert f"{count} items {reason}" in " ".join(text[why:].split())
+
+
+def test_summary_fits_80_columns_shows_labels_and_breaks_no_word(make_report: MakeReport) -> None:
+    report = make_report(300)
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=80, color_system=None), max_failed=8)
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    text = out.getvalue()
+    for item in failed_first(report)[:8]:
+        assert f" {item.key} " in text  # the key on one line, whole
+        assert item.label is not None
+        assert item.label in text
+    # Every short word of a shown log line is whole on some line; only a word longer than its column folds.
+    words = set(" ".join(lines).split())
+    for item in failed_first(report)[:8]:
+        line = last_log_line(item)
+        assert line is not None
+        assert {word for word in line.split() if len(word) <= 20} <= words, line
+    assert "(s)" not in text
+    assert "1 launches" not in text
+
+
+def test_counts_are_in_words() -> None:
+    assert plural(1, "item") == "1 item"
+    assert plural(7, "item") == "7 items"
+    assert plural(1, "launch", "launches") == "1 launch"
+    assert plural(2_000, "launch", "launches") == "2,000 launches"
+
+
+def test_one_launch_reads_in_the_singular(make_report: MakeReport) -> None:
+    report = make_report(1, states=[ItemState.SUCCEEDED])
+    report = report.model_copy(update={"summary": report.summary.model_copy(update={"launches": 1})})
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=80, color_system=None))
+    assert "· 1 launch" in out.getvalue()
+    assert "1 launches" not in out.getvalue()

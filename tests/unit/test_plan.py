@@ -25,7 +25,7 @@ def test_auto_packs_packable_items_and_keeps_the_rest_per_item(catalog: Catalog)
                 {"job": "wordcount", "args": ["/x"]},  # alone for its job: stays per item
                 {"job": "hello", "args": ["b"], "env": {"GREETING": "Hi"}},
                 {"job": "hello", "task_count": 3},  # several tasks: needs its own execution
-                {"job": "hello", "env": {"K": {"value": "secret"}}},  # secrets never go into a manifest
+                {"job": "hello", "env": {"K": {"value": "secret-value"}}},  # secrets never go into a manifest
                 {"image": "busybox", "command": ["true"]},
                 {"image": "busybox", "command": ["true"]},
                 {"job": "hello", "args": ["c"], "timeout": "5s"},  # another timeout: another group

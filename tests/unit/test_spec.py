@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from controller import spec as spec_module
 from controller.catalog import Catalog
-from controller.spec import SpecError, load_batch, parse_text, validate
+from controller.redact import MIN_SECRET_CHARS
+from controller.spec import BATCH_ID_RULE, KEY_RULE, SpecError, load_batch, parse_text, validate
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def test_secret_values_are_kept_apart(catalog: Catalog) -> None:
                     "env": {
                         "PLAIN": "visible",
                         "TOKEN": {"secret": "projects/p/secrets/token", "version": "3"},
-                        "API_KEY": {"value": "hunter2"},
+                        "API_KEY": {"value": "hunter2-hunter2"},
                     },
                 }
             ]
@@ -167,10 +169,10 @@ def test_secret_values_are_kept_apart(catalog: Catalog) -> None:
     item = batch.items[0]
     assert dict(item.env) == {"PLAIN": "visible"}
     assert item.secret_env == (("TOKEN", "projects/p/secrets/token", "3"),)
-    assert item.sensitive_env == (("API_KEY", "hunter2"),)
-    assert batch.sensitive_values() == frozenset({"hunter2"})
+    assert item.sensitive_env == (("API_KEY", "hunter2-hunter2"),)
+    assert batch.sensitive_values() == frozenset({"hunter2-hunter2"})
     assert "give exactly one" in "\n".join(
-        problems_of({"items": [{"job": "hello", "env": {"X": {"secret": "s", "value": "v"}}}]}, catalog)
+        problems_of({"items": [{"job": "hello", "env": {"X": {"secret": "s", "value": "v-long-enough"}}}]}, catalog)
     )
 
 
@@ -188,3 +190,62 @@ def test_generated_batch_ids_are_unique_and_valid(catalog: Catalog) -> None:
     ids = {load_batch({"items": [{"job": "hello"}]}, catalog).batch_id for _ in range(50)}
     assert len(ids) == 50
     assert all(i.startswith("b-") and len(i) == 10 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("doc-1", True),
+        ("a/b.c", True),
+        ("a..b", True),  # dots inside a segment name nothing relative
+        ("doc-1\n", False),  # "$" alone would accept the trailing newline
+        ("a/../b", False),
+        ("a/..", False),
+        ("a/./b", False),
+    ],
+)
+def test_item_keys_are_matched_whole_and_have_no_relative_segments(catalog: Catalog, key: str, allowed: bool) -> None:
+    spec = {"items": [{"job": "hello", "key": key}]}
+    if allowed:
+        assert load_batch(spec, catalog).items[0].key == key
+    else:
+        assert problems_of(spec, catalog) == [f"items[0].key: {KEY_RULE}"]
+
+
+def test_batch_id_with_a_trailing_newline_is_refused(catalog: Catalog) -> None:
+    problems = problems_of({"batch_id": "nightly\n", "items": [{"job": "hello"}]}, catalog)
+    assert problems == [f"batch_id: {BATCH_ID_RULE}"]
+
+
+def test_short_literal_secrets_are_refused_with_the_minimum(catalog: Catalog) -> None:
+    problems = problems_of({"items": [{"job": "hello", "env": {"K": {"value": "abc"}}}]}, catalog)
+    assert problems == [
+        f"items[0].env.K.value: a literal secret needs at least {MIN_SECRET_CHARS} characters to be redacted "
+        "safely (this one has 3); pass a short one as a plain value or keep it in Secret Manager"
+    ]
+
+
+def test_a_secret_in_any_label_is_masked_and_in_a_key_refused(catalog: Catalog) -> None:
+    secret = "tok-4f9a-77c1"
+    batch = load_batch(
+        {
+            "items": [
+                {"job": "hello", "env": {"TOKEN": {"value": secret}}, "label": "owner"},
+                {"job": "hello", "label": f"uses {secret} too"},
+            ]
+        },
+        catalog,
+    )
+    assert [item.label for item in batch.items] == ["owner", "uses *** too"]
+    problems = problems_of(
+        {"items": [{"job": "hello", "env": {"T": {"value": secret}}}, {"job": "hello", "key": f"k-{secret}"}]},
+        catalog,
+    )
+    assert problems == ["items[1].key: the key contains a secret literal; keys are shown and stored in clear"]
+
+
+def test_an_endless_spec_file_is_refused_at_the_limit(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spec_module, "MAX_SPEC_BYTES", 1024)
+    with pytest.raises(SpecError) as caught:
+        load_batch("/dev/zero", catalog)
+    assert caught.value.problems == ["the spec is over 1,024 bytes, the limit"]
