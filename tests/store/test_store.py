@@ -36,7 +36,7 @@ def test_local_store_streams_chunks_and_replaces_whole(tmp_path: Path) -> None:
         yield b"partial"
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StoreError, match="disk full"):
         store.write("b1", "report.json", failing())
     assert store.read("b1", "report.json") == b"{}"
     assert os.listdir(tmp_path / "b1") == ["report.json"]
