@@ -284,9 +284,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["FANOUT_EMULATOR_HOST"] = args.emulator
         project = project or LOCAL_PROJECT
     elif not project:
-        from controller.emulator import Emulator
+        from controller.emulator_jobs import catalog_emulator
 
-        emulator = Emulator(catalog=catalog, project=LOCAL_PROJECT, region=args.region or "us-central1")
+        emulator = catalog_emulator(catalog, project=LOCAL_PROJECT, region=args.region or "us-central1")
         emulator.start()
         os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
         project = LOCAL_PROJECT
@@ -375,7 +375,7 @@ def cmd_report_show(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
-        from controller.emulator.__main__ import main as emulator_main
+        from cloudrun_emulator.__main__ import main as emulator_main
 
         return emulator_main(argv[1:])
     args = build_parser().parse_args(argv)

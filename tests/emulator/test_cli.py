@@ -1,4 +1,4 @@
-"""`fanout emulator` (`python -m controller.emulator` is the same code): serves, logs requests, stops cleanly."""
+"""`fanout emulator` (`python -m cloudrun_emulator` is the same code): serves, logs requests, stops cleanly."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
 from controller.catalog import Catalog, CatalogError
-from controller.emulator import Emulator
+from controller.emulator_jobs import catalog_emulator
 from tests.emulator.conftest import FAST_POLL, PY, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_cli_rejects_a_bad_faults_file(tmp_path: Path) -> None:
     bad = tmp_path / "faults.yaml"
     bad.write_text("task_kill_rate: 5\n")
     result = subprocess.run(
-        [PY, "-m", "controller.emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
+        [PY, "-m", "cloudrun_emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -126,7 +126,7 @@ def test_repository_catalog_job_runs_through_its_local_entrypoint() -> None:
         pytest.skip(f"no usable job catalog in the repository: {exc}")
     if "hello" not in catalog:
         pytest.skip("the repository has no hello job")
-    with Emulator(catalog=catalog) as emulator:
+    with catalog_emulator(catalog) as emulator:
         jobs = run_v2.JobsClient(
             credentials=AnonymousCredentials(),
             transport="rest",

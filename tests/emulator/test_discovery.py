@@ -13,7 +13,7 @@ import httplib2
 import pytest
 from googleapiclient.discovery import build_from_document
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from tests.emulator.conftest import PY
 
 DOC = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "run.v2.json").read_text())

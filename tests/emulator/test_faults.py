@@ -14,7 +14,7 @@ import requests
 from google.api_core import exceptions
 from pydantic import ValidationError
 
-from controller.emulator import Emulator, Faults, MethodFaults
+from cloudrun_emulator import Emulator, Faults, MethodFaults
 from tests.emulator.conftest import FAST_POLL, Clients
 
 SLEEPER = "import sys, time; time.sleep(5)"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from controller.emulator.errors import invalid
-from controller.emulator.timefmt import parse_rfc3339_micros
+from cloudrun_emulator.errors import invalid
+from cloudrun_emulator.timefmt import parse_rfc3339_micros
 
 SEVERITY_LEVELS = {
     "DEFAULT": 0,

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from controller.emulator.errors import invalid
-from controller.emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record
-from controller.emulator.timefmt import rfc3339_micros
+from cloudrun_emulator.errors import invalid
+from cloudrun_emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record
+from cloudrun_emulator.timefmt import rfc3339_micros
 
 MAX_PAGE_SIZE = 1000  # entries.list: "If the value is negative or exceeds 1000, the request is rejected."
 DEFAULT_PAGE_SIZE = 50  # entries.list: "Default is 50."

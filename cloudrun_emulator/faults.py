@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.emulator.errors import STATUS_FOR_HTTP
+from cloudrun_emulator.errors import STATUS_FOR_HTTP
 
 
 class _Frozen(BaseModel):

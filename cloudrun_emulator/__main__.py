@@ -1,4 +1,4 @@
-"""``fanout emulator`` / ``python -m controller.emulator``: serve the emulator until interrupted."""
+"""``python -m cloudrun_emulator`` (also ``fanout emulator``): serve the emulator until interrupted."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from controller.catalog import Catalog, CatalogError
-from controller.emulator.faults import Faults
-from controller.emulator.server import Emulator
+from cloudrun_emulator.faults import Faults
+from cloudrun_emulator.server import Emulator
+from cloudrun_emulator.sources import JobSource, JobSourceError, load_job_sources
 
-log = logging.getLogger("controller.emulator")
+log = logging.getLogger("cloudrun_emulator")
+
+
+def _jobs_phrase(sources: list[JobSource]) -> str:
+    count = sum(len(source.jobs) for source in sources)
+    return f"{count} {'job' if count == 1 else 'jobs'} from {', '.join(s.name for s in sources) or 'no job source'}"
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -46,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default="local-project")
     parser.add_argument("--region", default="us-central1")
     parser.add_argument(
-        "--jobs-dir", type=Path, default=None, help="job catalog folder (default: the repository's jobs/)"
+        "--jobs-dir",
+        type=Path,
+        default=None,
+        help="folder of job definitions, handed to the installed job sources (default: each source's own)",
     )
     parser.add_argument(
         "--image",
@@ -71,16 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _catalog(jobs_dir: Path | None) -> Catalog | None:
-    try:
-        return Catalog.from_jobs_dir(jobs_dir) if jobs_dir is not None else Catalog.from_jobs_dir()
-    except CatalogError as exc:
-        if jobs_dir is not None and "no job definitions" not in str(exc):
-            raise
-        log.info("no job catalog loaded: %s", str(exc).splitlines()[0])
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -89,18 +87,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     try:
         faults = Faults.from_file(args.faults) if args.faults else None
-        catalog = _catalog(args.jobs_dir)
-    except (OSError, ValueError, ValidationError, CatalogError) as exc:
+        sources = load_job_sources(args.jobs_dir)
+    except (OSError, ValueError, ValidationError, JobSourceError) as exc:
         print(f"fanout emulator: {exc}", file=sys.stderr)
         return 2
+    jobs = [seed for source in sources for seed in source.jobs]
+    local_images = {image: argv for source in sources for image, argv in source.local_images.items()}
+    local_images.update({image: shlex.split(command) for image, command in args.image})
     emulator = Emulator(
-        catalog=catalog,
+        jobs,
         project=args.project,
         region=args.region,
         host=args.host,
         port=args.port,
         faults=faults,
-        local_images={image: shlex.split(command) for image, command in args.image},
+        local_images=local_images,
         max_running_tasks=args.max_running_tasks,
         use_docker=args.docker,
         secrets=dict(args.secret),
@@ -117,10 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"fanout emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
-        jobs = len(catalog) if catalog else 0
         print(
             f"Cloud Run emulator serving {emulator.url} (project {args.project}, region {args.region}, "
-            f"{jobs} catalog jobs). Point clients at it:\n"
+            f"{_jobs_phrase(sources)}). Point clients at it:\n"
             f"  export FANOUT_EMULATOR_HOST={emulator.url}   # for fanout itself\n"
             f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
             f"                    client_options=ClientOptions(api_endpoint='{emulator.url}'))\n"
