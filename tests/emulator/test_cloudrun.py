@@ -26,8 +26,10 @@ ContainerOverride = Overrides.ContainerOverride
 RECORDER = """
 import json, os, sys, time
 index, attempt = os.environ["CLOUD_RUN_TASK_INDEX"], os.environ["CLOUD_RUN_TASK_ATTEMPT"]
-with open(os.path.join(os.environ["OUT"], f"{index}-{attempt}.json"), "w") as f:
+path = os.path.join(os.environ["OUT"], f"{index}-{attempt}")
+with open(path + ".tmp", "w") as f:
     json.dump({"env": dict(os.environ), "argv": sys.argv[1:], "pid": os.getpid(), "start": time.time()}, f)
+os.replace(path + ".tmp", path + ".json")  # whole, so a test reading it while the task runs never sees half
 time.sleep(float(os.environ.get("SLEEP", "0")))
 sys.exit(int(os.environ.get("EXIT_" + index, "0")))
 """
