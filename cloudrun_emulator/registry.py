@@ -93,7 +93,9 @@ class Registry:
             seq=next(self._seq),
             create_time=self.clock(),
             task_count=task_count,
-            parallelism=min(spec.parallelism, task_count),
+            # Cloud Run runs as many tasks at once as it can when the job leaves parallelism at 0, and the
+            # execution reports the number it used.
+            parallelism=min(spec.parallelism or task_count, task_count),
             template=template,
             labels={**spec.labels, **spec.execution_labels},
             annotations=dict(spec.execution_annotations),

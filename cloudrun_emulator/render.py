@@ -82,6 +82,9 @@ def job(rec: Job) -> Wire:
     out.setdefault("launchStage", "GA")
     if rec.execution_count:
         out["executionCount"] = rec.execution_count
+    # Cloud Run always answers with this field, an empty object until the job first runs (prefect-gcp's
+    # JobV2.get reads it unconditionally while it waits for a job it just created to be ready).
+    out["latestCreatedExecution"] = {}
     if rec.executions:
         latest = rec.executions[-1]
         ref: Wire = {
@@ -116,6 +119,7 @@ def execution(ex: Execution) -> Wire:
         "updateTime": rfc3339(ex.completion_time or ex.start_time or ex.create_time),
         "launchStage": ex.job.spec.wire.get("launchStage", "GA"),
         "job": ex.job.job_id,
+        "parallelism": ex.parallelism,
         "taskCount": ex.task_count,
         "template": ex.template.wire,
         "reconciling": not ex.finished,
@@ -128,8 +132,6 @@ def execution(ex: Execution) -> Wire:
         out["labels"] = ex.labels
     if ex.annotations:
         out["annotations"] = ex.annotations
-    if ex.parallelism:
-        out["parallelism"] = ex.parallelism
     if ex.start_time is not None:
         out["startTime"] = rfc3339(ex.start_time)
     if ex.completion_time is not None:
