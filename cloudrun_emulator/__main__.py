@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import ipaddress
 import logging
 import shlex
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +21,7 @@ from cloudrun_emulator.server import Emulator
 from cloudrun_emulator.sources import JobSource, JobSourceError, load_job_sources
 
 log = logging.getLogger("cloudrun_emulator")
+PROG = "fanout emulator"
 
 
 def _jobs_phrase(sources: list[JobSource]) -> str:
@@ -43,10 +47,16 @@ def _secret(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     parser = argparse.ArgumentParser(
-        prog="fanout emulator",
+        prog=PROG,
         description="Local Cloud Run Admin API v2 + Cloud Logging entries:list; tasks run as local processes.",
     )
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="serve on a --host that is not a loopback address, knowing that anyone who can reach the port "
+        "can run commands as this user",
+    )
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--project", default="local-project")
     parser.add_argument("--region", default="us-central1")
@@ -79,23 +89,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGINT or SIGTERM; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    if not args.verbose:
-        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+class HostError(ValueError):
+    """--host names no address this machine can listen on."""
+
+
+def remote_addresses(host: str) -> list[str]:
+    """The addresses ``host`` stands for that are not loopback ones (empty: local to this machine only)."""
     try:
-        faults = Faults.from_file(args.faults) if args.faults else None
-        sources = load_job_sources(args.jobs_dir)
-    except (OSError, ValueError, ValidationError, JobSourceError) as exc:
-        print(f"fanout emulator: {exc}", file=sys.stderr)
-        return 2
-    jobs = [seed for source in sources for seed in source.jobs]
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError) as exc:
+        raise HostError(f"--host {host!r} cannot be resolved: {exc}") from None
+    return sorted(a for a in addresses if not ipaddress.ip_address(a.split("%", 1)[0]).is_loopback)
+
+
+def _exposure(args: argparse.Namespace) -> str | None:
+    """An error message that refuses a non-loopback host, or None; warns when --allow-remote accepts one."""
+    try:
+        remote = remote_addresses(args.host)
+    except HostError as exc:
+        return str(exc)
+    if not remote:
+        return None
+    unspecified = any(ipaddress.ip_address(a.split("%", 1)[0]).is_unspecified for a in remote)
+    where = "every network interface" if unspecified else ", ".join(remote)
+    problem = f"--host {args.host} is not a loopback address: the emulator would listen on {where}"
+    port = f"port {args.port}" if args.port else "its port"
+    danger = (
+        f"anyone who can reach {port} can run any command on this machine as {getpass.getuser()} "
+        "(the emulator has no authentication and runs whatever a job's container asks for)"
+    )
+    if not args.allow_remote:
+        return f"{problem}, and {danger}. Serve on 127.0.0.1 (the default), or pass --allow-remote if you mean it."
+    print(f"WARNING: {problem}; {danger}.", file=sys.stderr, flush=True)
+    return None
+
+
+def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults | None) -> Emulator:
     local_images = {image: argv for source in sources for image, argv in source.local_images.items()}
     local_images.update({image: shlex.split(command) for image, command in args.image})
-    emulator = Emulator(
-        jobs,
+    return Emulator(
+        [seed for source in sources for seed in source.jobs],
         project=args.project,
         region=args.region,
         host=args.host,
@@ -106,6 +139,24 @@ def main(argv: list[str] | None = None) -> int:
         use_docker=args.docker,
         secrets=dict(args.secret),
     )
+
+
+def _banner(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource]) -> str:
+    url = emulator.url
+    return (
+        f"Cloud Run emulator serving {url} (project {args.project}, region {args.region}, "
+        f"{_jobs_phrase(sources)}). Point clients at it:\n"
+        f"  export FANOUT_EMULATOR_HOST={url}   # for fanout itself\n"
+        f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
+        f"                    client_options=ClientOptions(api_endpoint='{url}'))\n"
+        f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
+        f"                 client_options={{'api_endpoint': '{url}'}})\n"
+        f"  gcloud config set api_endpoint_overrides/run {url}/\n"
+        "Ctrl-C stops it."
+    )
+
+
+def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource]) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -116,20 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             emulator.start()
         except OSError as exc:
-            print(f"fanout emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
-        print(
-            f"Cloud Run emulator serving {emulator.url} (project {args.project}, region {args.region}, "
-            f"{_jobs_phrase(sources)}). Point clients at it:\n"
-            f"  export FANOUT_EMULATOR_HOST={emulator.url}   # for fanout itself\n"
-            f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
-            f"                    client_options=ClientOptions(api_endpoint='{emulator.url}'))\n"
-            f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
-            f"                 client_options={{'api_endpoint': '{emulator.url}'}})\n"
-            f"  gcloud config set api_endpoint_overrides/run {emulator.url}/\n"
-            "Ctrl-C stops it.",
-            flush=True,
-        )
+        print(_banner(emulator, args, sources), flush=True)
         # Wake up now and then: a signal handler only runs between bytecodes of the main thread.
         while not stop.wait(0.5):
             pass
@@ -139,6 +179,25 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     print("Cloud Run emulator stopped.", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM; returns the exit status (2: bad options or inputs)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    refusal = _exposure(args)
+    if refusal is not None:
+        print(f"{PROG}: {refusal}", file=sys.stderr)
+        return 2
+    try:
+        faults = Faults.from_file(args.faults) if args.faults else None
+        sources = load_job_sources(args.jobs_dir)
+    except (OSError, ValueError, ValidationError, JobSourceError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    return _serve(_emulator(args, sources, faults), args, sources)
 
 
 if __name__ == "__main__":

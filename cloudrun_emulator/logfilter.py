@@ -11,11 +11,15 @@ store can read only those executions' entries instead of scanning everything.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+import regex
 
 from cloudrun_emulator.errors import invalid
 from cloudrun_emulator.timefmt import parse_rfc3339_micros
@@ -37,8 +41,34 @@ _PATH_STOP = set(' \t\r\n().=!<>:"')
 _MISSING = object()
 
 
+# Cloud Logging's own limit on a filter's length ("Logging query language": 20,000 characters).
+MAX_FILTER_CHARS = 20_000
+_deadline: ContextVar[float | None] = ContextVar("filter_deadline", default=None)
+
+
 class FilterError(ValueError):
     """The filter is not valid; the message points at the problem."""
+
+
+class FilterTimeout(Exception):
+    """Evaluating a filter ran past the time budget of its request."""
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Bound the filter work done in this context: past ``seconds``, matching raises FilterTimeout."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def check_budget() -> None:
+    """Raise FilterTimeout once the current time budget is spent."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise FilterTimeout
 
 
 @dataclass(frozen=True)
@@ -284,20 +314,37 @@ def _getter(path: tuple[str, ...]) -> Callable[[Record], Any]:
     return get
 
 
+def _regex_test(op: str, raw: str) -> Callable[[Any], bool]:
+    """``=~`` / ``!~``. The match runs with the GIL released and stops at the request's time budget, so a
+    pattern that backtracks catastrophically costs one request its answer, not the emulator its event loop."""
+    try:
+        pattern = regex.compile(raw)
+    except regex.error as exc:
+        raise FilterError(f"invalid regular expression {raw!r}: {exc}") from None
+    found = op == "=~"
+
+    def test(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        deadline = _deadline.get()
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        try:
+            return (pattern.search(v, concurrent=True, timeout=timeout) is not None) == found
+        except TimeoutError:
+            raise FilterTimeout from None
+
+    return test
+
+
 def _scalar_test(op: str, raw: str, kind: str) -> Callable[[Any], bool]:
+    if op in ("=~", "!~"):
+        return _regex_test(op, raw)
     if kind == "time":
         target: Any = _timestamp(raw)
     elif kind == "severity":
         target = _severity(raw)
     else:
         target = raw
-    if op in ("=~", "!~"):
-        try:
-            pattern = re.compile(raw)
-        except re.error as exc:
-            raise FilterError(f"invalid regular expression {raw!r}: {exc}") from None
-        found = op == "=~"
-        return lambda v: isinstance(v, str) and (pattern.search(v) is not None) == found
     if op == ":":
         if raw == "*":
             return lambda v: v is not _MISSING
@@ -424,10 +471,14 @@ def _execution_restriction(node: Any) -> frozenset[str] | None:
 
 def compile_filter(text: str) -> CompiledFilter:
     """Parse a Logging filter; raises the API's 400 error for a filter it cannot read."""
+    if len(text) > MAX_FILTER_CHARS:
+        raise invalid("filter", f"the filter is longer than {MAX_FILTER_CHARS} characters")
     try:
         node = _Parser(text or "").parse()
         if node is None:
             return CompiledFilter(lambda record: True, None)
         return CompiledFilter(_compile(node), _execution_restriction(node))
+    except RecursionError:
+        raise invalid("filter", "the filter is nested too deeply") from None
     except FilterError as exc:
         raise invalid("filter", str(exc), f"Invalid filter: {exc}") from None

@@ -16,7 +16,7 @@ import uvicorn
 
 from cloudrun_emulator.api.app import EmulatorApp, Stats
 from cloudrun_emulator.faults import FaultInjector, Faults
-from cloudrun_emulator.logstore import DEFAULT_MAX_ENTRIES, LogStore
+from cloudrun_emulator.logstore import DEFAULT_MAX_ENTRIES, DEFAULT_QUERY_BUDGET, LogStore
 from cloudrun_emulator.records import JobSeed
 from cloudrun_emulator.service import CloudRunService
 
@@ -45,6 +45,7 @@ class Emulator:
         *,
         secrets: Mapping[str, str] | None = None,
         max_log_entries: int = DEFAULT_MAX_ENTRIES,
+        log_query_budget_seconds: float = DEFAULT_QUERY_BUDGET,
         kill_grace_seconds: float = 1.0,
     ) -> None:
         self.project = project
@@ -63,7 +64,7 @@ class Emulator:
             max_running_tasks=max_running_tasks,
             use_docker=use_docker,
             faults=self._faults,
-            logs=LogStore(max_log_entries),
+            logs=LogStore(max_log_entries, log_query_budget_seconds),
             kill_grace_seconds=kill_grace_seconds,
         )
         self._service: CloudRunService | None = None

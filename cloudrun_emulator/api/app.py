@@ -34,6 +34,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 _MAX_BODY = 32 * 1024 * 1024
+# protobuf's JSON parser stops at 100 levels of nesting (json_format's max_recursion_depth), and so does the
+# emulator: any deeper body is refused before it reaches a parser that recurses.
+MAX_JSON_DEPTH = 100
 
 
 class ClientGone(Exception):
@@ -179,12 +182,32 @@ async def _read_json(receive: Receive) -> Any:
     raw = b"".join(chunks)
     if not raw.strip():
         return None
+    too_deep = f"Invalid JSON payload received. Nesting is deeper than {MAX_JSON_DEPTH} levels."
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        raise invalid("", too_deep, too_deep) from None
     except (ValueError, UnicodeDecodeError):
         raise invalid(
             "", "Invalid JSON payload received. Unexpected token.", "Invalid JSON payload received. Unexpected token."
         ) from None
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise invalid("", too_deep, too_deep)
+    return value
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def _send_json(send: Send, status: int, payload: Any) -> None:

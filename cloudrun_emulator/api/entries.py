@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cloudrun_emulator.api.routing import Call, route
-from cloudrun_emulator.errors import invalid
-from cloudrun_emulator.logfilter import compile_filter
-from cloudrun_emulator.logstore import page_size_of
+from cloudrun_emulator.errors import ApiError, invalid
+from cloudrun_emulator.logfilter import FilterTimeout, compile_filter, time_budget
+from cloudrun_emulator.logstore import page_size_of, select
 from cloudrun_emulator.records import Wire
 from cloudrun_emulator.service import CloudRunService
 
@@ -22,13 +24,23 @@ async def list_entries(s: CloudRunService, c: Call) -> Wire:
     if order not in ("timestamp asc", "timestamp desc", "timestamp"):
         raise invalid("order_by", f"order_by must be 'timestamp asc' or 'timestamp desc', got {order!r}")
     flt = compile_filter(str(body.get("filter", "")))
-    entries, token = s.logs.list(
-        flt,
-        projects=projects,
-        descending=order == "timestamp desc",
-        page_size=page_size_of(body.get("pageSize")),
-        page_token=str(body.get("pageToken", "")),
-    )
+    size = page_size_of(body.get("pageSize"))
+    candidates = s.logs.candidates(flt, descending=order == "timestamp desc", page_token=str(body.get("pageToken", "")))
+    budget = s.logs.query_budget_seconds
+
+    def matching() -> tuple[list[Wire], str]:
+        with time_budget(budget):
+            return select(candidates, flt, projects=projects, page_size=size)
+
+    # Off the event loop, so one expensive filter never holds up the other requests.
+    try:
+        entries, token = await asyncio.to_thread(matching)
+    except FilterTimeout:
+        raise ApiError(
+            "DEADLINE_EXCEEDED",
+            f"The filter took more than {budget:g} s to evaluate over the stored entries; simplify it "
+            "(regular expressions are the usual cause) or narrow it to fewer executions.",
+        ) from None
     out: Wire = {"entries": entries} if entries else {}
     if token:
         out["nextPageToken"] = token
