@@ -7,7 +7,6 @@ same faults, whatever other methods were called in between.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from pathlib import Path
@@ -149,7 +148,3 @@ class FaultInjector:
         """Whether a new execution should stay pending and never start its tasks."""
         rate = self._faults.stuck_execution_rate
         return bool(rate) and self._draw("stuck_execution") < rate
-
-    def as_json(self) -> str:
-        """The current faults as JSON."""
-        return json.dumps(self._faults.model_dump(mode="json"))
