@@ -28,6 +28,8 @@ class MethodFaults(_Frozen):
     ``error_rates`` maps an HTTP code (429, 500 or 503) to the probability that a request is answered with it
     instead of being served. ``drop_rate`` is the probability that the server does the work and then loses the
     answer: ``drop_mode`` "503" answers 503 UNAVAILABLE, "close" closes the connection without an answer.
+    ``list_lag_seconds`` makes a List method eventually consistent: its answers leave out resources (and log
+    entries) created less than that many seconds ago.
     """
 
     error_rates: dict[int, float] = {}
@@ -35,6 +37,7 @@ class MethodFaults(_Frozen):
     latency_jitter_seconds: float = Field(default=0.0, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     drop_mode: Literal["503", "close"] = "503"
+    list_lag_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _rates_valid(self) -> MethodFaults:
@@ -128,6 +131,10 @@ class FaultInjector:
                 return code
             roll -= rates[code]
         return None
+
+    def list_lag(self, method: str) -> float:
+        """Seconds a new resource stays out of this List method's answers."""
+        return self._faults.for_method(method).list_lag_seconds
 
     def drop(self, method: str) -> Literal["503", "close"] | None:
         """How to lose the answer after the server acted, or None to answer normally."""

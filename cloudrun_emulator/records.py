@@ -169,6 +169,7 @@ class Operation:
 
     name: str
     seq: int
+    create_time: float
     execution: Execution | None = None
     response: Wire | None = None
     type_url: str = JOB_TYPE

@@ -147,7 +147,7 @@ class Registry:
         keep: bool = True,
     ) -> Operation:
         name = f"{parent_name(project, location)}/operations/{uuid.uuid4()}"
-        operation = Operation(name, next(self._seq), execution, response, type_url)
+        operation = Operation(name, next(self._seq), self.clock(), execution, response, type_url)
         if keep:
             self._operations[name] = operation
             self._op_order.append(operation)

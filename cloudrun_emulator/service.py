@@ -128,7 +128,9 @@ class CloudRunService:
         """ListJobs, in creation order."""
         limit = page_size(size)
         after = token_position(token, "jobs") or 0
-        chosen = list(itertools.islice(self.registry.jobs_after(project, location, after), limit + 1))
+        visible = self._created_by("Jobs.ListJobs")
+        jobs = (j for j in self.registry.jobs_after(project, location, after) if j.create_time <= visible)
+        chosen = list(itertools.islice(jobs, limit + 1))
         next_token = make_token("jobs", chosen[limit - 1].seq) if len(chosen) > limit else ""
         return render.list_body("jobs", [render.job(job) for job in chosen[:limit]], next_token)
 
@@ -164,6 +166,9 @@ class CloudRunService:
         limit = page_size(size)
         before = token_position(token, "executions")
         executions = job.executions
+        visible = self._created_by("Executions.ListExecutions")
+        if executions and executions[-1].create_time > visible:
+            executions = [e for e in executions if e.create_time <= visible]
         end = len(executions)
         if before:
             end = bisect.bisect_left(executions, before, key=lambda e: e.seq)
@@ -205,8 +210,10 @@ class CloudRunService:
         execution = self.registry.execution(project, location, job_id, exec_id)
         limit = page_size(size)
         start = token_position(token, "tasks") or 0
-        chunk = execution.tasks[start : start + limit]
-        next_token = make_token("tasks", start + limit) if start + limit < len(execution.tasks) else ""
+        # Tasks are created with their execution.
+        tasks = execution.tasks if execution.create_time <= self._created_by("Tasks.ListTasks") else []
+        chunk = tasks[start : start + limit]
+        next_token = make_token("tasks", start + limit) if start + limit < len(tasks) else ""
         return render.list_body("tasks", [render.task(execution, t) for t in chunk], next_token)
 
     # ------------------------------------------------------------ operations
@@ -226,7 +233,9 @@ class CloudRunService:
         """ListOperations of one location, oldest first."""
         limit = page_size(size, maximum=OPERATIONS_MAX_PAGE_SIZE, default=OPERATIONS_MAX_PAGE_SIZE)
         after = token_position(token, "operations") or 0
-        chosen = list(itertools.islice(self.registry.operations_after(project, location, after), limit + 1))
+        visible = self._created_by("Operations.ListOperations")
+        ops = (op for op in self.registry.operations_after(project, location, after) if op.create_time <= visible)
+        chosen = list(itertools.islice(ops, limit + 1))
         next_token = make_token("operations", chosen[limit - 1].seq) if len(chosen) > limit else ""
         return render.list_body("operations", [render.operation(op) for op in chosen[:limit]], next_token)
 
@@ -234,6 +243,10 @@ class CloudRunService:
         """DeleteOperation: forgets the operation (not the execution behind it)."""
         self.registry.remove_operation(self.registry.operation(project, location, op_id))
         return {}
+
+    def _created_by(self, rpc: str) -> float:
+        """The newest creation time a List answer shows: now, or earlier when the list is made to lag."""
+        return self.registry.clock() - self.faults.list_lag(rpc)
 
     # --------------------------------------------------------------- control
 

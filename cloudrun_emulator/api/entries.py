@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from cloudrun_emulator.api.routing import Call, route
 from cloudrun_emulator.errors import ApiError, invalid
@@ -26,6 +27,10 @@ async def list_entries(s: CloudRunService, c: Call) -> Wire:
     flt = compile_filter(str(body.get("filter", "")))
     size = page_size_of(body.get("pageSize"))
     candidates = s.logs.candidates(flt, descending=order == "timestamp desc", page_token=str(body.get("pageToken", "")))
+    lag = s.faults.list_lag("Logging.ListLogEntries")
+    if lag:
+        newest = int((time.time() - lag) * 1_000_000)
+        candidates = (record for record in candidates if record.receive_ts <= newest)
     budget = s.logs.query_budget_seconds
 
     def matching() -> tuple[list[Wire], str]:
