@@ -123,7 +123,8 @@ class Task:
     exit_code: int | None = None
     status_code: str = "OK"
     status_message: str = ""
-    never_started: bool = False
+    never_started: bool = False  # its container could not start (no exit code; conditions say why)
+    reason: str = ""  # a Condition.CommonReason name for the failure, when one applies
     pid: int | None = None
     version: int = 1
 

@@ -260,25 +260,38 @@ def _task_conditions(ex: Execution, rec: Task) -> list[Wire]:
             {"type": "Started", "state": "CONDITION_PENDING", "lastTransitionTime": when},
             {"type": "Completed", "state": "CONDITION_PENDING", "lastTransitionTime": when},
         ]
-    started: Wire = {
+    return [_task_started(ex, rec, when), {"type": "Completed", "lastTransitionTime": when, **_task_completed(rec)}]
+
+
+def _task_started(ex: Execution, rec: Task, when: str) -> Wire:
+    if rec.never_started:
+        started: Wire = {"type": "Started", "state": "CONDITION_FAILED", "lastTransitionTime": when}
+        started.update(severity="ERROR", message=rec.status_message, **_reason(rec))
+        return started
+    if rec.state == State.CANCELLED and rec.start_time is None:
+        return {"type": "Started", "state": "CONDITION_FAILED", "lastTransitionTime": when}
+    return {
         "type": "Started",
         "state": "CONDITION_SUCCEEDED",
         "lastTransitionTime": rfc3339(rec.start_time or ex.create_time),
     }
-    if rec.state == State.CANCELLED and rec.start_time is None:
-        started = {"type": "Started", "state": "CONDITION_FAILED", "lastTransitionTime": when}
-    completed: Wire = {"type": "Completed", "lastTransitionTime": when}
+
+
+def _task_completed(rec: Task) -> Wire:
     if rec.state == State.RUNNING:
-        completed["state"] = "CONDITION_PENDING"
-    elif rec.state == State.SUCCEEDED:
-        completed.update(state="CONDITION_SUCCEEDED", message="Task completed successfully.")
-    elif rec.state == State.CANCELLED:
-        completed.update(state="CONDITION_FAILED", executionReason="CANCELLED", message=MSG_CANCELLED)
-    else:
-        completed.update(state="CONDITION_FAILED", severity="ERROR", message=rec.status_message)
-        if rec.status_message == MSG_NONZERO:
-            completed["executionReason"] = "NON_ZERO_EXIT_CODE"
-    return [started, completed]
+        return {"state": "CONDITION_PENDING"}
+    if rec.state == State.SUCCEEDED:
+        return {"state": "CONDITION_SUCCEEDED", "message": "Task completed successfully."}
+    if rec.state == State.CANCELLED:
+        return {"state": "CONDITION_FAILED", "executionReason": "CANCELLED", "message": MSG_CANCELLED}
+    failed: Wire = {"state": "CONDITION_FAILED", "severity": "ERROR", "message": rec.status_message, **_reason(rec)}
+    if rec.status_message == MSG_NONZERO:
+        failed["executionReason"] = "NON_ZERO_EXIT_CODE"
+    return failed
+
+
+def _reason(rec: Task) -> Wire:
+    return {"reason": rec.reason} if rec.reason else {}
 
 
 # ------------------------------------------------------------ operations

@@ -14,17 +14,23 @@ from dataclasses import dataclass
 
 from cloudrun_emulator.faults import FaultInjector
 from cloudrun_emulator.logstore import LogStore
-from cloudrun_emulator.processes import DockerProbe, Outcome, ProcessGroups
+from cloudrun_emulator.processes import DockerProbe, LineSink, Outcome, ProcessGroups
 from cloudrun_emulator.records import Container, EnvVar, Execution, Task
 
 HOST_ENV_KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "STORAGE_EMULATOR_HOST")
 
 
+# How Cloud Run's container runtime words a container whose entrypoint cannot be run.
+START_FAILED = "Application failed to start"
+
+
 @dataclass(frozen=True)
 class SetupError:
-    """Why an attempt could not start; a retry cannot help."""
+    """Why an attempt's container could not start; a retry cannot help. ``reason`` is a Condition.CommonReason
+    name when one applies (SECRETS_ACCESS_CHECK_FAILED)."""
 
     message: str
+    reason: str = ""
 
 
 class TaskRuntime:
@@ -51,14 +57,7 @@ class TaskRuntime:
         self._host_env = {k: os.environ[k] for k in HOST_ENV_KEEP if k in os.environ}
 
     async def attempt(self, ex: Execution, task: Task, container: Container) -> Outcome | SetupError:
-        """Run one attempt of a task to its end."""
-        env = self._env(ex, task, container)
-        if isinstance(env, SetupError):
-            return env
-        docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
-        argv = await self._argv(container, env, docker_name)
-        if isinstance(argv, SetupError):
-            return argv
+        """Run one attempt of a task to its end; a container that cannot start says why in the system log."""
         instance_id = uuid.uuid4().hex
         job = ex.job
         write = self.logs.write
@@ -76,6 +75,22 @@ class TaskRuntime:
                 line=line,
             )
 
+        outcome = await self._attempt(ex, task, container, on_line)
+        if isinstance(outcome, SetupError):
+            on_line("varlog/system", outcome.message)
+        return outcome
+
+    async def _attempt(
+        self, ex: Execution, task: Task, container: Container, on_line: LineSink
+    ) -> Outcome | SetupError:
+        env = self._env(ex, task, container)
+        if isinstance(env, SetupError):
+            return env
+        docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
+        argv = await self._argv(container, env, docker_name)
+        if isinstance(argv, SetupError):
+            return argv
+
         cwd = container.working_dir if container.working_dir and os.path.isdir(container.working_dir) else None
         self.attempts_started += 1
 
@@ -88,7 +103,10 @@ class TaskRuntime:
                 argv, env, cwd, timeout, on_line, kill_after=self.faults.task_kill_delay(), on_start=started
             )
         except OSError as exc:
-            return SetupError(f"The command {argv[0]!r} could not be started: {exc.strerror or exc}.")
+            return SetupError(f"{START_FAILED}: cannot run {argv[0]!r}: {exc.strerror or exc}.")
+        except ValueError as exc:
+            # subprocess refuses what no exec can take, e.g. a NUL byte inside an argument.
+            return SetupError(f"{START_FAILED}: the command line cannot be executed: {exc}.")
         finally:
             task.pid = None
         if argv[0] == "docker" and (outcome.timed_out or outcome.killed_by_request or outcome.exit_code):
@@ -128,9 +146,10 @@ class TaskRuntime:
             if key in self.secrets:
                 return self.secrets[key]
         return SetupError(
-            f"Secret '{ref.secret}' (version {ref.version}) for environment variable {var.name} has no local "
-            "value. Give the emulator its value: Emulator(secrets={'NAME': 'value'}) or "
-            "`fanout emulator --secret NAME=VALUE`."
+            f"Secret '{ref.secret}' version {ref.version} (environment variable {var.name}) was not found: it has "
+            "no local value. Give the emulator its value: Emulator(secrets={'NAME': 'value'}) or "
+            "`fanout emulator --secret NAME=VALUE`.",
+            reason="SECRETS_ACCESS_CHECK_FAILED",
         )
 
     async def _argv(self, container: Container, env: Mapping[str, str], docker_name: str) -> list[str] | SetupError:
@@ -143,8 +162,8 @@ class TaskRuntime:
             passed = [item for name in env if name not in self._host_env for item in ("-e", name)]
             return ["docker", "run", "--rm", "--name", docker_name, *passed, image, *container.args]
         return SetupError(
-            f"Image '{image}' has no command and no local entrypoint, so the emulator cannot tell what it "
-            f"runs. Set the container's command, map the image to a local command "
+            f"{START_FAILED}: image '{image}' has no command and no local entrypoint, so the emulator cannot tell "
+            "what it runs. Set the container's command, map the image to a local command "
             f"(Emulator(local_images={{'{image}': ['python', 'main.py']}}), `fanout emulator --image "
             f"{image}=CMD`, or `local.entrypoint` in the job's job.yaml), or enable Docker "
             "(use_docker=True / --docker) with a reachable engine."

@@ -147,7 +147,7 @@ class Scheduler:
             # A bug here must not take the scheduler down: the task fails and says why.
             log.exception("task %s crashed in the emulator", task.name)
             if not task.state.final:
-                self._task_failed(ex, task, "INTERNAL", "The emulator failed to run this task.", None)
+                self._task_failed(ex, task, "INTERNAL", "The emulator failed to run this task.", None, reason="")
         finally:
             task.pid = None
             ex.running -= 1
@@ -163,8 +163,9 @@ class Scheduler:
             ex.version += 1
             outcome = await self.runtime.attempt(ex, task, container)
             if isinstance(outcome, SetupError):
-                # Configuration problems (no entrypoint, no secret value) fail at once: a retry cannot help.
-                self._task_failed(ex, task, "FAILED_PRECONDITION", outcome.message, None)
+                # The container never started (no secret value, no such command): a retry cannot help.
+                task.start_time, task.never_started, task.reason = None, True, outcome.reason
+                self._task_failed(ex, task, "FAILED_PRECONDITION", outcome.message, None, reason="")
                 return
             if not self._settle(ex, task, outcome):
                 return
