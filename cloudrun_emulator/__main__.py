@@ -1,4 +1,4 @@
-"""``python -m cloudrun_emulator`` (also ``fanout emulator``): serve the emulator until interrupted."""
+"""``python -m cloudrun_emulator`` (``fanout emulator`` is the same command): serve until interrupted."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
 
 from cloudrun_emulator.faults import Faults
+from cloudrun_emulator.scheduler import DEFAULT_MAX_RUNNING_TASKS
 from cloudrun_emulator.server import Emulator
 from cloudrun_emulator.sources import JobSource, JobSourceError, load_job_sources
 
 log = logging.getLogger("cloudrun_emulator")
-PROG = "fanout emulator"
+PROG = "python -m cloudrun_emulator"
 
 
 def _jobs_phrase(sources: list[JobSource]) -> str:
@@ -44,22 +46,78 @@ def _secret(text: str) -> tuple[str, str]:
     return _pair(text, "SECRET=VALUE")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line options."""
+def _bounded_int(low: int, high: int | None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+DESCRIPTION = """\
+A local stand-in for the Cloud Run Admin API v2 (jobs, executions, tasks,
+long-running operations) and Cloud Logging's entries:list. It speaks Google's
+HTTP/JSON API, so the official clients work against it with the REST
+transport, an api_endpoint override and anonymous credentials. Each task runs
+as a local process in its own process group; what it prints becomes Cloud Run
+job log entries.
+"""
+
+EPILOG = """\
+examples:
+  serve on http://127.0.0.1:8123 until Ctrl-C:
+    %(prog)s
+  a free port, with injected errors, latency and lost answers:
+    %(prog)s --port 0 --faults faults.yaml
+  an image's local command and a secret's local value:
+    %(prog)s --image example.com/tool:1='python tool.py' \\
+        --secret api-token=s3cret
+
+jobs: the jobs that exist at start come from the installed job sources
+(entry-point group cloudrun_emulator.job_sources), each given --jobs-dir;
+fanout's serves its job catalog. Clients can create more with CreateJob.
+
+what a task runs: the container's command and args; else the image's local
+command (--image, or the job source's); else, with --docker, the image in
+Docker. The emulator never guesses an image's entrypoint.
+
+security: there is no authentication and tasks run as you, so only loopback
+addresses are served unless --allow-remote is given.
+
+More (fault files, /_emulator endpoints, what is emulated): docs/emulator.md
+"""
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command-line options; each one's help says its default."""
     parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Local Cloud Run Admin API v2 + Cloud Logging entries:list; tasks run as local processes.",
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; loopback only unless --allow-remote (default: %(default)s)",
+    )
     parser.add_argument(
         "--allow-remote",
         action="store_true",
         help="serve on a --host that is not a loopback address, knowing that anyone who can reach the port "
-        "can run commands as this user",
+        "can run commands as this user (default: refused)",
     )
-    parser.add_argument("--port", type=int, default=8123)
-    parser.add_argument("--project", default="local-project")
-    parser.add_argument("--region", default="us-central1")
+    parser.add_argument(
+        "--port",
+        type=_bounded_int(0, 65535),
+        default=8123,
+        help="port to listen on; 0 picks a free one, printed at start (default: %(default)s)",
+    )
+    parser.add_argument("--project", default="local-project", help="project of the catalog jobs (default: %(default)s)")
+    parser.add_argument("--region", default="us-central1", help="region of the catalog jobs (default: %(default)s)")
     parser.add_argument(
         "--jobs-dir",
         type=Path,
@@ -72,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_image,
         default=[],
         metavar="IMAGE=COMMAND",
-        help="what an image without a command runs locally (shell words), repeatable",
+        help="what an image without a command runs locally, as shell words; repeatable (default: none)",
     )
     parser.add_argument(
         "--secret",
@@ -80,12 +138,32 @@ def build_parser() -> argparse.ArgumentParser:
         type=_secret,
         default=[],
         metavar="SECRET=VALUE",
-        help="local value of a Secret Manager secret (short name or full name), repeatable",
+        help="local value of a Secret Manager secret, by short or full name; repeatable (default: none, so a "
+        "task that needs one fails, saying which)",
     )
-    parser.add_argument("--faults", type=Path, default=None, help="fault injection config (YAML or JSON)")
-    parser.add_argument("--max-running-tasks", type=int, default=None)
-    parser.add_argument("--docker", action="store_true", help="run images without a local command in Docker")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log one line per request")
+    parser.add_argument(
+        "--faults",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="fault injection settings, YAML or JSON; also settable at runtime with POST /_emulator/faults "
+        "(default: no faults)",
+    )
+    parser.add_argument(
+        "--max-running-tasks",
+        type=_bounded_int(1, None),
+        default=DEFAULT_MAX_RUNNING_TASKS,
+        metavar="N",
+        help="tasks running at once across all executions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="run images without a local command in Docker, if an engine answers (default: off)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log one line per request to stderr (default: off)"
+    )
     return parser
 
 
@@ -156,7 +234,7 @@ def _banner(emulator: Emulator, args: argparse.Namespace, sources: list[JobSourc
     )
 
 
-def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource]) -> int:
+def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource], prog: str) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -167,7 +245,7 @@ def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource
         try:
             emulator.start()
         except OSError as exc:
-            print(f"{PROG}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
         print(_banner(emulator, args, sources), flush=True)
         # Wake up now and then: a signal handler only runs between bytecodes of the main thread.
@@ -181,23 +259,23 @@ def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Serve until SIGINT or SIGTERM; returns the exit status (2: bad options or inputs)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not args.verbose:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     refusal = _exposure(args)
     if refusal is not None:
-        print(f"{PROG}: {refusal}", file=sys.stderr)
+        print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
     try:
         faults = Faults.from_file(args.faults) if args.faults else None
         sources = load_job_sources(args.jobs_dir)
     except (OSError, ValueError, ValidationError, JobSourceError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    return _serve(_emulator(args, sources, faults), args, sources)
+    return _serve(_emulator(args, sources, faults), args, sources, prog)
 
 
 if __name__ == "__main__":

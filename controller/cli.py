@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["emulator"]:
         from cloudrun_emulator.__main__ import main as emulator_main
 
-        return emulator_main(argv[1:])
+        return emulator_main(argv[1:], prog="fanout emulator")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
