@@ -336,44 +336,57 @@ def _regex_test(op: str, raw: str) -> Callable[[Any], bool]:
     return test
 
 
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _target(raw: str, kind: str) -> Any:
+    """The value a comparison compares with: an instant, a severity level or the text itself."""
+    if kind == "time":
+        return _timestamp(raw)
+    if kind == "severity":
+        return _severity(raw)
+    return raw
+
+
+def _has_test(raw: str, kind: str, target: Any) -> Callable[[Any], bool]:
+    """``:``: present (``:*``), equal for times and severities, else a case-insensitive substring."""
+    if raw == "*":
+        return lambda v: v is not _MISSING
+    if kind != "text":
+        return lambda v: v == target
+    needle = raw.lower()
+    return lambda v: needle in _text(v).lower()
+
+
+def _coercion(raw: str, kind: str, target: Any) -> Callable[[Any], tuple[Any, Any]]:
+    """How a field's value and the filter's value are made comparable: numbers as numbers, else text."""
+    if kind != "text":
+        return lambda v: (v, target)
+    number = _number(raw)
+
+    def coerce(v: Any) -> tuple[Any, Any]:
+        if number is not None and isinstance(v, int | float) and not isinstance(v, bool):
+            return v, number
+        return _text(v), raw
+
+    return coerce
+
+
 def _scalar_test(op: str, raw: str, kind: str) -> Callable[[Any], bool]:
     if op in ("=~", "!~"):
         return _regex_test(op, raw)
-    if kind == "time":
-        target: Any = _timestamp(raw)
-    elif kind == "severity":
-        target = _severity(raw)
-    else:
-        target = raw
+    target = _target(raw, kind)
     if op == ":":
-        if raw == "*":
-            return lambda v: v is not _MISSING
-        if kind != "text":
-            return lambda v: v == target
-        needle = raw.lower()
-        return lambda v: needle in _text(v).lower()
-    if kind == "text":
-        number = _number(raw)
-
-        def coerce(v: Any) -> Any:
-            if number is not None and isinstance(v, int | float) and not isinstance(v, bool):
-                return v, number
-            return _text(v), raw
-
-    else:
-
-        def coerce(v: Any) -> Any:
-            return v, target
-
-    compare: dict[str, Callable[[Any, Any], bool]] = {
-        "=": lambda a, b: a == b,
-        "!=": lambda a, b: a != b,
-        ">": lambda a, b: a > b,
-        "<": lambda a, b: a < b,
-        ">=": lambda a, b: a >= b,
-        "<=": lambda a, b: a <= b,
-    }
-    test = compare[op]
+        return _has_test(raw, kind, target)
+    coerce = _coercion(raw, kind, target)
+    test = _COMPARE[op]
 
     def check(v: Any) -> bool:
         if v is _MISSING:
