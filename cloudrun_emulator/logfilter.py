@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import regex
@@ -96,12 +96,12 @@ class _Cmp:
 @dataclass(frozen=True)
 class _Bool:
     op: str  # "AND" or "OR"
-    terms: tuple[Any, ...]
+    terms: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class _Not:
-    term: Any
+    term: Node
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,9 @@ class _Search:
 @dataclass(frozen=True)
 class _LogId:
     log_id: str
+
+
+Node: TypeAlias = _Cmp | _Bool | _Not | _Search | _LogId
 
 
 class _Parser:
@@ -134,7 +137,7 @@ class _Parser:
             return True
         return False
 
-    def parse(self) -> Any:
+    def parse(self) -> Node | None:
         self.ws()
         if self.pos == len(self.text):
             return None
@@ -144,13 +147,13 @@ class _Parser:
             raise self.fail("unexpected text")
         return node
 
-    def parse_or(self) -> Any:
+    def parse_or(self) -> Node:
         terms = [self.parse_and()]
         while self.keyword("OR"):
             terms.append(self.parse_and())
         return terms[0] if len(terms) == 1 else _Bool("OR", tuple(terms))
 
-    def parse_and(self) -> Any:
+    def parse_and(self) -> Node:
         terms = [self.parse_unary()]
         while True:
             self.ws()
@@ -164,7 +167,7 @@ class _Parser:
             terms.append(self.parse_unary())
         return terms[0] if len(terms) == 1 else _Bool("AND", tuple(terms))
 
-    def parse_unary(self) -> Any:
+    def parse_unary(self) -> Node:
         if self.keyword("NOT"):
             return _Not(self.parse_unary())
         self.ws()
@@ -174,7 +177,7 @@ class _Parser:
             return _Not(self.parse_unary())
         return self.parse_primary()
 
-    def parse_primary(self) -> Any:
+    def parse_primary(self) -> Node:
         self.ws()
         if self.pos >= len(self.text):
             raise self.fail("expected a term")
@@ -414,7 +417,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _compile(node: Any) -> Predicate:
+def _compile(node: Node) -> Predicate:
     if isinstance(node, _Bool):
         preds = [_compile(term) for term in node.terms]
         if node.op == "AND":
@@ -462,7 +465,7 @@ class CompiledFilter:
     execution_names: frozenset[str] | None
 
 
-def _execution_restriction(node: Any) -> frozenset[str] | None:
+def _execution_restriction(node: Node) -> frozenset[str] | None:
     if isinstance(node, _Cmp):
         is_label = node.path == ("labels", EXECUTION_LABEL)
         if is_label and node.op == "=" and (len(node.values) == 1 or not node.all_of):
