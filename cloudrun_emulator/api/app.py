@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from cloudrun_emulator import fieldmask
 from cloudrun_emulator.api import entries, executions, jobs, operations, tasks
 from cloudrun_emulator.api.routing import Call, Router
 from cloudrun_emulator.errors import STATUS_FOR_HTTP, ApiError, invalid
@@ -111,15 +112,13 @@ class EmulatorApp:
         route, params = found
         rpc = route.rpc
         self.stats.hit(rpc)
-        delay = self.faults.latency(rpc)
-        if delay:
-            await asyncio.sleep(delay)
-        code = self.faults.error_code(rpc)
-        if code is not None:
-            error = ApiError(STATUS_FOR_HTTP[code], f"Injected fault: {STATUS_FOR_HTTP[code]} (emulator).")
-            return error.http_code, error.body(), rpc
+        injected = await self._injected(rpc)
+        if injected is not None:
+            return injected.http_code, injected.body(), rpc
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         try:
+            # A bad field mask is refused before any work is done, as Google does.
+            mask = fieldmask.parse(_mask_text(scope, query), route.response)
             body = await _read_json(receive) if route.has_body else None
             payload = await route.handler(self.service, Call(params, query, body))
         except ApiError as exc:
@@ -136,9 +135,20 @@ class EmulatorApp:
         if drop is not None:
             error = ApiError("UNAVAILABLE", "Injected fault: the answer was lost after the work was done.")
             return error.http_code, error.body(), rpc
+        payload = fieldmask.prune(payload, mask)
         if "enum-encoding=int" in query.get("$alt", "") and route.response is not None:
             payload = enums_as_ints(payload, route.response)
         return 200, payload, rpc
+
+    async def _injected(self, rpc: str) -> ApiError | None:
+        """Apply the method's injected latency; the error to answer instead of serving, if one is drawn."""
+        delay = self.faults.latency(rpc)
+        if delay:
+            await asyncio.sleep(delay)
+        code = self.faults.error_code(rpc)
+        if code is None:
+            return None
+        return ApiError(STATUS_FOR_HTTP[code], f"Injected fault: {STATUS_FOR_HTTP[code]} (emulator).")
 
     async def _own(self, method: str, path: str, receive: Receive) -> tuple[int, Any]:
         if path == "/_emulator/stats" and method == "GET":
@@ -194,6 +204,16 @@ async def _read_json(receive: Receive) -> Any:
     if _deeper_than(value, MAX_JSON_DEPTH):
         raise invalid("", too_deep, too_deep)
     return value
+
+
+def _mask_text(scope: Scope, query: dict[str, str]) -> str:
+    """The response field mask: the ``fields``/``$fields`` system parameter, else ``X-Goog-FieldMask``."""
+    if "fields" in query or "$fields" in query:
+        return query.get("$fields", query.get("fields", ""))
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"x-goog-fieldmask":
+            return str(value.decode("latin-1"))
+    return ""
 
 
 def _deeper_than(value: object, limit: int) -> bool:
