@@ -64,13 +64,6 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def format_duration(seconds: float) -> str:
-    """The JSON ``Duration`` for a number of seconds ("600s", "2.5s")."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds:.9f}".rstrip("0") + "s"
-
-
 def timeout_problem(timeout: str) -> str | None:
     """Why Cloud Run would refuse this task timeout, or None if it is accepted."""
     try:

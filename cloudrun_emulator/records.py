@@ -55,7 +55,6 @@ class EnvVar:
 @dataclass(frozen=True)
 class Container:
     image: str
-    name: str = ""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: tuple[EnvVar, ...] = ()

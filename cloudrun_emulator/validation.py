@@ -139,7 +139,6 @@ def task_template(wire: Wire) -> TaskTemplate:
 def _container(wire: Wire) -> Container:
     return Container(
         image=wire.get("image", ""),
-        name=wire.get("name", ""),
         command=tuple(wire.get("command", ())),
         args=tuple(wire.get("args", ())),
         env=tuple(_env_var(v) for v in wire.get("env", ())),
