@@ -22,6 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 # "(a|a)*$" against 30 "a"s and a "!" tries 2**30 ways before it fails: minutes of work for a backtracking engine.
 HOSTILE_FILTER = 'textPayload=~"(a|a)*$"'
 HOSTILE_LINE = "a" * 30 + "!"
+BUDGET = 3.0
 
 
 def _emulator_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +83,7 @@ def _request(url: str, body: bytes | None = None, method: str = "GET", timeout: 
 
 
 def test_a_catastrophic_regex_is_cut_off_while_other_requests_are_served() -> None:
-    with Emulator(log_query_budget_seconds=2.0, kill_grace_seconds=0.2) as emu:
+    with Emulator(log_query_budget_seconds=BUDGET, kill_grace_seconds=0.2) as emu:
         clients = Clients(emu)
         clients.create_job("printer", f"print({HOSTILE_LINE!r})")
         clients.run("printer").result(timeout=30, polling=FAST_POLL)
@@ -101,10 +102,12 @@ def test_a_catastrophic_regex_is_cut_off_while_other_requests_are_served() -> No
         elapsed = time.monotonic() - started
     status, error = answer[0]
     assert (status, error["error"]["status"]) == (504, "DEADLINE_EXCEEDED")
-    assert "took more than 2 s" in error["error"]["message"]
+    assert f"took more than {BUDGET:g} s" in error["error"]["message"]
     assert elapsed < 30, "the budget did not stop the match"
     assert len(latencies) >= 5, "GetJob was not served while the filter ran"
-    assert max(latencies) < 1.0, f"GetJob waited {max(latencies):.2f} s behind the filter"
+    # Served alongside, not after: no GetJob waited for the filter's whole budget, and most answered at once.
+    assert max(latencies) < BUDGET, f"a GetJob waited {max(latencies):.2f} s behind the filter"
+    assert sorted(latencies)[len(latencies) // 2] < 0.5
 
 
 def test_a_regex_within_budget_still_matches(emu: Emulator, clients: Clients) -> None:
