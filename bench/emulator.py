@@ -35,13 +35,13 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 @contextlib.contextmanager
 def emulator(max_running_tasks: int) -> Iterator[str]:
-    """Start ``python -m controller.emulator`` on a free port; yields its URL; stops it (SIGTERM kills
+    """Start ``python -m cloudrun_emulator`` on a free port; yields its URL; stops it (SIGTERM kills
     every task's process group)."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "controller.emulator",
+            "cloudrun_emulator",
             "--port",
             "0",
             "--project",

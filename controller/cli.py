@@ -262,9 +262,9 @@ def _target(options: RunOptions, catalog: Catalog) -> tuple[str, Any]:
         return project or LOCAL_PROJECT, None
     if project:
         return project, None
-    from controller.emulator import Emulator
+    from controller.emulator_jobs import catalog_emulator
 
-    return LOCAL_PROJECT, Emulator(catalog=catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
+    return LOCAL_PROJECT, catalog_emulator(catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -380,9 +380,9 @@ def cmd_report_show(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
-        from controller.emulator.__main__ import main as emulator_main
+        from cloudrun_emulator.__main__ import main as emulator_main
 
-        return emulator_main(argv[1:])
+        return emulator_main(argv[1:], prog="fanout emulator")
     parser = build_parser()
     if not argv:
         parser.print_help()

@@ -30,9 +30,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from testenv import BUCKET, PROJECT, REGION  # noqa: E402
 
+from cloudrun_emulator import Emulator  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints  # noqa: E402
-from controller.emulator import Emulator  # noqa: E402
+from controller.emulator_jobs import catalog_emulator  # noqa: E402
 
 PREFIX = "reliability:"
 _collected: list[tuple[str, str, Any]] = []
@@ -81,7 +82,7 @@ def catalog() -> Catalog:
 def emulator(catalog: Catalog, gcs: Any) -> Iterator[Emulator]:
     """One Cloud Run + Logging emulator serving the catalog's jobs for the whole session. It starts after
     fake-gcs-server so its tasks inherit STORAGE_EMULATOR_HOST (packed tasks read manifests there)."""
-    with Emulator(catalog=catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
+    with catalog_emulator(catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
         yield emu
 
 

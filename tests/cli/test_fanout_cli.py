@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 
 pytestmark = pytest.mark.xdist_group("emulator-flow")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from cloudrun_emulator import Emulator
 from controller import spec
 from controller.cli import main
-from controller.emulator import Emulator
 from controller.flow import prepared_batch, prepared_catalog, progress_sink, report_sink
 
 pytestmark = [pytest.mark.xdist_group("emulator-flow"), pytest.mark.usefixtures("prefect_server")]

@@ -13,7 +13,7 @@ from google.api_core.future import polling
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 
 PY = sys.executable
 # Clients poll operations from 1 s up; tests poll faster so they finish in well under a second each.

@@ -1,4 +1,4 @@
-"""`fanout emulator` (`python -m controller.emulator` is the same code): serves, logs requests, stops cleanly."""
+"""`fanout emulator` (`python -m cloudrun_emulator` is the same code): serves, logs requests, stops cleanly."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
 from controller.catalog import Catalog, CatalogError
-from controller.emulator import Emulator
+from controller.emulator_jobs import catalog_emulator
 from tests.emulator.conftest import FAST_POLL, PY, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def _free_port() -> int:
@@ -107,7 +108,7 @@ def test_cli_rejects_a_bad_faults_file(tmp_path: Path) -> None:
     bad = tmp_path / "faults.yaml"
     bad.write_text("task_kill_rate: 5\n")
     result = subprocess.run(
-        [PY, "-m", "controller.emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
+        [PY, "-m", "cloudrun_emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -126,7 +127,7 @@ def test_repository_catalog_job_runs_through_its_local_entrypoint() -> None:
         pytest.skip(f"no usable job catalog in the repository: {exc}")
     if "hello" not in catalog:
         pytest.skip("the repository has no hello job")
-    with Emulator(catalog=catalog) as emulator:
+    with catalog_emulator(catalog) as emulator:
         jobs = run_v2.JobsClient(
             credentials=AnonymousCredentials(),
             transport="rest",
@@ -135,3 +136,33 @@ def test_repository_catalog_job_runs_through_its_local_entrypoint() -> None:
         name = f"projects/{emulator.project}/locations/{emulator.region}/jobs/hello"
         execution = jobs.run_job(name=name).result(timeout=60, polling=FAST_POLL)
         assert execution.succeeded_count == 1
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, env=ENV, check=False)
+
+
+def test_every_option_has_help_that_states_its_default() -> None:
+    from cloudrun_emulator.__main__ import build_parser
+
+    options = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 12
+    missing = [a.option_strings[-1] for a in options if not a.help or "(default: " not in a.help]
+    assert missing == []
+
+
+def test_fanout_emulator_is_python_m_cloudrun_emulator() -> None:
+    fanout = str(Path(PY).with_name("fanout"))
+    module = _run(PY, "-m", "cloudrun_emulator", "--help")
+    wrapped = _run(fanout, "emulator", "--help")
+    assert (module.returncode, wrapped.returncode) == (0, 0)
+    assert "examples:" in module.stdout
+    assert "(default: 8123)" in module.stdout
+    # The same text after the usage lines (which wrap differently for the two program names).
+    body = wrapped.stdout.split("\n\n", 1)[1].replace("fanout emulator", "python -m cloudrun_emulator")
+    assert body == module.stdout.split("\n\n", 1)[1]
+    for command in ([PY, "-m", "cloudrun_emulator"], [fanout, "emulator"]):
+        bad = _run(*command, "--port", "99999")
+        assert bad.returncode == 2
+        assert "--port: must be between 0 and 65535, got 99999" in bad.stderr
+        assert "Traceback" not in bad.stderr

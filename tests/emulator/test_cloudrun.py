@@ -13,8 +13,9 @@ from google.api_core import exceptions
 from google.cloud import run_v2
 from google.rpc import code_pb2
 
+from cloudrun_emulator import Emulator
 from controller.catalog import Catalog, JobDefinition, SecretRef
-from controller.emulator import Emulator
+from controller.emulator_jobs import catalog_emulator
 from tests.emulator.conftest import FAST_POLL, PY, Clients, wait_until
 
 Condition = run_v2.Condition
@@ -25,8 +26,10 @@ ContainerOverride = Overrides.ContainerOverride
 RECORDER = """
 import json, os, sys, time
 index, attempt = os.environ["CLOUD_RUN_TASK_INDEX"], os.environ["CLOUD_RUN_TASK_ATTEMPT"]
-with open(os.path.join(os.environ["OUT"], f"{index}-{attempt}.json"), "w") as f:
+path = os.path.join(os.environ["OUT"], f"{index}-{attempt}")
+with open(path + ".tmp", "w") as f:
     json.dump({"env": dict(os.environ), "argv": sys.argv[1:], "pid": os.getpid(), "start": time.time()}, f)
+os.replace(path + ".tmp", path + ".json")  # whole, so a test reading it while the task runs never sees half
 time.sleep(float(os.environ.get("SLEEP", "0")))
 sys.exit(int(os.environ.get("EXIT_" + index, "0")))
 """
@@ -362,7 +365,7 @@ def test_catalog_jobs_exist_at_start_with_secrets_from_config(tmp_path: Path, mo
         parallelism=1,
     )
     catalog = Catalog({"cataloged": definition})
-    with Emulator(catalog=catalog, secrets={"api-token": "s3cret"}) as emulator:
+    with catalog_emulator(catalog, secrets={"api-token": "s3cret"}) as emulator:
         clients = Clients(emulator)
         job = clients.jobs.get_job(name=f"{clients.parent}/jobs/cataloged")
         assert (job.template.task_count, job.template.parallelism) == (2, 1)
@@ -375,7 +378,7 @@ def test_catalog_jobs_exist_at_start_with_secrets_from_config(tmp_path: Path, mo
         # Tasks reach fake-gcs-server through the emulator's own STORAGE_EMULATOR_HOST.
         assert seen["STORAGE_EMULATOR_HOST"] == "http://127.0.0.1:4443"
 
-    with Emulator(catalog=catalog) as emulator:
+    with catalog_emulator(catalog) as emulator:
         clients = Clients(emulator)
         with pytest.raises(exceptions.FailedPrecondition, match=r"Secret 'api-token'.*has no local value"):
             clients.run("cataloged").result(timeout=20, polling=FAST_POLL)

@@ -13,7 +13,7 @@ import httplib2
 import pytest
 from googleapiclient.discovery import build_from_document
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from tests.emulator.conftest import PY
 
 DOC = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "run.v2.json").read_text())
@@ -40,22 +40,26 @@ def walk(value: Any, schema: dict[str, Any], path: str, problems: list[str]) -> 
         return
     properties = schema.get("properties")
     if properties is None:
-        extra = schema.get("additionalProperties", {})
-        if extra.get("type") == "any" and "@type" in value:
-            name = _schema_for_any(value)
-            if name is None:
-                problems.append(f"{path}: unexpected @type {value['@type']}")
-                return
-            walk({k: v for k, v in value.items() if k != "@type"}, SCHEMAS[name], path, problems)
-            return
-        for key, item in value.items():
-            walk(item, extra, f"{path}.{key}", problems)
+        _walk_map(value, schema.get("additionalProperties", {}), path, problems)
         return
     for key, item in value.items():
         if key not in properties:
             problems.append(f"{path}.{key} is not in {schema.get('id', 'the schema')}")
         else:
             walk(item, properties[key], f"{path}.{key}", problems)
+
+
+def _walk_map(value: dict[str, Any], extra: dict[str, Any], path: str, problems: list[str]) -> None:
+    """An object without declared properties: a map, or a ``google.protobuf.Any`` named by its ``@type``."""
+    if extra.get("type") == "any" and "@type" in value:
+        name = _schema_for_any(value)
+        if name is None:
+            problems.append(f"{path}: unexpected @type {value['@type']}")
+            return
+        walk({k: v for k, v in value.items() if k != "@type"}, SCHEMAS[name], path, problems)
+        return
+    for key, item in value.items():
+        walk(item, extra, f"{path}.{key}", problems)
 
 
 class RecordingHttp(httplib2.Http):

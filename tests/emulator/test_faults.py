@@ -6,6 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import requests
 from google.api_core import exceptions
 from pydantic import ValidationError
 
-from controller.emulator import Emulator, Faults, MethodFaults
+from cloudrun_emulator import Emulator, Faults, MethodFaults
 from tests.emulator.conftest import FAST_POLL, Clients
 
 SLEEPER = "import sys, time; time.sleep(5)"
@@ -129,3 +130,65 @@ def test_faults_endpoint_and_file(emu: Emulator, tmp_path: Path) -> None:
     assert Faults.from_file(json_file).for_method("Jobs.GetJob").latency_seconds == 0.01
     with pytest.raises(ValidationError):
         Faults.model_validate({"methods": {"Jobs.GetJob": {"error_rates": {404: 0.1}}}})
+
+
+LAG = 3.0
+
+
+def _first_seen(listed: Any, created: float, what: str, timeout: float = 60.0) -> float:
+    """Seconds from ``created`` until ``listed()`` is true, polled with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not listed():
+        assert time.monotonic() < deadline, f"{what} never appeared in its list"
+        time.sleep(0.05)
+    return time.time() - created
+
+
+def test_list_lag_leaves_new_resources_out_of_list_answers(emu: Emulator, clients: Clients) -> None:
+    emu.set_faults(
+        Faults(
+            methods={
+                "Executions.ListExecutions": MethodFaults(list_lag_seconds=LAG),
+                "Tasks.ListTasks": MethodFaults(list_lag_seconds=LAG),
+            }
+        )
+    )
+    clients.create_job("lagged", "pass")
+    assert [job.name.rsplit("/", 1)[-1] for job in clients.jobs.list_jobs(parent=clients.parent)] == ["lagged"]
+    execution = clients.run("lagged").result(timeout=30, polling=FAST_POLL)
+    created = execution.create_time.timestamp()
+    # The execution exists (Get finds it, and it even finished) before List shows it.
+    assert clients.executions.get_execution(name=execution.name).succeeded_count == 1
+    parent = f"{clients.parent}/jobs/lagged"
+
+    def executions_listed() -> bool:
+        return [e.name for e in clients.executions.list_executions(parent=parent)] == [execution.name]
+
+    assert _first_seen(executions_listed, created, "the execution") >= LAG
+    assert len(clients.tasks_of(execution.name)) == 1
+
+
+def test_list_lag_applies_to_log_entries(emu: Emulator, clients: Clients) -> None:
+    clients.create_job("printer", "print('late line')")
+    emu.set_faults(Faults(methods={"Logging.ListLogEntries": MethodFaults(list_lag_seconds=LAG)}))
+    clients.run("printer").result(timeout=30, polling=FAST_POLL)
+    body = json.dumps({"resourceNames": [f"projects/{emu.project}"]}).encode()
+    deadline = time.monotonic() + 60
+    while True:
+        status, answer = _status(f"{emu.url}/v2/entries:list", "POST", body)
+        seen = time.time()
+        assert status == 200
+        if answer:
+            break
+        assert time.monotonic() < deadline, "the log entry never appeared"
+        time.sleep(0.05)
+    [entry] = answer["entries"]
+    assert entry["textPayload"] == "late line"
+    received = datetime.fromisoformat(entry["receiveTimestamp"].replace("Z", "+00:00")).timestamp()
+    assert seen - received >= LAG
+
+
+def test_list_lag_must_be_finite_and_not_negative() -> None:
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValidationError, match="list_lag_seconds"):
+            MethodFaults(list_lag_seconds=bad)

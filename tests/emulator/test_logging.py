@@ -13,10 +13,10 @@ from google.cloud import logging as gcl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.emulator import Emulator
-from controller.emulator.errors import ApiError
-from controller.emulator.logfilter import Record, compile_filter
-from controller.emulator.logstore import LogStore
+from cloudrun_emulator import Emulator
+from cloudrun_emulator.errors import ApiError
+from cloudrun_emulator.logfilter import Record, compile_filter
+from cloudrun_emulator.logstore import LogStore
 from tests.emulator.conftest import FAST_POLL, Clients
 
 EXEC_LABEL = 'labels."run.googleapis.com/execution_name"'

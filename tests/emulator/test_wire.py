@@ -12,7 +12,7 @@ from google.cloud import run_v2
 from google.longrunning import operations_pb2
 from google.protobuf import json_format
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from tests.emulator.conftest import FAST_POLL, Clients, wait_until
 
 

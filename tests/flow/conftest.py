@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from testenv import BUCKET, PROJECT, REGION
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from controller.report import Report
 
 

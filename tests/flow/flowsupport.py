@@ -7,7 +7,7 @@ import json
 from google.cloud import run_v2
 from testenv import PROJECT, REGION
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from controller.report import Report
 
 

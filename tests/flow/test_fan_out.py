@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flowsupport import executions_with_key
 
-from controller.emulator import Emulator, Faults, MethodFaults
+from cloudrun_emulator import Emulator, Faults, MethodFaults
 from controller.report import BatchStatus, ItemState, Report
 
 pytestmark = pytest.mark.xdist_group("emulator-flow")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from controller.report import ItemState, Report
 
 pytestmark = pytest.mark.xdist_group("emulator-flow")

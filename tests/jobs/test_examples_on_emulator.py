@@ -18,8 +18,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2
 
 from controller.catalog import Catalog, JobDefinition, JobExample
-
-emulator = pytest.importorskip("controller.emulator", reason="the Cloud Run emulator is not in this checkout")
+from controller.emulator_jobs import catalog_emulator
 
 PROJECT, REGION = "local-project", "us-central1"
 CATALOG = Catalog.from_jobs_dir()
@@ -38,7 +37,7 @@ def _options(url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[Any]:
-    with emulator.Emulator(catalog=CATALOG, project=PROJECT, region=REGION) as server:
+    with catalog_emulator(CATALOG, project=PROJECT, region=REGION) as server:
         yield server
 
 

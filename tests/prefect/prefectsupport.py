@@ -253,12 +253,12 @@ def postgres_cluster(bindir: Path, timeout: float = 60.0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def emulator_process(workdir: Path, project: str, env: Mapping[str, str]) -> Iterator[str]:
-    """``python -m controller.emulator`` as its own process, as a user runs it; yields its URL."""
+    """``python -m cloudrun_emulator`` as its own process, as a user runs it; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     emu = Proc(
         "emulator",
-        [sys.executable, "-m", "controller.emulator", "--port", str(port), "--project", project],
+        [sys.executable, "-m", "cloudrun_emulator", "--port", str(port), "--project", project],
         workdir / "emulator.log",
         env,
     ).start()

@@ -18,7 +18,7 @@ import pytest
 from prefectsupport import TokenEndpoint, service_account_key
 from testenv import BUCKET, PROJECT, REGION
 
-from controller.emulator import Emulator
+from cloudrun_emulator import Emulator
 from controller.store import StoreError, open_bucket_block
 
 pytestmark = pytest.mark.xdist_group("prefect-blocks")

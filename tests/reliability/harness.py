@@ -51,7 +51,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
 
 
 class EmulatorProcess:
-    """``python -m controller.emulator`` on a free port; state lives only in that process."""
+    """``python -m cloudrun_emulator`` on a free port; state lives only in that process."""
 
     def __init__(
         self,
@@ -70,7 +70,7 @@ class EmulatorProcess:
 
     def start(self) -> EmulatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [PY, "-m", "controller.emulator", "--port", str(self.port), "--max-running-tasks", "64"]
+        args = [PY, "-m", "cloudrun_emulator", "--port", str(self.port), "--max-running-tasks", "64"]
         if self.faults is not None:
             path = self.workdir / "faults.json"
             path.write_text(json.dumps(self.faults))

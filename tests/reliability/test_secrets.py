@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
 from controller.catalog import Catalog
-from controller.emulator import Emulator
+from controller.emulator_jobs import catalog_emulator
 from tests.reliability.harness import PROJECT, REGION, fanout
 
 pytestmark = [
@@ -85,7 +85,7 @@ def test_the_secret_canary_appears_nowhere(
     spec.write_text(json.dumps(_spec("canary")))
     reports = tmp_path / "reports"
     outputs: dict[str, str] = {}
-    with Emulator(catalog=catalog, project=PROJECT, region=REGION, secrets={"canary-token": SM_CANARY}) as emu:
+    with catalog_emulator(catalog, project=PROJECT, region=REGION, secrets={"canary-token": SM_CANARY}) as emu:
         monkeypatch.setenv("FANOUT_EMULATOR_HOST", emu.url)
         state = fan_out(
             batch=str(spec),

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from cloudrun_emulator.faults import Faults, MethodFaults
 from controller.batch import PollPolicy
 from controller.catalog import Catalog
 from controller.clients import Clients, Endpoints
-from controller.emulator import Emulator
-from controller.emulator.faults import Faults, MethodFaults
+from controller.emulator_jobs import catalog_emulator
 from controller.flow import Options, execute
 from controller.plan import plan
 from controller.quota import Rates
@@ -54,7 +54,7 @@ def test_thousand_items_under_transient_faults(catalog: Catalog, tmp_path: Path,
     launches = plan(batch, catalog).launches
     reports = tmp_path / "reports"
     started = time.monotonic()
-    with Emulator(catalog=catalog, project=PROJECT, region=REGION, faults=FAULTS, max_running_tasks=64) as emu:
+    with catalog_emulator(catalog, project=PROJECT, region=REGION, faults=FAULTS, max_running_tasks=64) as emu:
         options = Options(
             project=PROJECT,
             region=REGION,

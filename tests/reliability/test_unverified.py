@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from cloudrun_emulator import Emulator, Faults, MethodFaults
 from controller.batch import BatchRunner, PollPolicy
 from controller.catalog import Catalog
 from controller.clients import Clients, Endpoints
 from controller.cloudrun import CloudRun
-from controller.emulator import Emulator
-from controller.emulator.faults import Faults, MethodFaults
+from controller.emulator_jobs import catalog_emulator
 from controller.plan import plan
 from controller.quota import Budget, Rates
 from controller.report import ItemState, LaunchStatus
@@ -82,7 +82,7 @@ def test_unverifiable_launches_are_never_sent_twice(catalog: Catalog, tmp_path: 
     lost = mixed_spec(rng, "unverified", hello=4, flaky=0, multi_task=2, one_off=24, max_sleep=0.3)
     lagging = mixed_spec(rng, "lagging", hello=4, flaky=0, multi_task=2, one_off=24, max_sleep=0.3)
     reports = tmp_path / "reports"
-    with Emulator(catalog=catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
+    with catalog_emulator(catalog, project=PROJECT, region=REGION, max_running_tasks=64) as emu:
         view = CloudRunView(emu.url)
         # Look-ups fail: each attempt is retried at once (the policy's waits are not what is tested here).
         runner = _runner(catalog, lost, emu.url, reports, {"attempts": 3, "sleep": lambda _: None})

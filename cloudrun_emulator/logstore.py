@@ -17,20 +17,27 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from controller.emulator.errors import invalid
-from controller.emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record
-from controller.emulator.timefmt import rfc3339_micros
+from cloudrun_emulator.errors import invalid
+from cloudrun_emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record, check_budget
+from cloudrun_emulator.timefmt import rfc3339_micros
 
 MAX_PAGE_SIZE = 1000  # entries.list: "If the value is negative or exceeds 1000, the request is rejected."
 DEFAULT_PAGE_SIZE = 50  # entries.list: "Default is 50."
 DEFAULT_MAX_ENTRIES = 200_000
+_BUDGET_CHECK_EVERY = 512
+# Seconds one entries.list request may spend filtering. Cloud Logging matches regular expressions with RE2
+# (linear time); the emulator uses a backtracking engine, so it bounds the work instead.
+DEFAULT_QUERY_BUDGET = 10.0
 
 
 class LogStore:
     """Bounded in-memory Cloud Logging for ``cloud_run_job`` entries."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, query_budget_seconds: float = DEFAULT_QUERY_BUDGET
+    ) -> None:
         self.max_entries = max_entries
+        self.query_budget_seconds = query_budget_seconds
         self._all: deque[Record] = deque()
         self._by_execution: dict[str, deque[Record]] = {}
         self._seq = itertools.count(1)
@@ -106,31 +113,24 @@ class LogStore:
         page_token: str,
     ) -> tuple[list[dict[str, Any]], str]:
         """One page of matching entries and the token for the next page ("" when this is the last)."""
-        after = _decode_token(page_token)
-        candidates = self._candidates(flt, descending, after)
-        prefixes = tuple(f"projects/{p}/" for p in projects) if projects is not None else None
-        page: list[dict[str, Any]] = []
-        last_seq = None
-        for record in candidates:
-            if prefixes is not None and not record.entry["logName"].startswith(prefixes):
-                continue
-            if not flt.predicate(record):
-                continue
-            if len(page) == page_size:
-                return page, _encode_token(last_seq)
-            page.append(record.entry)
-            last_seq = record.seq
-        return page, ""
+        candidates = self.candidates(flt, descending=descending, page_token=page_token)
+        return select(candidates, flt, projects=projects, page_size=page_size)
 
-    def _candidates(self, flt: CompiledFilter, descending: bool, after: int | None) -> Iterator[Record]:
+    def candidates(self, flt: CompiledFilter, *, descending: bool, page_token: str) -> Iterator[Record]:
+        """The entries a query has to look at, in its order, from a snapshot taken now.
+
+        Call it where the store is written (the event loop); the iterator may then be consumed on any thread,
+        since stored records never change.
+        """
+        after = _decode_token(page_token)
         if flt.execution_names is None:
-            records: Iterable[Record] = self._all
+            start = 0
             if after is not None and self._all and not descending:
                 start = max(0, after - self._all[0].seq + 1)
-                records = itertools.islice(self._all, start, None)
-            iterator: Iterator[Record] = reversed(self._all) if descending else iter(records)
+            records = list(itertools.islice(self._all, start, None))
+            iterator: Iterator[Record] = reversed(records) if descending else iter(records)
         else:
-            sources = [self._by_execution[n] for n in flt.execution_names if n in self._by_execution]
+            sources = [list(self._by_execution[n]) for n in flt.execution_names if n in self._by_execution]
             if descending:
                 iterator = heapq.merge(*(reversed(s) for s in sources), key=lambda r: -r.seq)
             else:
@@ -140,6 +140,27 @@ class LogStore:
         if descending:
             return itertools.dropwhile(lambda r: r.seq >= after, iterator)
         return itertools.dropwhile(lambda r: r.seq <= after, iterator)
+
+
+def select(
+    candidates: Iterable[Record], flt: CompiledFilter, *, projects: set[str] | None, page_size: int
+) -> tuple[list[dict[str, Any]], str]:
+    """One page of the candidates that match, and the next page's token; checks the time budget as it goes."""
+    prefixes = tuple(f"projects/{p}/" for p in projects) if projects is not None else None
+    page: list[dict[str, Any]] = []
+    last_seq = None
+    for looked, record in enumerate(candidates):
+        if looked % _BUDGET_CHECK_EVERY == 0:
+            check_budget()
+        if prefixes is not None and not record.entry["logName"].startswith(prefixes):
+            continue
+        if not flt.predicate(record):
+            continue
+        if len(page) == page_size:
+            return page, _encode_token(last_seq)
+        page.append(record.entry)
+        last_seq = record.seq
+    return page, ""
 
 
 def _structured(line: str) -> dict[str, Any] | None:

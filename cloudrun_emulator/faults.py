@@ -7,7 +7,6 @@ same faults, whatever other methods were called in between.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from controller.emulator.errors import STATUS_FOR_HTTP
+from cloudrun_emulator.errors import STATUS_FOR_HTTP
 
 
 class _Frozen(BaseModel):
@@ -29,8 +28,8 @@ class MethodFaults(_Frozen):
     ``error_rates`` maps an HTTP code (429, 500 or 503) to the probability that a request is answered with it
     instead of being served. ``drop_rate`` is the probability that the server does the work and then loses the
     answer: ``drop_mode`` "503" answers 503 UNAVAILABLE, "close" closes the connection without an answer.
-    ``list_lag_seconds`` (list methods) leaves out resources created less than that many seconds ago, as an
-    eventually consistent list does.
+    ``list_lag_seconds`` makes a List method eventually consistent: its answers leave out resources (and log
+    entries) created less than that many seconds ago.
     """
 
     error_rates: dict[int, float] = {}
@@ -38,7 +37,7 @@ class MethodFaults(_Frozen):
     latency_jitter_seconds: float = Field(default=0.0, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     drop_mode: Literal["503", "close"] = "503"
-    list_lag_seconds: float = Field(default=0.0, ge=0)
+    list_lag_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _rates_valid(self) -> MethodFaults:
@@ -133,6 +132,10 @@ class FaultInjector:
             roll -= rates[code]
         return None
 
+    def list_lag(self, method: str) -> float:
+        """Seconds a new resource stays out of this List method's answers."""
+        return self._faults.for_method(method).list_lag_seconds
+
     def drop(self, method: str) -> Literal["503", "close"] | None:
         """How to lose the answer after the server acted, or None to answer normally."""
         mf = self._faults.for_method(method)
@@ -152,7 +155,3 @@ class FaultInjector:
         """Whether a new execution should stay pending and never start its tasks."""
         rate = self._faults.stuck_execution_rate
         return bool(rate) and self._draw("stuck_execution") < rate
-
-    def as_json(self) -> str:
-        """The current faults as JSON."""
-        return json.dumps(self._faults.model_dump(mode="json"))

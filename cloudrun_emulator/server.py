@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
 
 import uvicorn
 
-from controller.catalog import Catalog
-from controller.emulator.app import EmulatorApp, Stats
-from controller.emulator.backend import Backend
-from controller.emulator.faults import FaultInjector, Faults
-from controller.emulator.logstore import DEFAULT_MAX_ENTRIES, LogStore
+from cloudrun_emulator.api.app import EmulatorApp, Stats
+from cloudrun_emulator.faults import FaultInjector, Faults
+from cloudrun_emulator.logstore import DEFAULT_MAX_ENTRIES, DEFAULT_QUERY_BUDGET, LogStore
+from cloudrun_emulator.records import JobSeed
+from cloudrun_emulator.service import CloudRunService
 
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 15.0
@@ -27,13 +27,13 @@ _STOP_TIMEOUT = 15.0
 class Emulator:
     """A local Cloud Run Admin API v2 (jobs, executions, tasks, operations) and Logging ``entries:list``.
 
-    Tasks run as local processes. Each instance has fresh state. Use as a context manager, or call
-    ``start()`` and ``stop()``.
+    Tasks run as local processes. Each instance has fresh state, plus the ``jobs`` it is seeded with. Use as a
+    context manager, or call ``start()`` and ``stop()``.
     """
 
     def __init__(
         self,
-        catalog: Catalog | None = None,
+        jobs: Iterable[JobSeed] = (),
         project: str = "local-project",
         region: str = "us-central1",
         host: str = "127.0.0.1",
@@ -45,6 +45,7 @@ class Emulator:
         *,
         secrets: Mapping[str, str] | None = None,
         max_log_entries: int = DEFAULT_MAX_ENTRIES,
+        log_query_budget_seconds: float = DEFAULT_QUERY_BUDGET,
         kill_grace_seconds: float = 1.0,
     ) -> None:
         self.project = project
@@ -53,20 +54,20 @@ class Emulator:
         self._requested_port = port
         self._faults = FaultInjector(faults)
         self._stats = Stats()
-        self._catalog = catalog
-        self._backend_args: dict[str, Any] = {
-            "project": project,
-            "region": region,
-            "catalog": catalog,
-            "local_images": local_images,
-            "secrets": secrets,
-            "max_running_tasks": max_running_tasks,
-            "use_docker": use_docker,
-            "faults": self._faults,
-            "logs": LogStore(max_log_entries),
-            "kill_grace_seconds": kill_grace_seconds,
-        }
-        self._backend: Backend | None = None
+        self._make_service = functools.partial(
+            CloudRunService,
+            project=project,
+            region=region,
+            jobs=list(jobs),
+            local_images=dict(local_images or {}),
+            secrets=dict(secrets or {}),
+            max_running_tasks=max_running_tasks,
+            use_docker=use_docker,
+            faults=self._faults,
+            logs=LogStore(max_log_entries, log_query_budget_seconds),
+            kill_grace_seconds=kill_grace_seconds,
+        )
+        self._service: CloudRunService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -108,10 +109,10 @@ class Emulator:
             loop.close()
 
     async def _serve(self) -> None:
-        backend = Backend(**self._backend_args)
-        self._backend = backend
+        service = self._make_service()
+        self._service = service
         config = uvicorn.Config(
-            EmulatorApp(backend, self._faults, self._stats),
+            EmulatorApp(service, self._faults, self._stats),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -131,16 +132,16 @@ class Emulator:
         try:
             await serving
         finally:
-            await backend.shutdown()
+            await service.shutdown()
 
     def stop(self) -> None:
         """Kill every running task process (whole process group) and stop serving. Idempotent."""
         atexit.unregister(self.stop)
-        loop, thread, backend = self._loop, self._thread, self._backend
-        if loop is not None and backend is not None and not loop.is_closed():
+        loop, thread, service = self._loop, self._thread, self._service
+        if loop is not None and service is not None and not loop.is_closed():
             # RuntimeError: the loop already stopped, and its own shutdown path killed the processes.
             with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(backend.shutdown(), loop).result(_STOP_TIMEOUT)
+                asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(_STOP_TIMEOUT)
         if self._server is not None:
             self._server.should_exit = True
         if thread is not None:
@@ -183,17 +184,17 @@ class Emulator:
     def reset_stats(self) -> None:
         """Zero the request counts (and the peak running tasks counter)."""
         self._stats.reset()
-        if self._backend is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._backend.reset_peak)
+        if self._service is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._service.reset_peak)
 
     def task_stats(self) -> dict[str, int]:
         """Task counters: tasks and attempts started, running now, peak running, log entries held."""
-        backend, loop = self._backend, self._loop
-        if backend is None or loop is None:
+        service, loop = self._service, self._loop
+        if service is None or loop is None:
             return {}
 
         async def read() -> dict[str, int]:
-            return backend.task_stats()
+            return service.task_stats()
 
         return asyncio.run_coroutine_threadsafe(read(), loop).result(_STOP_TIMEOUT)
 

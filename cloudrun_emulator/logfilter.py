@@ -11,14 +11,18 @@ store can read only those executions' entries instead of scanning everything.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
-from controller.emulator.errors import invalid
-from controller.emulator.timefmt import parse_rfc3339_micros
+import regex
+
+from cloudrun_emulator.errors import invalid
+from cloudrun_emulator.timefmt import parse_rfc3339_micros
 
 SEVERITY_LEVELS = {
     "DEFAULT": 0,
@@ -37,8 +41,34 @@ _PATH_STOP = set(' \t\r\n().=!<>:"')
 _MISSING = object()
 
 
+# Cloud Logging's own limit on a filter's length ("Logging query language": 20,000 characters).
+MAX_FILTER_CHARS = 20_000
+_deadline: ContextVar[float | None] = ContextVar("filter_deadline", default=None)
+
+
 class FilterError(ValueError):
     """The filter is not valid; the message points at the problem."""
+
+
+class FilterTimeout(Exception):
+    """Evaluating a filter ran past the time budget of its request."""
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Bound the filter work done in this context: past ``seconds``, matching raises FilterTimeout."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def check_budget() -> None:
+    """Raise FilterTimeout once the current time budget is spent."""
+    deadline = _deadline.get()
+    if deadline is not None and time.monotonic() > deadline:
+        raise FilterTimeout
 
 
 @dataclass(frozen=True)
@@ -66,12 +96,12 @@ class _Cmp:
 @dataclass(frozen=True)
 class _Bool:
     op: str  # "AND" or "OR"
-    terms: tuple[Any, ...]
+    terms: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class _Not:
-    term: Any
+    term: Node
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,9 @@ class _Search:
 @dataclass(frozen=True)
 class _LogId:
     log_id: str
+
+
+Node: TypeAlias = _Cmp | _Bool | _Not | _Search | _LogId
 
 
 class _Parser:
@@ -104,7 +137,7 @@ class _Parser:
             return True
         return False
 
-    def parse(self) -> Any:
+    def parse(self) -> Node | None:
         self.ws()
         if self.pos == len(self.text):
             return None
@@ -114,13 +147,13 @@ class _Parser:
             raise self.fail("unexpected text")
         return node
 
-    def parse_or(self) -> Any:
+    def parse_or(self) -> Node:
         terms = [self.parse_and()]
         while self.keyword("OR"):
             terms.append(self.parse_and())
         return terms[0] if len(terms) == 1 else _Bool("OR", tuple(terms))
 
-    def parse_and(self) -> Any:
+    def parse_and(self) -> Node:
         terms = [self.parse_unary()]
         while True:
             self.ws()
@@ -134,7 +167,7 @@ class _Parser:
             terms.append(self.parse_unary())
         return terms[0] if len(terms) == 1 else _Bool("AND", tuple(terms))
 
-    def parse_unary(self) -> Any:
+    def parse_unary(self) -> Node:
         if self.keyword("NOT"):
             return _Not(self.parse_unary())
         self.ws()
@@ -144,7 +177,7 @@ class _Parser:
             return _Not(self.parse_unary())
         return self.parse_primary()
 
-    def parse_primary(self) -> Any:
+    def parse_primary(self) -> Node:
         self.ws()
         if self.pos >= len(self.text):
             raise self.fail("expected a term")
@@ -284,49 +317,79 @@ def _getter(path: tuple[str, ...]) -> Callable[[Record], Any]:
     return get
 
 
-def _scalar_test(op: str, raw: str, kind: str) -> Callable[[Any], bool]:
-    if kind == "time":
-        target: Any = _timestamp(raw)
-    elif kind == "severity":
-        target = _severity(raw)
-    else:
-        target = raw
-    if op in ("=~", "!~"):
+def _regex_test(op: str, raw: str) -> Callable[[Any], bool]:
+    """``=~`` / ``!~``. The match runs with the GIL released and stops at the request's time budget, so a
+    pattern that backtracks catastrophically costs one request its answer, not the emulator its event loop."""
+    try:
+        pattern = regex.compile(raw)
+    except regex.error as exc:
+        raise FilterError(f"invalid regular expression {raw!r}: {exc}") from None
+    found = op == "=~"
+
+    def test(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        deadline = _deadline.get()
+        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            pattern = re.compile(raw)
-        except re.error as exc:
-            raise FilterError(f"invalid regular expression {raw!r}: {exc}") from None
-        found = op == "=~"
-        return lambda v: isinstance(v, str) and (pattern.search(v) is not None) == found
+            return (pattern.search(v, concurrent=True, timeout=timeout) is not None) == found
+        except TimeoutError:
+            raise FilterTimeout from None
+
+    return test
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _target(raw: str, kind: str) -> Any:
+    """The value a comparison compares with: an instant, a severity level or the text itself."""
+    if kind == "time":
+        return _timestamp(raw)
+    if kind == "severity":
+        return _severity(raw)
+    return raw
+
+
+def _has_test(raw: str, kind: str, target: Any) -> Callable[[Any], bool]:
+    """``:``: present (``:*``), equal for times and severities, else a case-insensitive substring."""
+    if raw == "*":
+        return lambda v: v is not _MISSING
+    if kind != "text":
+        return lambda v: v == target
+    needle = raw.lower()
+    return lambda v: needle in _text(v).lower()
+
+
+def _coercion(raw: str, kind: str, target: Any) -> Callable[[Any], tuple[Any, Any]]:
+    """How a field's value and the filter's value are made comparable: numbers as numbers, else text."""
+    if kind != "text":
+        return lambda v: (v, target)
+    number = _number(raw)
+
+    def coerce(v: Any) -> tuple[Any, Any]:
+        if number is not None and isinstance(v, int | float) and not isinstance(v, bool):
+            return v, number
+        return _text(v), raw
+
+    return coerce
+
+
+def _scalar_test(op: str, raw: str, kind: str) -> Callable[[Any], bool]:
+    if op in ("=~", "!~"):
+        return _regex_test(op, raw)
+    target = _target(raw, kind)
     if op == ":":
-        if raw == "*":
-            return lambda v: v is not _MISSING
-        if kind != "text":
-            return lambda v: v == target
-        needle = raw.lower()
-        return lambda v: needle in _text(v).lower()
-    if kind == "text":
-        number = _number(raw)
-
-        def coerce(v: Any) -> Any:
-            if number is not None and isinstance(v, int | float) and not isinstance(v, bool):
-                return v, number
-            return _text(v), raw
-
-    else:
-
-        def coerce(v: Any) -> Any:
-            return v, target
-
-    compare: dict[str, Callable[[Any, Any], bool]] = {
-        "=": lambda a, b: a == b,
-        "!=": lambda a, b: a != b,
-        ">": lambda a, b: a > b,
-        "<": lambda a, b: a < b,
-        ">=": lambda a, b: a >= b,
-        "<=": lambda a, b: a <= b,
-    }
-    test = compare[op]
+        return _has_test(raw, kind, target)
+    coerce = _coercion(raw, kind, target)
+    test = _COMPARE[op]
 
     def check(v: Any) -> bool:
         if v is _MISSING:
@@ -354,7 +417,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _compile(node: Any) -> Predicate:
+def _compile(node: Node) -> Predicate:
     if isinstance(node, _Bool):
         preds = [_compile(term) for term in node.terms]
         if node.op == "AND":
@@ -402,7 +465,7 @@ class CompiledFilter:
     execution_names: frozenset[str] | None
 
 
-def _execution_restriction(node: Any) -> frozenset[str] | None:
+def _execution_restriction(node: Node) -> frozenset[str] | None:
     if isinstance(node, _Cmp):
         is_label = node.path == ("labels", EXECUTION_LABEL)
         if is_label and node.op == "=" and (len(node.values) == 1 or not node.all_of):
@@ -424,10 +487,14 @@ def _execution_restriction(node: Any) -> frozenset[str] | None:
 
 def compile_filter(text: str) -> CompiledFilter:
     """Parse a Logging filter; raises the API's 400 error for a filter it cannot read."""
+    if len(text) > MAX_FILTER_CHARS:
+        raise invalid("filter", f"the filter is longer than {MAX_FILTER_CHARS} characters")
     try:
         node = _Parser(text or "").parse()
         if node is None:
             return CompiledFilter(lambda record: True, None)
         return CompiledFilter(_compile(node), _execution_restriction(node))
+    except RecursionError:
+        raise invalid("filter", "the filter is nested too deeply") from None
     except FilterError as exc:
         raise invalid("filter", str(exc), f"Invalid filter: {exc}") from None

@@ -1,0 +1,257 @@
+"""The ASGI app: Google's REST paths for Cloud Run v2 and Logging v2, plus the emulator's own ``/_emulator/*``.
+
+A raw ASGI app (no framework routing: Google's paths put verbs after a colon, ``jobs/x:run``). Each request is
+matched to its RPC, counted, put through fault injection, served by the resource's handler, and answered in
+the JSON shape Google's HTTP gateways use, honouring ``$alt=json;enum-encoding=int`` as the GAPIC REST clients
+ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import ValidationError
+
+from cloudrun_emulator import fieldmask
+from cloudrun_emulator.api import entries, executions, jobs, operations, tasks
+from cloudrun_emulator.api.routing import Call, Router
+from cloudrun_emulator.errors import STATUS_FOR_HTTP, ApiError, invalid
+from cloudrun_emulator.faults import FaultInjector, Faults
+from cloudrun_emulator.render import enums_as_ints
+from cloudrun_emulator.service import CloudRunService
+
+log = logging.getLogger("cloudrun_emulator")
+ROUTER = Router(jobs.ROUTES, executions.ROUTES, tasks.ROUTES, operations.ROUTES, entries.ROUTES)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+_MAX_BODY = 32 * 1024 * 1024
+# protobuf's JSON parser stops at 100 levels of nesting (json_format's max_recursion_depth), and so does the
+# emulator: any deeper body is refused before it reaches a parser that recurses.
+MAX_JSON_DEPTH = 100
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class Stats:
+    """Request counts per RPC; read from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def hit(self, rpc: str) -> None:
+        with self._lock:
+            self._counts[rpc] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+# ------------------------------------------------------------------ ASGI
+
+
+class EmulatorApp:
+    """The ASGI application; ``service`` is used only on the event loop that serves this app."""
+
+    def __init__(self, service: CloudRunService, faults: FaultInjector, stats: Stats) -> None:
+        self.service = service
+        self.faults = faults
+        self.stats = stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        method = scope["method"]
+        path = scope["path"]
+        status, rpc = 500, "-"
+        try:
+            if path.startswith("/_emulator/"):
+                status, payload = await self._own(method, path, receive)
+                rpc = "Emulator"
+            else:
+                status, payload, rpc = await self._google(scope, receive, send)
+            if payload is not None:
+                await _send_json(send, status, payload)
+        except (ClientGone, OSError):
+            # The client went away before we could answer; nothing to tell it.
+            status = 499
+        finally:
+            log.debug(
+                "%s %s -> %s %s %.1fms",
+                method,
+                scope.get("raw_path", path.encode()).decode("latin-1"),
+                status,
+                rpc,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _google(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, Any, str]:
+        method, path = scope["method"], scope["path"]
+        found = ROUTER.match(method, path)
+        if found is None:
+            error = ApiError("NOT_FOUND", f"The URL {path} ({method}) is not served by the Cloud Run emulator.")
+            return error.http_code, error.body(), "-"
+        route, params = found
+        rpc = route.rpc
+        self.stats.hit(rpc)
+        injected = await self._injected(rpc)
+        if injected is not None:
+            return injected.http_code, injected.body(), rpc
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        try:
+            # A bad field mask is refused before any work is done, as Google does.
+            mask = fieldmask.parse(_mask_text(scope, query), route.response)
+            body = await _read_json(receive) if route.has_body else None
+            payload = await route.handler(self.service, Call(params, query, body))
+        except ApiError as exc:
+            return exc.http_code, exc.body(), rpc
+        except ClientGone:
+            raise
+        except Exception:
+            log.exception("%s %s failed in the emulator", method, path)
+            error = ApiError("INTERNAL", "The emulator failed to serve this request.")
+            return error.http_code, error.body(), rpc
+        drop = self.faults.drop(rpc)
+        if drop == "close" and _abort(send):
+            return 0, None, rpc
+        if drop is not None:
+            error = ApiError("UNAVAILABLE", "Injected fault: the answer was lost after the work was done.")
+            return error.http_code, error.body(), rpc
+        payload = fieldmask.prune(payload, mask)
+        if "enum-encoding=int" in query.get("$alt", "") and route.response is not None:
+            payload = enums_as_ints(payload, route.response)
+        return 200, payload, rpc
+
+    async def _injected(self, rpc: str) -> ApiError | None:
+        """Apply the method's injected latency; the error to answer instead of serving, if one is drawn."""
+        delay = self.faults.latency(rpc)
+        if delay:
+            await asyncio.sleep(delay)
+        code = self.faults.error_code(rpc)
+        if code is None:
+            return None
+        return ApiError(STATUS_FOR_HTTP[code], f"Injected fault: {STATUS_FOR_HTTP[code]} (emulator).")
+
+    async def _own(self, method: str, path: str, receive: Receive) -> tuple[int, Any]:
+        if path == "/_emulator/stats" and method == "GET":
+            return 200, {"requests": self.stats.snapshot(), **self.service.task_stats()}
+        if path == "/_emulator/stats" and method == "DELETE":
+            self.stats.reset()
+            self.service.reset_peak()
+            return 200, {}
+        if path == "/_emulator/faults" and method == "GET":
+            return 200, self.faults.faults.model_dump(mode="json")
+        if path == "/_emulator/faults" and method == "POST":
+            try:
+                faults = Faults.model_validate(await _read_json(receive) or {})
+            except ApiError as exc:
+                return exc.http_code, exc.body()
+            except ValidationError as exc:
+                error = invalid("faults", str(exc).replace("\n", " "))
+                return error.http_code, error.body()
+            self.faults.set(faults)
+            return 200, faults.model_dump(mode="json")
+        if path == "/_emulator/healthz":
+            return 200, {"status": "ok"}
+        error = ApiError("NOT_FOUND", f"No emulator endpoint {method} {path}.")
+        return error.http_code, error.body()
+
+
+async def _read_json(receive: Receive) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise invalid("", f"Request body larger than {_MAX_BODY} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return None
+    too_deep = f"Invalid JSON payload received. Nesting is deeper than {MAX_JSON_DEPTH} levels."
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise invalid("", too_deep, too_deep) from None
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            "", "Invalid JSON payload received. Unexpected token.", "Invalid JSON payload received. Unexpected token."
+        ) from None
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise invalid("", too_deep, too_deep)
+    return value
+
+
+def _mask_text(scope: Scope, query: dict[str, str]) -> str:
+    """The response field mask: the ``fields``/``$fields`` system parameter, else ``X-Goog-FieldMask``."""
+    if "fields" in query or "$fields" in query:
+        return query.get("$fields", query.get("fields", ""))
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"x-goog-fieldmask":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+async def _send_json(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json; charset=UTF-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _abort(send: Send) -> bool:
+    """Close the connection without an answer; False when the server gives no way to (then answer 503).
+
+    uvicorn's ``send`` is a method of its per-request cycle object, which holds the connection's transport.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    return True

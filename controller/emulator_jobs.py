@@ -1,0 +1,74 @@
+"""The job catalog as the Cloud Run emulator's job seeds: each catalog entry as the v2 Job Terraform creates.
+
+The one place where the controller and ``cloudrun_emulator`` meet; registered as the emulator's job source
+(``cloudrun_emulator.job_sources`` entry point), so ``fanout emulator`` serves the repository's jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from google.cloud import run_v2
+
+from cloudrun_emulator import Emulator, JobSeed, JobSource
+from controller.catalog import Catalog, CatalogError, JobDefinition
+
+log = logging.getLogger(__name__)
+
+
+def job_message(job: JobDefinition) -> run_v2.Job:
+    """The v2 Job Terraform would create for a catalog entry."""
+    env = [run_v2.EnvVar(name=k, value=v) for k, v in job.env.items()]
+    env += [
+        run_v2.EnvVar(
+            name=k,
+            value_source=run_v2.EnvVarSource(
+                secret_key_ref=run_v2.SecretKeySelector(secret=ref.secret, version=ref.version)
+            ),
+        )
+        for k, ref in job.secret_env.items()
+    ]
+    container = run_v2.Container(
+        image=job.image,
+        command=list(job.command),
+        args=list(job.args),
+        env=env,
+        resources=run_v2.ResourceRequirements(limits={"cpu": job.resources.cpu, "memory": job.resources.memory}),
+    )
+    task = run_v2.TaskTemplate(
+        containers=[container], max_retries=job.max_retries, timeout=timedelta(seconds=job.timeout_seconds)
+    )
+    return run_v2.Job(
+        template=run_v2.ExecutionTemplate(task_count=job.task_count, parallelism=job.parallelism, template=task)
+    )
+
+
+def job_seeds(catalog: Catalog) -> list[JobSeed]:
+    return [JobSeed(job.name, job_message(job)) for job in catalog]
+
+
+def catalog_emulator(catalog: Catalog | None = None, **options: Any) -> Emulator:
+    """An ``Emulator`` serving the catalog's jobs, with their images' local entrypoints."""
+    if catalog is None:
+        return Emulator(**options)
+    local_images = {**catalog.local_images(), **(options.pop("local_images", None) or {})}
+    return Emulator(job_seeds(catalog), local_images=local_images, **options)
+
+
+def job_source(jobs_dir: Path | None) -> JobSource:
+    """The emulator's job source: the catalog in ``jobs_dir`` (default: the repository's ``jobs/``).
+
+    A default folder without a usable catalog starts the emulator empty; a folder given explicitly must hold
+    a valid catalog (an empty one is fine).
+    """
+    try:
+        catalog = Catalog.from_jobs_dir(jobs_dir) if jobs_dir is not None else Catalog.from_jobs_dir()
+    except CatalogError as exc:
+        if jobs_dir is not None and "no job definitions" not in str(exc):
+            raise ValueError(str(exc)) from None
+        log.info("no job catalog loaded: %s", str(exc).splitlines()[0])
+        return JobSource("fanout catalog")
+    return JobSource("fanout catalog", job_seeds(catalog), catalog.local_images())
