@@ -8,6 +8,7 @@ report was written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -170,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("args", nargs=argparse.REMAINDER)
 
+    sub.add_parser(
+        "server", help="the local Prefect server fanout run uses when none is configured (status, start, stop)"
+    )
+
     report = sub.add_parser("report", help="work with saved reports")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
     show = report_sub.add_parser("show", help="print a saved report's summary (local path or gs:// URL)")
@@ -278,6 +283,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.poll_interval <= 0:
         return _error("--poll-interval must be positive")
 
+    from controller.prefect_server import ServerError, ServerSettingError, local_api
+
+    prefect_api = contextlib.ExitStack()
+    try:  # before Prefect is imported, which reads PREFECT_API_URL once
+        prefect_api.enter_context(local_api())
+    except ServerError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
+
     emulator = None
     project = args.project or catalog.project
     if args.emulator:
@@ -334,6 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.close()
         if emulator is not None:
             emulator.stop()
+        prefect_api.close()
     report = captured.get("report")
     if report is None:
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
@@ -378,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.emulator.__main__ import main as emulator_main
 
         return emulator_main(argv[1:])
+    if argv[:1] == ["server"]:
+        from controller.prefect_server import main as server_main
+
+        return server_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
