@@ -323,6 +323,7 @@ def local_api() -> Iterator[ServerState | None]:
         try:
             yield state
         finally:
+            os.environ.pop("PREFECT_API_URL", None)
             _touch(directory / "last-used")
 
 
@@ -364,7 +365,9 @@ def serve(port: int, idle_seconds: float) -> int:
     apply_quiet_defaults()
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     import uvicorn
+    from prefect.settings import get_current_settings
 
+    get_current_settings().home.mkdir(parents=True, exist_ok=True)  # its SQLite database goes there
     directory = Path.cwd()
     config = uvicorn.Config(
         "prefect.server.api.server:create_app",
