@@ -243,7 +243,8 @@ def _wait_healthy(proc: subprocess.Popen[bytes], state: ServerState, directory: 
         pause = min(pause * 1.5, 0.5)
 
 
-def _start_timeout() -> float:
+def start_timeout() -> float:
+    """How long a start may take: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, as for Prefect's own."""
     text = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
     try:
         return max(float(text), 1.0) if text else START_TIMEOUT
@@ -254,7 +255,7 @@ def _start_timeout() -> float:
 def ensure(directory: Path | None = None, idle_seconds: float | None = None) -> tuple[ServerState, bool]:
     """The running local server, started first if there is none. Returns it and whether it was started."""
     directory = directory or state_dir()
-    timeout = _start_timeout()
+    timeout = start_timeout()
     with _locked(directory / "start.lock", fcntl.LOCK_EX, timeout + STOP_TIMEOUT, "starting the Prefect server"):
         state = read_state(directory)
         if state is not None and _is_our_server(state.pid):
