@@ -57,6 +57,9 @@ def _base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ISOLATE and not k.startswith("FANOUT_")}
     (home / "prefect-home").mkdir(parents=True, exist_ok=True)
     env.update(PREFECT_HOME=str(home / "prefect-home"), FANOUT_CACHE_DIR=str(home / "cache"), DO_NOT_TRACK="1")
+    # Prefect's 20 s default is too little for a first start on a busy machine (the landed main's runs, which
+    # start a temporary server each, timed out at it here); the same bound for every configuration.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     env.update(extra)
     return env
 
