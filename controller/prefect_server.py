@@ -334,8 +334,9 @@ def local_api() -> Iterator[ServerState | None]:
 def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[], None], done: threading.Event) -> None:
     """Stop serving once no command holds ``users.lock`` and ``last-used`` is older than ``idle_seconds``.
 
-    Takes ``users.lock`` and then ``start.lock`` without waiting (commands take them in the other order
-    and wait), and keeps both until the process exits, so no command can pick up a server that is stopping.
+    Takes ``users.lock`` and then ``start.lock`` without ever waiting (commands take them in the same order
+    and wait), and keeps both until the process exits: a command that comes meanwhile waits, then finds no
+    state and starts a new server, never one that is stopping.
     """
     check = min(max(idle_seconds / 4, 0.2), 15.0)
     while not done.wait(check):
@@ -409,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.add_parser("status", help="print the UI URL of the running server (the default)")
     sub.add_parser("start", help="start it now (fanout run would start it on demand)")
-    sub.add_parser("stop", help="stop it (a later fanout run starts it again)")
+    sub.add_parser("stop", help="stop it now, even under a running batch (a later fanout run starts it again)")
     serve_cmd = sub.add_parser("serve", help=argparse.SUPPRESS)
     serve_cmd.add_argument("--port", type=int, required=True)
     serve_cmd.add_argument("--idle-seconds", type=float, required=True)
