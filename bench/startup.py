@@ -222,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                     run = {"config": config, **one_run(fanout, env, work, f"warm-{index}-{repeat}")}
                     runs.append(run)
                     print(f"{config}: {run}", file=sys.stderr)
-        subprocess.run([FANOUT, "server", "stop"], env=local_env, capture_output=True, timeout=60, check=False)
     finally:
+        # The local servers the runs started (one per cache dir), before their folders go.
+        for env in (_base_env(work / "local"), _base_env(work / "compare")):
+            subprocess.run([FANOUT, "server", "stop"], env=env, capture_output=True, timeout=120, check=False)
         shutil.rmtree(work, ignore_errors=True)
     summaries = [summarise(config, [r for r in runs if r["config"] == config]) for config, *_ in configs]
     result = {

@@ -339,7 +339,17 @@ def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[],
     state and starts a new server, never one that is stopping.
     """
     check = min(max(idle_seconds / 4, 0.2), 15.0)
+    recorded = False  # the starter writes the state once this server answers
     while not done.wait(check):
+        state = read_state(directory) if directory.is_dir() else None
+        if state is not None and state.pid == os.getpid():
+            recorded = True
+        elif recorded or not directory.is_dir():
+            # Its state is gone or names another server (the folder deleted, a `stop` that could not reach
+            # it): no command can find this server any more.
+            print("fanout: the local Prefect server's state is gone: stopping", flush=True)
+            stop_serving()
+            return
         users = _try_lock(directory / "users.lock", fcntl.LOCK_EX)
         if users is None:
             continue
@@ -354,7 +364,6 @@ def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[],
         if starting is None:
             users.close()
             continue
-        state = read_state(directory)
         if state is not None and state.pid == os.getpid():
             (directory / "state.json").unlink(missing_ok=True)
         print(f"fanout: idle for {idle_seconds / 60:g} min: stopping the local Prefect server", flush=True)

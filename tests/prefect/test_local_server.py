@@ -169,3 +169,16 @@ def test_state_survives_only_for_its_own_process(tmp_path: Path) -> None:
     stopped = _fanout(["server", "stop"], _env(tmp_path))
     assert stopped.stdout == "no local Prefect server runs\n"
     assert not (directory / "state.json").exists()
+
+
+def test_a_server_whose_state_was_deleted_stops_itself(tmp_path: Path) -> None:
+    """Nothing can find it any more (e.g. its cache dir was cleaned): it must not run on forever."""
+    env = _env(tmp_path, FANOUT_SERVER_IDLE_MINUTES="1")  # checks every 15 s; idle only after 60 s unused
+    started = _fanout(["server", "start"], env)
+    assert started.returncode == 0, started.stderr
+    directory = tmp_path / "cache" / "prefect-server"
+    state = read_state(directory)
+    assert state is not None
+    (directory / "state.json").unlink()
+    _wait(lambda: not _alive(state.pid), 15 + prefect_server.STOP_TIMEOUT, "the server to stop")
+    assert "state is gone: stopping" in (directory / "server.log").read_text()
