@@ -331,6 +331,10 @@ def local_api() -> Iterator[ServerState | None]:
 # -- the server process ------------------------------------------------------------------------------------
 
 
+# Locks the stopping server keeps until its process exits (closing a handle releases its lock).
+_held: list[IO[str]] = []
+
+
 def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[], None], done: threading.Event) -> None:
     """Stop serving once no command holds ``users.lock`` and ``last-used`` is older than ``idle_seconds``.
 
@@ -339,14 +343,17 @@ def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[],
     state and starts a new server, never one that is stopping.
     """
     check = min(max(idle_seconds / 4, 0.2), 15.0)
-    recorded = False  # the starter writes the state once this server answers
     while not done.wait(check):
         state = read_state(directory) if directory.is_dir() else None
-        if state is not None and state.pid == os.getpid():
-            recorded = True
-        elif recorded or not directory.is_dir():
-            # Its state is gone or names another server (the folder deleted, a `stop` that could not reach
-            # it): no command can find this server any more.
+        if state is None or state.pid != os.getpid():
+            # Not recorded as the server. While its starter holds start.lock it is still starting; otherwise
+            # its state is gone or names another server (the folder cleaned, a `stop` that could not reach
+            # it), and no command can find it any more.
+            if directory.is_dir():
+                starting = _try_lock(directory / "start.lock", fcntl.LOCK_EX)
+                if starting is None:
+                    continue
+                _held.append(starting)
             print("fanout: the local Prefect server's state is gone: stopping", flush=True)
             stop_serving()
             return
@@ -364,11 +371,11 @@ def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[],
         if starting is None:
             users.close()
             continue
-        if state is not None and state.pid == os.getpid():
-            (directory / "state.json").unlink(missing_ok=True)
+        _held.extend((users, starting))
+        (directory / "state.json").unlink(missing_ok=True)
         print(f"fanout: idle for {idle_seconds / 60:g} min: stopping the local Prefect server", flush=True)
         stop_serving()
-        return  # both locks are held until the process exits
+        return
 
 
 def serve(port: int, idle_seconds: float) -> int:
