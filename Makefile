@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-startup clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install
 	$(PY) -m bench
+
+## bench-startup: one trivial item, phase by phase, with no Prefect server configured and with one running
+bench-startup: install
+	$(PY) -m bench.startup
 
 clean:
 	rm -rf $(VENV) .venv-iac .pytest_cache .mypy_cache .ruff_cache reports

@@ -59,6 +59,36 @@ def run_naive(request: dict[str, Any]) -> dict[str, Any]:
     return _measured(start, start_cpu, start_rss, {"succeeded": succeeded, "failed": failed, "log_tails": 0})
 
 
+def run_threads(request: dict[str, Any]) -> dict[str, Any]:
+    """(a') The strongest simple peer: what a careful user writes with the official client, a pool of
+    threads each sending RunJob with the item's overrides and waiting on ``operation.result()``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from google.api_core import exceptions as gexc
+    from google.cloud import run_v2
+
+    jobs, _ = _endpoint_clients(request["url"])
+    job = f"projects/{request['project']}/locations/{request['region']}/jobs/{request['job']}"
+
+    def run(item: dict[str, Any]) -> bool:
+        override = run_v2.RunJobRequest.Overrides.ContainerOverride(args=item["args"])
+        overrides = run_v2.RunJobRequest.Overrides(container_overrides=[override])
+        operation = jobs.run_job(request=run_v2.RunJobRequest(name=job, overrides=overrides))
+        try:
+            operation.result(timeout=request.get("item_timeout", 3600))
+        except gexc.GoogleAPICallError:
+            return False
+        return True
+
+    start_cpu, start_rss, start = _cpu_seconds(), _maxrss_bytes(), time.perf_counter()
+    with ThreadPoolExecutor(request["threads"]) as pool:
+        outcomes = list(pool.map(run, request["spec"]["items"]))
+    succeeded = sum(outcomes)
+    return _measured(
+        start, start_cpu, start_rss, {"succeeded": succeeded, "failed": len(outcomes) - succeeded, "log_tails": 0}
+    )
+
+
 def run_floor(request: dict[str, Any]) -> dict[str, Any]:
     """The emulator alone: the batch's tasks as one packed execution, started with the official client and
     watched with a tight GetExecution loop. The floor is the execution's own span (createTime to
@@ -161,7 +191,7 @@ def _measured(start: float, start_cpu: float, start_rss: int, extra: dict[str, A
     }
 
 
-RUNNERS = {"naive": run_naive, "floor": run_floor, "controller": run_controller}
+RUNNERS = {"naive": run_naive, "threads": run_threads, "floor": run_floor, "controller": run_controller}
 
 
 def main(argv: list[str]) -> int:

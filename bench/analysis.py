@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bench.workload import FLOOR, MODE_TITLES, NAIVE, PACKED, PACKED_DEFAULT_POLL, PER_ITEM
+from bench.workload import FLOOR, MODE_TITLES, NAIVE, PACKED, PACKED_DEFAULT_POLL, PER_ITEM, THREADS
 
 LOGGING = "Logging.ListLogEntries"
 RUN = "Jobs.RunJob"
@@ -61,8 +61,18 @@ def find(rows: list[dict[str, Any]], size: int, command: str, mode: str) -> dict
     return None
 
 
+# Each measured figure of a row over the thread-pool peer's (a') in the same case: under 1 beats the peer.
+_PEER_RATIOS = {
+    "wall_vs_peer": "wall_seconds",
+    "calls_vs_peer": "cloud_run_calls",
+    "cpu_vs_peer": "cpu_seconds",
+    "rss_vs_peer": "rss_peak_bytes",
+}
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Each row's wall time and call count relative to the naive loop (a) and to the floor of its case."""
+    """Each row's wall time and call count relative to the naive loop (a), to the thread-pool peer (a') for
+    wall, calls, CPU and peak RSS, and to the floor of its case."""
     for row in rows:
         if row.get("status") not in ("ok", "extrapolated"):
             continue
@@ -71,6 +81,11 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             None,
         )
         floor = find(rows, row["size"], row["command"], FLOOR)
+        peer = find(rows, row["size"], row["command"], THREADS)
+        if peer and peer is not row:
+            for name, field in _PEER_RATIOS.items():
+                if peer.get(field) and row.get(field) is not None:
+                    row[name] = row[field] / peer[field]
         if naive and naive.get("wall_seconds"):
             row["wall_vs_naive"] = row["wall_seconds"] / naive["wall_seconds"]
             if naive.get("cloud_run_calls") and row.get("cloud_run_calls") is not None:
@@ -185,6 +200,7 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         out.append(_target("packed: peak RSS growth < 2 KB per item", None, "1,000 and 10,000 cases not both run"))
 
+    out.append(_beats_peer(rows))
     naive, per_item = find(rows, 200, "sleep1", NAIVE), find(rows, 200, "sleep1", PER_ITEM)
     if naive and per_item:
         speedup = naive["wall_seconds"] / per_item["wall_seconds"]
@@ -198,6 +214,23 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     else:
         out.append(_target("(b) >= 10x faster than (a) at 200 x 1 s", None, "200 x 1 s case not run"))
     return out
+
+
+def _beats_peer(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """(c) packed is faster than the thread-pool peer (a') and makes fewer Cloud Run calls at every size
+    where both ran."""
+    name = "(c) faster and fewer calls than the thread-pool peer (a') at every size"
+    pairs = [(row, find(rows, row["size"], row["command"], THREADS)) for row in rows if row["mode"] == PACKED]
+    measured = [(packed, peer) for packed, peer in pairs if packed.get("status") == "ok" and peer is not None]
+    if not measured:
+        return _target(name, None, "no case with both")
+    ok = all(p["wall_seconds"] < t["wall_seconds"] and p["cloud_run_calls"] < t["cloud_run_calls"] for p, t in measured)
+    detail = "; ".join(
+        f"{p['size']:,} x {p['command']}: {p['wall_seconds'] / t['wall_seconds']:.2f}x wall, "
+        f"{p['cloud_run_calls'] / t['cloud_run_calls']:.2f}x calls"
+        for p, t in measured
+    )
+    return _target(name, ok, detail)
 
 
 # ---------------------------------------------------------------- tables
@@ -216,6 +249,7 @@ def _ratio(value: float | None) -> str:
 MODE_SHORT = {
     FLOOR: "floor",
     NAIVE: "(a) naive",
+    THREADS: "(a') 32 threads",
     PER_ITEM: "(b) per-item",
     PACKED: "(c) packed",
     PACKED_DEFAULT_POLL: "(c) packed, default poll",
@@ -225,16 +259,20 @@ COLUMNS = (
     "mode",
     "wall s",
     "vs (a)",
+    "vs (a') wall",
     "vs floor",
     "Cloud Run calls",
+    "vs (a') calls",
     "run",
     "read",
     "write",
     "entries:list",
     "tails",
     "CPU s",
+    "vs (a') CPU",
     "CPU ms/item",
     "peak RSS MiB",
+    "vs (a') RSS",
     "quota-bound wall",
 )
 
@@ -262,16 +300,20 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 mode,
                 wall_text,
                 _ratio(row.get("wall_vs_naive")),
+                _ratio(row.get("wall_vs_peer")),
                 _ratio(row.get("wall_vs_floor")),
                 f"{'~' if not measured else ''}{row['cloud_run_calls']:,}",
+                _ratio(row.get("calls_vs_peer")),
                 f"{calls.get('run', 0):,}",
                 f"{calls.get('read', 0):,}",
                 f"{calls.get('write', 0):,}",
                 f"{calls.get('logs', 0):,}",
                 str(row.get("log_tails", "")) if measured else "",
                 _num(row.get("cpu_seconds"), ".2f") if measured else "",
+                _ratio(row.get("cpu_vs_peer")) if measured else "",
                 _num(row.get("cpu_ms_per_item"), ".3f") if measured else "",
                 _num(row["rss_peak_bytes"] / 2**20, ".0f") if measured else "",
+                _ratio(row.get("rss_vs_peer")) if measured else "",
                 ("~" if not measured else "") + (f"{quota / 60:.0f} min" if quota else "0"),
             ]
         )

@@ -27,8 +27,10 @@ from bench.workload import (
     MODES,
     NAIVE,
     PACKED_DEFAULT_POLL,
+    PEER_THREADS,
     PER_ITEM,
     QUICK,
+    THREADS,
     Case,
     batch_spec,
     failing_items,
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Run the same batches against the local Cloud Run emulator as (a) a naive run_job loop, (b) the "
+            "Run the same batches against the local Cloud Run emulator as (a) a naive run_job loop, (a') the "
+            f"official client in a pool of {PEER_THREADS} threads, (b) the "
             "controller with one execution per item, (c) the controller with packed executions, and the floor "
             "(the emulator alone); print calls, wall time, CPU, peak RSS and ratios, and check the targets."
         ),
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--naive-max", type=int, default=None, help="largest size the naive loop (a) runs; larger is extrapolated"
     )
     parser.add_argument("--per-item-max", type=int, default=None, help="largest size (b) runs; larger is extrapolated")
+    parser.add_argument(
+        "--threads-max", type=int, default=None, help="largest size the peer (a') runs; larger is extrapolated"
+    )
     parser.add_argument("--max-run-seconds", type=float, default=1800.0, help="give up on one run after this")
     parser.add_argument("--only", default=None, help="run only cases whose 'SIZE:COMMAND' is in this comma list")
     parser.add_argument("--modes", default=None, help=f"run only these modes (comma list of {', '.join(MODES)})")
@@ -76,6 +82,8 @@ def _request(case: Case, url: str, report_dir: str) -> dict[str, Any]:
         return {**base, "runner": "floor"}
     if case.mode == NAIVE:
         return {**base, "runner": "naive"}
+    if case.mode == THREADS:
+        return {**base, "runner": "threads", "threads": PEER_THREADS}
     mode = "per-item" if case.mode == PER_ITEM else "packed"
     poll = None if case.mode == PACKED_DEFAULT_POLL else FAST_POLL
     return {**base, "runner": "controller", "controller_mode": mode, "concurrency": CONCURRENCY, "poll": poll}
@@ -154,7 +162,7 @@ def _code_version() -> dict[str, Any]:
 
 def _merge(
     path: Path, fresh: list[dict[str, Any]], command: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str, float]:
     """The rows of a saved run with the freshly measured cases replacing theirs, in the saved order; skipped
     rows go back to 'skipped' so they are extrapolated again from the current numbers."""
     saved = json.loads(path.read_text())
@@ -169,7 +177,7 @@ def _merge(
             skipped.append(row)
         rows.append(row)
     rows.extend(by_case.values())
-    return rows, skipped, f"{saved['command']}; then {command}", saved["duration_seconds"]
+    return rows, skipped, f"{saved['command']}; then {command}", float(saved["duration_seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         matrix,
         naive_max=args.naive_max if args.naive_max is not None else matrix.naive_max,
         per_item_max=args.per_item_max if args.per_item_max is not None else matrix.per_item_max,
+        threads_max=args.threads_max if args.threads_max is not None else matrix.threads_max,
     )
     only = set(args.only.split(",")) if args.only else None
     modes = set(args.modes.split(",")) if args.modes else None
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "job": JOB,
             "parallelism": PARALLELISM,
             "per_item_concurrency": CONCURRENCY,
+            "peer_threads": PEER_THREADS,
             "poll": FAST_POLL,
             "rates_for_quota_bound": rates,
             "controller_rates": "Rates.unlimited() (the emulator enforces no quota)",

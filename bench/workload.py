@@ -18,13 +18,17 @@ FAIL_EVERY = 100
 
 FLOOR = "floor"
 NAIVE = "a-naive"
+THREADS = "a-threads"
 PER_ITEM = "b-per-item"
 PACKED = "c-packed"
 PACKED_DEFAULT_POLL = "c-packed-default-poll"
-MODES = (FLOOR, NAIVE, PER_ITEM, PACKED, PACKED_DEFAULT_POLL)
+MODES = (FLOOR, NAIVE, THREADS, PER_ITEM, PACKED, PACKED_DEFAULT_POLL)
+PEER_THREADS = 32
 MODE_TITLES = {
     FLOOR: "floor: one packed execution, no controller",
     NAIVE: "(a) naive loop: run_job + operation.result() per item",
+    THREADS: f"(a') the peer: the official client in a pool of {PEER_THREADS} threads, run_job with the item's "
+    "overrides + operation.result() per item",
     PER_ITEM: "(b) controller, one execution per item, concurrency 32",
     PACKED: "(c) controller, packed",
     PACKED_DEFAULT_POLL: "(c) controller, packed, default PollPolicy()",
@@ -76,6 +80,7 @@ class Matrix:
     sizes: dict[str, tuple[int, ...]]  # per command
     naive_max: int
     per_item_max: int
+    threads_max: int
     default_poll_cases: tuple[tuple[int, str], ...]
 
     def cases(self) -> list[tuple[Case, str | None]]:
@@ -84,10 +89,12 @@ class Matrix:
         out: list[tuple[Case, str | None]] = []
         pairs = sorted((size, command) for command, sizes in self.sizes.items() for size in sizes)
         for size, command in pairs:
-            for mode in (FLOOR, PACKED, PER_ITEM, NAIVE):
+            for mode in (FLOOR, PACKED, PER_ITEM, THREADS, NAIVE):
                 skip = None
                 if mode == NAIVE and size > self.naive_max:
                     skip = f"naive loop above {self.naive_max} items"
+                if mode == THREADS and size > self.threads_max:
+                    skip = f"thread-pool peer above {self.threads_max} items"
                 if mode == PER_ITEM and size > self.per_item_max:
                     skip = f"per-item above {self.per_item_max} items"
                 out.append((Case(size, command, mode), skip))
@@ -100,11 +107,13 @@ FULL = Matrix(
     sizes={"noop": (100, 1000, 10_000), "sleep1": (100, 200, 1000, 10_000)},
     naive_max=200,
     per_item_max=1000,
+    threads_max=10_000,
     default_poll_cases=((1000, "sleep1"),),
 )
 QUICK = Matrix(
     sizes={"noop": (20, 100), "sleep1": (20, 100)},
     naive_max=20,
     per_item_max=100,
+    threads_max=100,
     default_poll_cases=(),
 )

@@ -8,6 +8,7 @@ report was written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     emulator.add_argument("args", nargs=argparse.REMAINDER)
+
+    sub.add_parser(
+        "server", help="the local Prefect server fanout run uses when none is configured (status, start, stop)"
+    )
 
     report = sub.add_parser("report", help="work with saved reports")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
@@ -272,6 +277,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     catalog, batch, _ = _load(options, args.batch)  # validate before anything starts: invalid input launches nothing
     project, emulator = _target(options, catalog)
     _check_report_to(options, catalog, embedded=emulator is not None)
+
+    from controller.prefect_server import ServerError, ServerSettingError, local_api
+
+    prefect_api = contextlib.ExitStack()
+    try:  # before Prefect is imported, which reads PREFECT_API_URL once
+        prefect_api.enter_context(local_api())
+    except ServerError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
     console = Console(stderr=True)
     if emulator is not None:
         emulator.start()
@@ -286,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if emulator is not None:
             emulator.stop()
+        prefect_api.close()
     if report is None:
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -383,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cloudrun_emulator.__main__ import main as emulator_main
 
         return emulator_main(argv[1:], prog="fanout emulator")
+    if argv[:1] == ["server"]:
+        from controller.prefect_server import main as server_main
+
+        return server_main(argv[1:])
     parser = build_parser()
     if not argv:
         parser.print_help()

@@ -14,7 +14,9 @@ session (these hooks live here, in a conftest the terminal-owning xdist controll
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +31,34 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from testenv import BUCKET, PROJECT, REGION  # noqa: E402
+
+_SHARED_STATE = "FANOUT_CACHE_DIR"  # where the `fanout run` subprocesses of this test run find their server
+_owned_state = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every ``fanout run`` subprocess of this test run (of every xdist worker: they inherit the environment
+    of the process that starts them, this one) uses one local Prefect server, started by the first of them
+    and stopped at the end; its database is in a temporary PREFECT_HOME, never the developer's."""
+    if os.environ.get(_SHARED_STATE):
+        return  # an xdist worker, or a caller that chose the folder (and stops its server itself)
+    root = tempfile.mkdtemp(prefix="fanout-tests-")
+    os.environ[_SHARED_STATE] = os.path.join(root, "cache")
+    os.environ.setdefault("PREFECT_HOME", os.path.join(root, "prefect-home"))
+    config.stash[_owned_state] = root
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_owned_state, None)
+    if root is None:
+        return
+    from controller.prefect_server import stop
+
+    try:
+        stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
 
 from cloudrun_emulator import Emulator  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402

@@ -83,6 +83,9 @@ class Proc:
     env: Mapping[str, str]
     cwd: Path = REPO
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # How the last stop went: seconds from SIGINT to exit, and whether it had to be killed.
+    stopped_after: float | None = field(default=None, init=False)
+    killed: bool = field(default=False, init=False)
 
     def start(self) -> Proc:
         log = self.log_path.open("wb")
@@ -95,6 +98,21 @@ class Proc:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def children(self) -> list[int]:
+        """Pids of this process's live children (a worker's flow-run processes), from /proc."""
+        if self.popen is None:
+            return []
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis.
+                state, ppid = stat.read_text().rpartition(")")[2].split()[:2]
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            if int(ppid) == self.popen.pid and state != "Z":
+                found.append(int(stat.parent.name))
+        return found
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -103,21 +121,30 @@ class Proc:
         if self.popen is None:
             return None
         if self.popen.poll() is None:
+            asked = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGINT)
             try:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)
+            self.stopped_after = time.monotonic() - asked
         # Children that outlived their parent (a flow run subprocess, a task) go too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         return self.popen.returncode
 
 
-def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 90.0, cwd: Path = REPO) -> str:
+# A `prefect` command's own work here is a handful of API calls, but its exit waits for Prefect's log and event
+# workers to flush to the server: under load (two CPUs, two test workers, their task processes) `prefect
+# deploy` printed its last line and then took over 90 s to exit. The bound is for a hung command.
+CLI_TIMEOUT = 300.0
+
+
+def run_cli(args: list[str], env: Mapping[str, str], timeout: float = CLI_TIMEOUT, cwd: Path = REPO) -> str:
     """Run a ``prefect`` CLI command to completion; its output, or a failure that shows it."""
     proc = subprocess.run(
         [PREFECT, *args], env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False

@@ -5,6 +5,7 @@ report lists the cancelled items; signals end the command with exit code 130.
 
 from __future__ import annotations
 
+import inspect
 import random
 import signal
 import time
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from controller import prefect_server
+from controller.batch import BatchRunner
 from tests.reliability.harness import (
     CloudRunView,
     EmulatorProcess,
@@ -25,6 +28,13 @@ from tests.reliability.harness import (
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-cancel")]
 
 GRACE = 10.0  # seconds after the controller says it cancelled by which nothing of the batch may run
+# What the controller waits for after a signal, each with its own bound: RunJob calls in flight, then the
+# executions to stop (BatchRunner.cancel's wait_seconds, each), then log tails, the report and its exit.
+CANCEL_WAIT = inspect.signature(BatchRunner.cancel).parameters["wait_seconds"].default
+EXIT_AFTER_SIGNAL = 2 * CANCEL_WAIT + 60.0
+# Before the signal: the controller starts (the shared local Prefect server too, if it is the first) and
+# launches.
+RUNNING_WITHIN = prefect_server.start_timeout() + 60.0
 
 
 def _long_batch(batch_id: str) -> Any:
@@ -63,10 +73,14 @@ def test_signal_cancels_every_execution(
     reports = tmp_path / "reports"
     proc = fanout(["run", str(spec), "--emulator", emulator_process.url, "--report-to", str(reports), "--quiet"])
     # Interrupt once every launch has started and tasks run.
-    # Generous: on a loaded 2-CPU machine, starting the controller (and its Prefect server) can take a minute.
-    wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 5, 180, 0.3, "running executions")
+    wait_for(
+        lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 5,
+        RUNNING_WITHIN,
+        0.3,
+        "running executions",
+    )
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=90)
+    out, err = proc.communicate(timeout=EXIT_AFTER_SIGNAL)
     said_at = time.monotonic()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
@@ -100,7 +114,7 @@ def test_deadline_cancels_every_execution(
             "--quiet",
         ]
     )
-    out, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=RUNNING_WITHIN + 20 + EXIT_AFTER_SIGNAL)  # the deadline is 20 s
     said_at = time.monotonic()
     assert proc.returncode == 1, (out, err)
     assert "Traceback" not in err

@@ -7,6 +7,7 @@ Cloud Run API and writes the report with the cancelled items before it exits.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import subprocess
@@ -20,6 +21,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 
+from controller.batch import BatchRunner
 from tests.reliability.harness import (
     PROJECT,
     PY,
@@ -36,6 +38,12 @@ pytestmark = [
     pytest.mark.xdist_group("reliability-secrets"),
     pytest.mark.usefixtures("prefect_server"),
 ]
+
+# After Cancelling, the runner stops the flow-run process and the flow cancels the batch, each step with its
+# own bound: RunJob calls in flight, then the executions to stop (BatchRunner.cancel's wait_seconds, each),
+# then the report and the final state.
+CANCEL_WAIT = inspect.signature(BatchRunner.cancel).parameters["wait_seconds"].default
+ENDED_AFTER_CANCEL = 2 * CANCEL_WAIT + 60.0
 
 SERVE = "from controller.flow import fan_out; fan_out.serve(name='reliability', limit=2, print_starting_message=False)"
 
@@ -75,7 +83,7 @@ def test_prefect_cancellation_cancels_every_execution(
             wait_for(started, 120, 0.3, "executions")
             client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
             said_at = time.monotonic()
-            final = wait_for(lambda: _final_state(client, flow_run.id), 120, 0.5, "the flow run to end")
+            final = wait_for(lambda: _final_state(client, flow_run.id), ENDED_AFTER_CANCEL, 0.5, "the flow run to end")
         ended_after = time.monotonic() - said_at
         running = cloud_run.running(batch_id)
         executions = cloud_run.all_executions(batch_id)
