@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -125,14 +125,9 @@ def fetch_tails(
     ``resource_name`` is what to search: the project (default) or a log view the caller may read, as the
     Terraform module grants (``projects/P/locations/L/buckets/B/views/V``).
     """
-    tails: dict[str, Tail] = {target.key: Tail() for target in targets}
-    owners: dict[tuple[str, int | None], list[str]] = defaultdict(list)
-    for target in targets:
-        owners[(target.execution, target.task_index)].append(target.key)
-    open_targets = {target.key for target in targets}
+    collector = _Collector(targets, max_lines=max_lines, max_bytes=max_bytes, redact=redact)
     stats = TailStats()
-    deadline = clock() + max_seconds
-
+    budget = _Budget(limiter, stats, max_calls=max_calls, deadline=clock() + max_seconds, clock=clock)
     for filter_ in build_filters(project, targets, since):
         entries = client.list_entries(
             resource_names=[resource_name or f"projects/{project}"],
@@ -140,15 +135,70 @@ def fetch_tails(
             order_by=DESCENDING,
             page_size=PAGE_SIZE,
         )
+        for entry in budget.pages(entries, until=collector.done):
+            collector.add(entry)
+        if stats.incomplete:
+            break
+    return collector.tails, stats
+
+
+class _Collector:
+    """Lines of log entries, newest first, into the tails of the targets they belong to, until each is full."""
+
+    def __init__(
+        self, targets: Sequence[TailTarget], *, max_lines: int, max_bytes: int, redact: Callable[[str], str]
+    ) -> None:
+        self.tails: dict[str, Tail] = {target.key: Tail() for target in targets}
+        self.owners: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+        for target in targets:
+            self.owners[(target.execution, target.task_index)].append(target.key)
+        self.open = {target.key for target in targets}
+        self.max_lines, self.max_bytes, self.redact = max_lines, max_bytes, redact
+
+    def done(self) -> bool:
+        return not self.open
+
+    def add(self, entry: Any) -> None:
+        labels = entry.labels or {}
+        execution = labels.get(EXECUTION_LABEL, "")
+        index_text = labels.get(TASK_INDEX_LABEL)
+        candidates = self.owners.get((execution, None), []) + (
+            self.owners.get((execution, int(index_text)), []) if index_text is not None else []
+        )
+        for key in candidates:
+            if key not in self.open:
+                continue
+            tail = self.tails[key]
+            line = self.redact(payload_text(entry.payload))
+            if len(tail.lines) >= self.max_lines or tail.bytes + len(line) > self.max_bytes:
+                tail.truncated = True
+                self.open.discard(key)
+                continue
+            tail.lines.append(line)
+            tail.bytes += len(line)
+
+
+class _Budget:
+    """The calls and the time log tails may take; each page of entries is one call, charged to the quota
+    before it happens."""
+
+    def __init__(
+        self, limiter: Limiter, stats: TailStats, *, max_calls: int, deadline: float, clock: Callable[[], float]
+    ) -> None:
+        self.limiter, self.stats, self.max_calls, self.deadline, self.clock = limiter, stats, max_calls, deadline, clock
+
+    def pages(self, entries: Iterator[Any], *, until: Callable[[], bool]) -> Iterator[Any]:
+        """The entries of one query while the budget lasts and ``until()`` is false; a failed call ends the
+        query (and the tails) as incomplete."""
         consumed = 0
-        while open_targets:
-            # The client fetches a page when the previous one is used up: that moment is one API call,
-            # charged to the quota before it happens.
+        stats = self.stats
+        while not until():
+            # The client fetches a page when the previous one is used up: that moment is one API call.
             if consumed % PAGE_SIZE == 0:
-                if stats.calls >= max_calls or clock() >= deadline:
+                if stats.calls >= self.max_calls or self.clock() >= self.deadline:
                     stats.incomplete = True
-                    break
-                limiter.acquire()
+                    return
+                self.limiter.acquire()
                 stats.calls += 1
             try:
                 entry = next(entries, None)
@@ -157,31 +207,12 @@ def fetch_tails(
                     raise
                 log.warning("log tails incomplete: Cloud Logging failed: %s", exc)
                 stats.incomplete = True
-                break
+                return
             if entry is None:
-                break
+                return
             consumed += 1
             stats.entries += 1
-            labels = entry.labels or {}
-            execution = labels.get(EXECUTION_LABEL, "")
-            index_text = labels.get(TASK_INDEX_LABEL)
-            candidates = owners.get((execution, None), []) + (
-                owners.get((execution, int(index_text)), []) if index_text is not None else []
-            )
-            for key in candidates:
-                if key not in open_targets:
-                    continue
-                tail = tails[key]
-                line = redact(payload_text(entry.payload))
-                if len(tail.lines) >= max_lines or tail.bytes + len(line) > max_bytes:
-                    tail.truncated = True
-                    open_targets.discard(key)
-                    continue
-                tail.lines.append(line)
-                tail.bytes += len(line)
-        if stats.incomplete:
-            break
-    return tails, stats
+            yield entry
 
 
 def _is_api_error(exc: BaseException) -> bool:
