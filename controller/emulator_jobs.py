@@ -14,7 +14,7 @@ from typing import Any
 from google.cloud import run_v2
 
 from cloudrun_emulator import Emulator, JobSeed, JobSource
-from controller.catalog import Catalog, CatalogError, JobDefinition
+from controller.catalog import Catalog, CatalogError, JobDefinition, Volume, VpcAccess
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,43 @@ def job_message(job: JobDefinition) -> run_v2.Job:
         args=list(job.args),
         env=env,
         resources=run_v2.ResourceRequirements(limits={"cpu": job.resources.cpu, "memory": job.resources.memory}),
+        volume_mounts=[run_v2.VolumeMount(name=m.name, mount_path=m.mount_path) for m in job.volume_mounts],
     )
     task = run_v2.TaskTemplate(
-        containers=[container], max_retries=job.max_retries, timeout=timedelta(seconds=job.timeout_seconds)
+        containers=[container],
+        max_retries=job.max_retries,
+        timeout=timedelta(seconds=job.timeout_seconds),
+        service_account=job.service_account or "",
+        vpc_access=_vpc_access(job.vpc_access) if job.vpc_access else None,
+        volumes=[_volume(volume) for volume in job.volumes],
     )
     return run_v2.Job(
-        template=run_v2.ExecutionTemplate(task_count=job.task_count, parallelism=job.parallelism, template=task)
+        launch_stage=job.launch_stage or "LAUNCH_STAGE_UNSPECIFIED",
+        template=run_v2.ExecutionTemplate(task_count=job.task_count, parallelism=job.parallelism, template=task),
     )
+
+
+def _vpc_access(vpc: VpcAccess) -> run_v2.VpcAccess:
+    return run_v2.VpcAccess(
+        connector=vpc.connector or "",
+        egress=vpc.egress or "VPC_EGRESS_UNSPECIFIED",
+        network_interfaces=[
+            run_v2.VpcAccess.NetworkInterface(
+                network=interface.network or "", subnetwork=interface.subnetwork or "", tags=interface.tags
+            )
+            for interface in vpc.network_interfaces
+        ],
+    )
+
+
+def _volume(volume: Volume) -> run_v2.Volume:
+    if volume.gcs is not None:
+        gcs = volume.gcs
+        source = run_v2.GCSVolumeSource(bucket=gcs.bucket, read_only=gcs.read_only, mount_options=gcs.mount_options)
+        return run_v2.Volume(name=volume.name, gcs=source)
+    assert volume.empty_dir is not None  # a Volume has exactly one source
+    empty_dir = run_v2.EmptyDirVolumeSource(medium="MEMORY", size_limit=volume.empty_dir.size_limit or "")
+    return run_v2.Volume(name=volume.name, empty_dir=empty_dir)
 
 
 def job_seeds(catalog: Catalog) -> list[JobSeed]:
