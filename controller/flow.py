@@ -140,7 +140,7 @@ def execute(
     """
     manifests = manifest_store or store
     the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=manifests.url(batch.batch_id, "manifests"))
-    budget = Budget.from_rates(options.rates)
+    budget = Budget.for_project(options.rates, project=options.project, region=options.region)
     cloud = CloudRun(clients, options.project, options.region, budget)
     runner = BatchRunner(
         the_plan,

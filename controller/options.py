@@ -152,6 +152,12 @@ class RunOptions(BaseModel):
         metavar="KIND=N",
         repeat=True,
     )
+    local_quota: bool = option(
+        False,
+        "keep the API-call budget in this process; by default it is one Prefect global rate limit per "
+        "project and kind of call, shared by every batch of the project",
+        flag="--local-quota",
+    )
     fail_on_item_failure: bool = option(
         False, "end the flow run Failed when any item did not succeed (after the report is written)"
     )
@@ -230,7 +236,7 @@ class RunOptions(BaseModel):
 
     def budget(self) -> Rates:
         """The calls-per-minute budget: the defaults, with the kinds this run sets."""
-        return Rates(**{**Rates().__dict__, **(self.rates or {})})
+        return Rates(**{**Rates().__dict__, **(self.rates or {}), "shared": not self.local_quota})
 
     # -- building from the outside -----------------------------------------------------------------------
 
