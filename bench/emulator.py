@@ -34,9 +34,9 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def emulator(max_running_tasks: int) -> Iterator[str]:
+def emulator(max_running_tasks: int, *, simulate: bool = False) -> Iterator[str]:
     """Start ``python -m cloudrun_emulator`` on a free port; yields its URL; stops it (SIGTERM kills
-    every task's process group)."""
+    every task's process group). ``simulate``: no process starts (``--simulate-tasks``, scale cases only)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -50,6 +50,7 @@ def emulator(max_running_tasks: int) -> Iterator[str]:
             REGION,
             "--max-running-tasks",
             str(max_running_tasks),
+            *(["--simulate-tasks"] if simulate else []),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -162,6 +162,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="run images without a local command in Docker, if an engine answers (default: off)",
     )
     parser.add_argument(
+        "--simulate-tasks",
+        action="store_true",
+        help="start no process: each task attempt runs sim-seconds=S and exits sim-exit=N from its arguments "
+        "(defaults 0 and 0); for controller scale benchmarks only (default: off)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log one line per request to stderr (default: off)"
     )
     return parser
@@ -216,6 +222,7 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
         max_running_tasks=args.max_running_tasks,
         use_docker=args.docker,
         secrets=dict(args.secret),
+        simulate=args.simulate_tasks,
     )
 
 

@@ -16,6 +16,7 @@ from cloudrun_emulator.faults import FaultInjector
 from cloudrun_emulator.logstore import LogStore
 from cloudrun_emulator.processes import DockerProbe, LineSink, Outcome, ProcessGroups
 from cloudrun_emulator.records import Container, EnvVar, Execution, Task
+from cloudrun_emulator.simulated import SimulatedAttempts, parse_args
 
 HOST_ENV_KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "STORAGE_EMULATOR_HOST")
 
@@ -34,7 +35,8 @@ class SetupError:
 
 
 class TaskRuntime:
-    """Runs task attempts as local process groups and writes their output to the log store."""
+    """Runs task attempts as local process groups and writes their output to the log store; with ``simulate``
+    (controller scale benchmarks only) no process starts and the arguments say what an attempt does."""
 
     def __init__(
         self,
@@ -45,7 +47,10 @@ class TaskRuntime:
         faults: FaultInjector,
         logs: LogStore,
         kill_grace_seconds: float,
+        simulate: bool = False,
     ) -> None:
+        self.simulate = simulate
+        self.simulated = SimulatedAttempts()
         self.local_images = dict(local_images)
         self.secrets = dict(secrets)
         self.use_docker = use_docker
@@ -78,6 +83,8 @@ class TaskRuntime:
         outcome = await self._attempt(ex, task, container, on_line)
         if isinstance(outcome, SetupError):
             on_line("varlog/system", outcome.message)
+        elif outcome.exit_code and not outcome.timed_out and not outcome.killed_by_request:
+            on_line("varlog/system", f"Container called exit({outcome.exit_code}).")
         return outcome
 
     async def _attempt(
@@ -86,6 +93,8 @@ class TaskRuntime:
         env = self._env(ex, task, container)
         if isinstance(env, SetupError):
             return env
+        if self.simulate:
+            return await self._simulated(ex, task, container, on_line)
         docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
         argv = await self._argv(container, env, docker_name)
         if isinstance(argv, SetupError):
@@ -111,9 +120,17 @@ class TaskRuntime:
             task.pid = None
         if argv[0] == "docker" and (outcome.timed_out or outcome.killed_by_request or outcome.exit_code):
             await _docker_rm(docker_name)
-        if outcome.exit_code and not outcome.timed_out and not outcome.killed_by_request:
-            on_line("varlog/system", f"Container called exit({outcome.exit_code}).")
         return outcome
+
+    async def _simulated(
+        self, ex: Execution, task: Task, container: Container, on_line: LineSink
+    ) -> Outcome | SetupError:
+        """A simulated attempt (see cloudrun_emulator.simulated): no process, the same log entries."""
+        command = parse_args(container.args)
+        if isinstance(command, str):
+            return SetupError(f"{START_FAILED}: {command}.")
+        self.attempts_started += 1
+        return await self.simulated.run(task.name, command, ex.template.timeout_seconds, on_line)
 
     def _env(self, ex: Execution, task: Task, container: Container) -> dict[str, str] | SetupError:
         env = dict(self._host_env)
@@ -173,9 +190,11 @@ class TaskRuntime:
         """Stop a running attempt as Cloud Run stops a container (SIGTERM, then SIGKILL)."""
         if task.pid is not None:
             asyncio.get_running_loop().create_task(self.procs.stop(task.pid))
+        self.simulated.stop(task.name)
 
     def kill_all(self) -> None:
         self.procs.kill_all()
+        self.simulated.stop_all()
 
 
 async def _docker_rm(name: str) -> None:

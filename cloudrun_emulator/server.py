@@ -27,8 +27,9 @@ _STOP_TIMEOUT = 15.0
 class Emulator:
     """A local Cloud Run Admin API v2 (jobs, executions, tasks, operations) and Logging ``entries:list``.
 
-    Tasks run as local processes. Each instance has fresh state, plus the ``jobs`` it is seeded with. Use as a
-    context manager, or call ``start()`` and ``stop()``.
+    Tasks run as local processes; ``simulate=True`` (controller scale benchmarks only) starts none and takes
+    each attempt's duration and exit code from its arguments (cloudrun_emulator.simulated). Each instance has
+    fresh state, plus the ``jobs`` it is seeded with. Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Emulator:
         max_log_entries: int = DEFAULT_MAX_ENTRIES,
         log_query_budget_seconds: float = DEFAULT_QUERY_BUDGET,
         kill_grace_seconds: float = 1.0,
+        simulate: bool = False,
     ) -> None:
         self.project = project
         self.region = region
@@ -66,6 +68,7 @@ class Emulator:
             faults=self._faults,
             logs=LogStore(max_log_entries, log_query_budget_seconds),
             kill_grace_seconds=kill_grace_seconds,
+            simulate=simulate,
         )
         self._service: CloudRunService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -54,6 +54,7 @@ class CloudRunService:
         faults: FaultInjector,
         logs: LogStore,
         kill_grace_seconds: float,
+        simulate: bool = False,
     ) -> None:
         self.faults = faults
         self.logs = logs
@@ -65,6 +66,7 @@ class CloudRunService:
             faults=faults,
             logs=logs,
             kill_grace_seconds=kill_grace_seconds,
+            simulate=simulate,
         )
         self.scheduler = Scheduler(self.runtime, max_running_tasks)
         for seed in jobs:

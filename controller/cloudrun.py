@@ -39,6 +39,17 @@ DEADLINE_EXCEEDED = 4
 # RunJob error, the launch key is looked for over this many seconds before RunJob may be sent again.
 LIST_LAG_SECONDS = 5.0
 
+# Response field masks (the x-goog-fieldmask header, gRPC metadata or REST header): only what
+# ExecutionStatus.from_message and TaskStatus.from_message read, so large ListTasks answers cost less to
+# send and to parse. tests/emulator/test_controller_masks.py fails if a mapper reads a field these drop.
+_CONDITION = "conditions(type,state,message,executionReason)"
+EXECUTION_FIELDS = (
+    "name,job,taskCount,runningCount,succeededCount,failedCount,cancelledCount,retriedCount,createTime,"
+    f"startTime,completionTime,{_CONDITION},logUri,template.containers.env(name,value)"
+)
+TASK_FIELDS = f"index,{_CONDITION},lastAttemptResult,retried,startTime,completionTime"
+FIELD_MASK_HEADER = "x-goog-fieldmask"
+
 
 class ExecutionOutcome(StrEnum):
     """How an execution ended, from its ``Completed`` condition."""
@@ -233,8 +244,10 @@ class CloudRun:
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[str, BaseException], None] | None = None,
         list_lag_seconds: float = LIST_LAG_SECONDS,
+        field_masks: bool = True,
     ) -> None:
         self.clients = clients
+        self.field_masks = field_masks
         self.project = project
         self.region = region
         self.budget = budget
@@ -425,14 +438,19 @@ class CloudRun:
         """One page of a list call. Only the first page of a pager is read: later pages are requested by
         the caller, each through ``_call``, so every page is charged and retried."""
         if isinstance(request, run_v2.ListTasksRequest):
-            return lambda: self.clients.tasks.list_tasks(request=request, retry=None)
-        return lambda: self.clients.executions.list_executions(request=request, retry=None)
+            tasks = self._mask(f"tasks({TASK_FIELDS}),nextPageToken")
+            return lambda: self.clients.tasks.list_tasks(request=request, retry=None, metadata=tasks)
+        executions = self._mask(f"executions({EXECUTION_FIELDS}),nextPageToken")
+        return lambda: self.clients.executions.list_executions(request=request, retry=None, metadata=executions)
+
+    def _mask(self, fields: str) -> tuple[tuple[str, str], ...]:
+        return ((FIELD_MASK_HEADER, fields),) if self.field_masks else ()
 
     def get_execution(self, name: str) -> ExecutionStatus:
         message = self._call(
             self.budget.read,
             f"get {short_name(name)}",
-            lambda: self.clients.executions.get_execution(name=name, retry=None),
+            lambda: self.clients.executions.get_execution(name=name, retry=None, metadata=self._mask(EXECUTION_FIELDS)),
         )
         return ExecutionStatus.from_message(message)
 

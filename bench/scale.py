@@ -1,0 +1,113 @@
+"""The scale case (issue 14): one batch of N items of the packable ``hello`` job, packed (10,000 tasks per
+execution), on an emulator with simulated tasks (no process starts: the 2-core machine cannot run 100,000).
+
+Each size runs in a fresh emulator with the controller in a child process (``bench._controller``), so the
+controller's CPU and peak RSS are its own. ``python -m bench.scale [--sizes 10000,100000]``; ``make bench``
+runs it. Targets (issue 14): at most 300 Cloud Run calls and 30 entries:list calls at 100,000 items, CPU
+under 0.3 ms per item, peak RSS growth under 1 KiB per item from the smallest size to the largest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import analysis
+from bench.cli import FAST_POLL
+from bench.emulator import PROJECT, REGION, REPO, emulator, reset_stats, stats
+from bench.workload import JOB
+
+MAX_CLOUD_RUN_CALLS = 300
+MAX_LOG_CALLS = 30
+MAX_CPU_MS_PER_ITEM = 0.3
+MAX_RSS_BYTES_PER_ITEM = 1024
+RUNNING_TASKS = 1000  # the emulator's cap: simulated tasks cost no process, so a large cap keeps runs short
+
+
+def spec(size: int) -> dict[str, Any]:
+    return {
+        "batch_id": f"scale-{size}",
+        "items": [{"key": f"i{i:06d}", "job": JOB, "args": [f"n{i}"]} for i in range(size)],
+    }
+
+
+def run_size(size: int, *, field_masks: bool = True, timeout: float = 1800.0) -> dict[str, Any]:
+    """One measured packed run of ``size`` items on simulated tasks: calls, CPU, peak RSS, report size."""
+    work = Path(tempfile.mkdtemp(prefix="fanout-scale-"))
+    try:
+        with emulator(RUNNING_TASKS, simulate=True) as url:
+            reset_stats(url)
+            request = {
+                "runner": "controller",
+                "url": url,
+                "project": PROJECT,
+                "region": REGION,
+                "spec": spec(size),
+                "report_dir": str(work / "reports"),
+                "controller_mode": "packed",
+                "concurrency": 32,
+                "poll": FAST_POLL,
+                "field_masks": field_masks,
+            }
+            (work / "request.json").write_text(json.dumps(request))
+            child = subprocess.run(
+                [sys.executable, "-m", "bench._controller", str(work / "request.json"), str(work / "result.json")],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if child.returncode != 0:
+                raise RuntimeError(f"the controller failed at {size} items: {child.stderr.strip()[-2000:]}")
+            after = stats(url)
+        measured = json.loads((work / "result.json").read_text())
+        reports = list((work / "reports").rglob("report.json"))
+        report_bytes = sum(p.stat().st_size for p in reports)
+        html_bytes = sum(p.stat().st_size for p in (work / "reports").rglob("report.html"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    requests = {k: v for k, v in after["requests"].items() if k != "Emulator"}
+    kinds = analysis.call_kinds(requests)
+    return {
+        "size": size,
+        "field_masks": field_masks,
+        **measured,
+        "requests": requests,
+        "cloud_run_calls": kinds["run"] + kinds["read"] + kinds["write"],
+        "log_calls": kinds.get("logs", 0),
+        "cpu_ms_per_item": measured["cpu_seconds"] * 1000 / size,
+        "report_json_bytes": report_bytes,
+        "report_html_bytes": html_bytes,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma list of batch sizes (default: %(default)s)")
+    parser.add_argument("--masks-off", action="store_true", help="also run the smallest size without field masks")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/scale.json", help="JSON results")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    rows = [run_size(size) for size in sizes]
+    if args.masks_off:
+        rows.append(run_size(sizes[0], field_masks=False))
+    for row in rows:
+        print(
+            f"{row['size']:>7,} items masks={'on' if row['field_masks'] else 'off'}: {row['wall_seconds']:.1f} s, "
+            f"{row['cloud_run_calls']} Cloud Run calls, {row['log_calls']} entries:list, "
+            f"{row['cpu_ms_per_item']:.3f} ms CPU/item, peak RSS {row['rss_peak_bytes'] / 2**20:.0f} MiB, "
+            f"report.json {row['report_json_bytes'] / 2**20:.1f} MiB"
+        )
+    args.out.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
