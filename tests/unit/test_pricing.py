@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,21 @@ def test_the_plans_upper_bound_is_tasks_times_attempts_times_timeout_times_resou
     assert bound.vcpu_seconds == pytest.approx(2440.0)
     assert bound.gib_seconds == pytest.approx(1220.0)
     assert bound.cost_usd == pytest.approx(0.04636)
+
+
+def test_fanout_plan_prints_the_upper_bound(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    spec = tmp_path / "two.yaml"
+    spec.write_text("items:\n  - job: hello\n    timeout: 10s\n  - job: hello\n    timeout: 10s\n")
+    assert main(["plan", str(spec), "--mode", "packed"]) == 0
+    # 2 tasks x 2 attempts x 10 s at 1 vCPU and 0.5 GiB: 40 vCPU-s, 20 GiB-s, 40 x 0.000018 + 20 x 0.000002.
+    out = capsys.readouterr().out
+    assert "at most 40.0 vCPU-s, 20.0 GiB-s, ~$0.00076 if every task ran every attempt to its timeout" in out
+    assert "no free tier" in out
+    assert main(["plan", str(spec), "--mode", "packed", "--json"]) == 0
+    bound = json.loads(capsys.readouterr().out)["upper_bound"]
+    assert bound == {"vcpu_seconds": 40.0, "gib_seconds": 20.0, "cost_usd": 0.00076}
