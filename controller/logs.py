@@ -221,7 +221,7 @@ def _tail_line(entry: Any, text: str) -> TailLine:
         text=text,
         task_index=int(index) if index is not None and index.isdigit() else None,
         attempt=int(attempt) if attempt is not None and attempt.isdigit() else None,
-        error=_is_error(entry.severity),
+        error=_is_error(getattr(entry, "severity", None)),
     )
 
 
