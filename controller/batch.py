@@ -458,12 +458,7 @@ class BatchRunner:
         if stats.incomplete:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
         with_tails: dict[str, Tail] = tails
-        return [
-            replace(r, log_tail=with_tails[r.key].chronological(), log_tail_truncated=with_tails[r.key].truncated)
-            if r.key in with_tails
-            else r
-            for r in results
-        ]
+        return [replace(r, **with_tails[r.key].fields()) if r.key in with_tails else r for r in results]
 
     def outcomes(self) -> Outcomes:
         """How the launches' states read as results, given what the runner knows now."""

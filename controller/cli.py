@@ -28,6 +28,7 @@ from controller.catalog import Catalog, CatalogError
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
 from controller.ownership import BatchConflict
 from controller.plan import Launch, Mode, Plan, PlanError, plan
+from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
 from controller.report import Report
 from controller.spec import Batch, SpecError, load_batch
@@ -196,9 +197,16 @@ def _launch_line(launch: Launch) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     options = RunOptions.from_cli(args)
-    _catalog, batch, the_plan = _load(options, args.batch)
+    catalog, batch, the_plan = _load(options, args.batch)
+    bound = plan_upper_bound(the_plan, catalog)
     if options.as_json:
-        json.dump(_plan_json(batch, the_plan), sys.stdout, indent=1)
+        body = _plan_json(batch, the_plan)
+        body["upper_bound"] = {
+            "vcpu_seconds": round(bound.vcpu_seconds, 3),
+            "gib_seconds": round(bound.gib_seconds, 3),
+            "cost_usd": round(bound.cost_usd, 9),
+        }
+        json.dump(body, sys.stdout, indent=1)
         print()
         return EXIT_OK
     packed = sum(1 for launch in the_plan.launches if launch.packed)
@@ -214,6 +222,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(_launch_line(launch))
     if len(the_plan.launches) > len(shown):
         print(f"  ... and {len(the_plan.launches) - len(shown):,} more (use --json for all)")
+    print(
+        f"at most {format_usage(bound)} if every task ran every attempt to its timeout "
+        f"({ESTIMATE_NOTE}, prices of {PRICE_DATE})"
+    )
     print("nothing was launched (dry run)")
     return EXIT_OK
 

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 from controller.report import ItemResult, ItemState, Report, TaskResult
-from controller.summary import batch_duration, format_seconds, headline, printable, state_label
+from controller.summary import batch_duration, cost_text, format_seconds, headline, printable, state_label
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
@@ -60,7 +60,8 @@ PAGE_FORMAT = "fanout.page/1"
 ITEM_COLUMNS = (
     *("index", "key", "job", "label", "state", "reason", "exit_code", "attempts", "launch", "execution"),
     *("task_index", "create_time", "start_time", "end_time", "console_url", "log_url", "log_tail"),
-    *("log_tail_truncated", "tasks"),
+    *("log_tail_truncated", "log_tail_groups", "log_tail_errors", "vcpu_seconds", "gib_seconds", "cost_usd"),
+    "tasks",
 )
 TASK_COLUMNS = ("index", "state", "exit_code", "attempts", "start_time", "end_time")
 SHARED_STRINGS = ("job", "execution", "console_url", "log_url")
@@ -86,6 +87,7 @@ class _PageEncoder:
             **dict.fromkeys(TIMES, self.time),
             "state": _STATE_CODE.__getitem__,
             "log_tail_truncated": int,
+            "log_tail_groups": lambda groups: [[g.task_index, g.attempt, g.lines] for g in groups],
         }
 
     def time(self, moment: datetime | None) -> int | None:
@@ -179,6 +181,7 @@ def _summary_html(report: Report) -> str:
         ("Started", _when(report.started_at)),
         ("Finished", _when(report.finished_at)),
         ("Launches", f"{summary.launches:,}"),
+        *([("Cost", cost)] if (cost := cost_text(report)) else []),
         ("Project", report.project),
         ("Region", report.region),
         ("Mode", report.mode),

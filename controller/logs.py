@@ -21,12 +21,14 @@ from google.cloud.logging import DESCENDING
 
 from controller.quota import Limiter
 from controller.redact import payload_text
+from controller.report import TailGroup
 from controller.retry import is_retryable
 
 log = logging.getLogger(__name__)
 
 EXECUTION_LABEL = "run.googleapis.com/execution_name"
 TASK_INDEX_LABEL = "run.googleapis.com/task_index"
+TASK_ATTEMPT_LABEL = "run.googleapis.com/task_attempt"
 # Logging filters are limited to 20,000 characters; leave room for the fixed clauses.
 MAX_FILTER_CHARS = 18_000
 PAGE_SIZE = 1000
@@ -41,14 +43,47 @@ class TailTarget:
     task_index: int | None = None
 
 
+# Severities from ERROR up (LogSeverity: ERROR 500, CRITICAL 600, ALERT 700, EMERGENCY 800).
+ERROR_SEVERITIES = frozenset({"ERROR", "CRITICAL", "ALERT", "EMERGENCY"})
+
+
+@dataclass(frozen=True, slots=True)
+class TailLine:
+    text: str
+    task_index: int | None  # the run.googleapis.com/task_index label
+    attempt: int | None  # the run.googleapis.com/task_attempt label (0 for the first)
+    error: bool  # severity ERROR or worse
+
+
 @dataclass
 class Tail:
-    lines: list[str] = field(default_factory=list)  # newest first while collecting
+    lines: list[TailLine] = field(default_factory=list)  # newest first while collecting
     bytes: int = 0
     truncated: bool = False
 
-    def chronological(self) -> list[str]:
-        return list(reversed(self.lines))
+    def grouped(self) -> list[TailLine]:
+        """The lines oldest first, grouped by task index and then attempt (each group in the order printed)."""
+        lines = list(reversed(self.lines))
+        return sorted(lines, key=lambda line: (line.task_index or 0, line.attempt or 0))
+
+    def fields(self) -> dict[str, Any]:
+        """The tail as ``ItemResult`` fields: the lines, their task and attempt groups when there is more than
+        one group, and the positions of ERROR lines."""
+        lines = self.grouped()
+        groups: list[TailGroup] = []
+        for line in lines:
+            task, attempt = line.task_index or 0, line.attempt or 0
+            if groups and (groups[-1].task_index, groups[-1].attempt) == (task, attempt):
+                groups[-1] = TailGroup(task_index=task, attempt=attempt, lines=groups[-1].lines + 1)
+            else:
+                groups.append(TailGroup(task_index=task, attempt=attempt, lines=1))
+        errors = [n for n, line in enumerate(lines) if line.error]
+        return {
+            "log_tail": [line.text for line in lines],
+            "log_tail_truncated": self.truncated,
+            "log_tail_groups": groups if len(groups) > 1 else None,
+            "log_tail_errors": errors or None,
+        }
 
 
 @dataclass
@@ -165,17 +200,36 @@ class _Collector:
         candidates = self.owners.get((execution, None), []) + (
             self.owners.get((execution, int(index_text)), []) if index_text is not None else []
         )
+        line: TailLine | None = None
         for key in candidates:
             if key not in self.open:
                 continue
             tail = self.tails[key]
-            line = self.redact(payload_text(entry.payload))
-            if len(tail.lines) >= self.max_lines or tail.bytes + len(line) > self.max_bytes:
+            line = line or _tail_line(entry, self.redact(payload_text(entry.payload)))
+            if len(tail.lines) >= self.max_lines or tail.bytes + len(line.text) > self.max_bytes:
                 tail.truncated = True
                 self.open.discard(key)
                 continue
             tail.lines.append(line)
-            tail.bytes += len(line)
+            tail.bytes += len(line.text)
+
+
+def _tail_line(entry: Any, text: str) -> TailLine:
+    labels = entry.labels or {}
+    index, attempt = labels.get(TASK_INDEX_LABEL), labels.get(TASK_ATTEMPT_LABEL)
+    return TailLine(
+        text=text,
+        task_index=int(index) if index is not None and index.isdigit() else None,
+        attempt=int(attempt) if attempt is not None and attempt.isdigit() else None,
+        error=_is_error(getattr(entry, "severity", None)),
+    )
+
+
+def _is_error(severity: Any) -> bool:
+    """Severity as the client gives it: a name ("ERROR"), a number (500) or None."""
+    if isinstance(severity, int):
+        return severity >= 500
+    return isinstance(severity, str) and severity.upper() in ERROR_SEVERITIES
 
 
 class _Budget:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from controller.cloudrun import ExecutionStatus, TaskStatus
 from controller.plan import Launch
+from controller.pricing import tasks_usage
 from controller.report import ItemResult, ItemState, LaunchResult, LaunchStatus, TaskResult
 from controller.spec import Item
 
@@ -85,6 +86,7 @@ class Outcomes:
         exit_codes = [t.exit_code for t in task_results if t.exit_code is not None]
         starts = [t.start_time for t in task_results if t.start_time]
         ends = [t.end_time for t in task_results if t.end_time]
+        use = tasks_usage(task_results, cpu=launch.cpu, memory=launch.memory)
         return ItemResult(
             **base,
             state=item_state,
@@ -99,6 +101,9 @@ class Outcomes:
             end_time=max(ends) if ends else execution.completion_time,
             console_url=console,
             log_url=execution.log_uri,
+            vcpu_seconds=round(use.vcpu_seconds, 3) if use else None,
+            gib_seconds=round(use.gib_seconds, 3) if use else None,
+            cost_usd=round(use.cost_usd, 9) if use else None,
         )
 
     def _unfinished(self, execution: ExecutionStatus) -> tuple[ItemState, str | None]:

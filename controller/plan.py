@@ -70,6 +70,8 @@ class Launch:
     task_count: int
     timeout_seconds: float | None
     manifest: str | None  # URL prefix of the manifest chunks (packed launches)
+    cpu: str = "1"  # the job's limits, which a task is billed for (controller.pricing)
+    memory: str = "512Mi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +211,15 @@ def _packed_launch(
         task_count=len(packed),
         timeout_seconds=packed[0].timeout_seconds,
         manifest=manifest,
+        cpu=job.resources.cpu,
+        memory=job.resources.memory,
     )
 
 
 def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, item: Item) -> Launch:
     key = launch_key(batch.batch_id, index)
     args = one_off_args(item) if item.job is None else item.args
+    resources = catalog.jobs[job_name].resources if job_name in catalog.jobs else None
     return Launch(
         index=index,
         key=key,
@@ -229,6 +234,8 @@ def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, it
         task_count=item.task_count or (catalog.jobs[job_name].task_count if job_name in catalog.jobs else 1),
         timeout_seconds=item.timeout_seconds,
         manifest=None,
+        cpu=resources.cpu if resources else item.cpu or "1",
+        memory=resources.memory if resources else item.memory or "512Mi",
     )
 
 

@@ -77,6 +77,15 @@ class TaskResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_ITEM_CONFIG)
+class TailGroup:
+    """A run of consecutive ``log_tail`` lines printed by one attempt of one task."""
+
+    task_index: int
+    attempt: int  # 0 for the first attempt, as Cloud Run's run.googleapis.com/task_attempt label counts
+    lines: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_ITEM_CONFIG)
 class ItemResult:
     """What happened to one item of the batch. ``dataclasses.replace`` makes a changed copy."""
 
@@ -99,6 +108,14 @@ class ItemResult:
     log_url: str | None = None
     log_tail: list[str] | None = None
     log_tail_truncated: bool = False
+    # When the tail holds lines of more than one task or attempt: its runs, in order (grouped by task index,
+    # then attempt). None when every line came from one attempt of one task.
+    log_tail_groups: list[TailGroup] | None = None
+    log_tail_errors: list[int] | None = None  # positions in log_tail of lines of severity ERROR or worse
+    # What its tasks were billed for (controller.pricing): None when no task has a start and an end.
+    vcpu_seconds: float | None = None
+    gib_seconds: float | None = None
+    cost_usd: float | None = None  # an estimate at list prices, without free tier or discounts
 
     @property
     def duration_seconds(self) -> float | None:
@@ -135,11 +152,20 @@ class LaunchResult(_Frozen):
         return data
 
 
+class Cost(_Frozen):
+    """The batch's billed resources, summed over its items, and their estimated price (controller.pricing)."""
+
+    vcpu_seconds: float = 0.0
+    gib_seconds: float = 0.0
+    cost_usd: float = 0.0
+
+
 class Summary(_Frozen):
     total: int
     by_state: dict[ItemState, int]
     launches: int
     duration_seconds: float | None
+    cost: Cost | None = None  # None in reports written before costs were counted
 
     @property
     def succeeded(self) -> int:
@@ -202,6 +228,11 @@ def summarize(items: Iterable[ItemResult], *, launches: int, duration_seconds: f
         by_state={state: counts.get(state, 0) for state in ItemState},
         launches=launches,
         duration_seconds=duration_seconds,
+        cost=Cost(
+            vcpu_seconds=round(sum(item.vcpu_seconds or 0.0 for item in items), 3),
+            gib_seconds=round(sum(item.gib_seconds or 0.0 for item in items), 3),
+            cost_usd=round(sum(item.cost_usd or 0.0 for item in items), 9),
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usd
 from controller.report import BatchStatus, ItemResult, ItemState, Report
 
 # Order in which non-succeeded items are listed: the ones that ran and broke come before the ones that were
@@ -86,13 +87,38 @@ def _escape_control(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def last_log_line(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> str | None:
-    """The item's last non-blank log line, made printable and cut to ``limit`` characters."""
-    for raw in reversed(item.log_tail or []):
-        if raw.strip():
-            line = printable(raw.strip())
-            return line if len(line) <= limit else line[: limit - 1] + "…"
+def _failed_task_span(item: ItemResult) -> tuple[int, int]:
+    """Where in ``log_tail`` the lines of the task that failed are (its last attempt): the whole tail when
+    the tail is one task's, or when the failed task printed nothing that was kept."""
+    whole = (0, len(item.log_tail or []))
+    if not item.log_tail_groups or item.state.ok:
+        return whole
+    failed = min((t.index for t in item.tasks if t.state is item.state), default=None)
+    span, start = whole, 0
+    for group in item.log_tail_groups:
+        if group.task_index == failed:
+            span = (start, start + group.lines)
+        start += group.lines
+    return span
+
+
+def last_log_entry(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> tuple[str, bool] | None:
+    """The last non-blank line the item's failed task printed (any task's when it succeeded), made printable
+    and cut to ``limit`` characters, and whether it was logged at ERROR severity or worse."""
+    tail = item.log_tail or []
+    errors = set(item.log_tail_errors or ())
+    first, end = _failed_task_span(item)
+    for position in range(end - 1, first - 1, -1):
+        if raw := tail[position].strip():
+            line = printable(raw)
+            return (line if len(line) <= limit else line[: limit - 1] + "…"), position in errors
     return None
+
+
+def last_log_line(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> str | None:
+    """``last_log_entry``'s line alone."""
+    entry = last_log_entry(item, limit=limit)
+    return entry[0] if entry else None
 
 
 def batch_duration(report: Report) -> float:
@@ -108,6 +134,17 @@ def headline(report: Report) -> str:
     if summary.not_succeeded == 0:
         return f"all {summary.total:,} items succeeded"
     return f"{summary.not_succeeded:,} of {summary.total:,} items did not succeed"
+
+
+def cost_text(report: Report) -> str | None:
+    """What the batch's tasks were billed for, and its estimated price, in one line; None in old reports."""
+    cost = report.summary.cost
+    if cost is None:
+        return None
+    return (
+        f"{cost.vcpu_seconds:,.1f} vCPU-s, {cost.gib_seconds:,.1f} GiB-s, ~${format_usd(cost.cost_usd)} "
+        f"({ESTIMATE_NOTE}, prices of {PRICE_DATE})"
+    )
 
 
 # Markdown ------------------------------------------------------------------------------------------------
@@ -144,6 +181,8 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
         f"Project {_md(report.project)}, region {_md(report.region)}, mode {_md(report.mode)}, "
         f"spec {_md(report.spec_digest)}, started {report.started_at.isoformat()}.",
     ]
+    if cost := cost_text(report):
+        lines += ["", f"Cost: {_md(cost)}"]
     if report_url:
         link = _md_link("report", report_url) or _md(report_url)
         lines += ["", f"Full report: {link}"]
@@ -170,11 +209,19 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
                 state_label(item.state),
                 "" if item.exit_code is None else str(item.exit_code),
                 _md(item.reason or ""),
-                _md(last_log_line(item) or ""),
+                _md_log_line(item),
                 links,
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _md_log_line(item: ItemResult) -> str:
+    """The last log line as Markdown, led by a bold ERROR when it was logged at that severity or worse."""
+    entry = last_log_entry(item)
+    if entry is None:
+        return ""
+    return ("**ERROR** " if entry[1] else "") + _md(entry[0])
 
 
 def _web_url(url: str | None) -> str | None:
@@ -195,7 +242,7 @@ def failed_rows(report: Report, *, limit: int = 500) -> list[dict[str, str | int
             "exit_code": item.exit_code,
             "attempts": item.attempts,
             "reason": _md(item.reason) if item.reason is not None else None,
-            "last_log_line": _md(line) if (line := last_log_line(item)) is not None else None,
+            "last_log_line": _md_log_line(item) or None,
             "console_url": _web_url(item.console_url),
             "log_url": _web_url(item.log_url),
         }
@@ -254,6 +301,8 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20, max
             style="dim",
         )
     )
+    if cost := cost_text(report):
+        console.print(Text(f"cost {cost}", style="dim"))
     console.print(_counts_table(report))
     for problem in report.problems:
         console.print(Text.assemble(("problem: ", "bold red"), printable(problem)))
@@ -291,6 +340,14 @@ def _counts_table(report: Report) -> Table:
     return counts
 
 
+def _log_cell(item: ItemResult) -> Text:
+    entry = last_log_entry(item)
+    if entry is None:
+        return Text("")
+    line, error = entry
+    return Text.assemble(("ERROR ", "bold red"), (line, "red")) if error else Text(line, style="dim")
+
+
 def _failed_table(items: list[ItemResult]) -> Table:
     table = Table(title="Items that did not succeed", title_justify="left", box=box.SIMPLE_HEAD, expand=False)
     # The key column is as wide as the longest key shown (up to a third of a line), so keys never wrap;
@@ -305,6 +362,6 @@ def _failed_table(items: list[ItemResult]) -> Table:
             _item_cell(item),
             Text(state_label(item.state), style=STATE_STYLE[item.state]),
             Text("" if item.exit_code is None else str(item.exit_code)),
-            Text(last_log_line(item) or "", style="dim"),
+            _log_cell(item),
         )
     return table

@@ -46,3 +46,40 @@ def test_failed_items_tails_are_their_last_lines_in_a_handful_of_calls(
     assert 1 <= calls <= 6, calls
     # All 200 one-off items share a single job: same image, same program.
     assert {item.job for item in report.items} == {report.launches[0].job}
+
+
+TASKS_SCRIPT = (
+    'echo "task $CLOUD_RUN_TASK_INDEX attempt $CLOUD_RUN_TASK_ATTEMPT start"; '
+    'if [ "$CLOUD_RUN_TASK_INDEX" = 1 ]; then echo \'{"severity": "ERROR", "error": "task 1 broke", "code": 7}\'; '
+    "exit 3; fi; "
+    'echo "task $CLOUD_RUN_TASK_INDEX done"'
+)
+
+
+def test_a_tail_of_several_tasks_is_grouped_by_task_and_attempt_and_ends_with_the_failed_task(
+    run_flow: Callable[..., tuple[dict[str, Any], Report]],
+) -> None:
+    from controller.summary import last_log_entry, render_markdown
+
+    item = {"key": "three", "image": "busybox:1.36", "command": ["sh", "-c", TASKS_SCRIPT], "task_count": 3}
+    _summary, report = run_flow({"batch_id": "it-tail-groups", "items": [{**item, "retries": 1}]})
+
+    (result,) = report.items
+    assert result.state is ItemState.FAILED
+    broke = '{"code": 7, "error": "task 1 broke"}'  # the JSON line as JSON, its severity taken by Cloud Run
+    assert result.log_tail == [
+        "task 0 attempt 0 start",
+        "task 0 done",
+        "task 1 attempt 0 start",
+        broke,
+        "task 1 attempt 1 start",
+        broke,
+        "task 2 attempt 0 start",
+        "task 2 done",
+    ]
+    groups = [(g.task_index, g.attempt, g.lines) for g in result.log_tail_groups or []]
+    assert groups == [(0, 0, 2), (1, 0, 2), (1, 1, 2), (2, 0, 2)]
+    assert result.log_tail_errors == [3, 5]
+    # The last line of the item is task 2's; the one a person is shown is the failed task's, marked.
+    assert last_log_entry(result) == (broke, True)
+    assert "**ERROR** " in render_markdown(report)

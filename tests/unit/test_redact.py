@@ -56,6 +56,6 @@ def test_log_tails_of_json_lines_never_leak_a_secret_with_a_backslash() -> None:
         limiter=Unlimited(),
         redact=Redactor({secret}),
     )
-    text = "\n".join(tails["item"].lines)
+    text = "\n".join(tails["item"].fields()["log_tail"])
     assert "prod-7731" not in text
     assert text.count(MASK) == 2
