@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from controller import results  # noqa: E402
 from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
@@ -33,7 +34,7 @@ from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import ENDED, Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
-from controller.store import Store, open_bucket_block, open_store  # noqa: E402
+from controller.store import Store, StoreError, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,13 @@ def _finish(
             )
         except Exception as exc:
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
+    try:
+        items = runner.attach_results(items)
+    except StoreError as exc:
+        runner.problems.append(runner.redact(f"item results unavailable: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
     batch_id = report.batch_id
+    store.write(batch_id, results.JSONL, results.jsonl_chunks(report.items))
     url = store.write(batch_id, "report.json", report.json_chunks())
     try:
         from controller.html_report import render_html_chunks

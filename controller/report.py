@@ -99,6 +99,10 @@ class ItemResult:
     log_url: str | None = None
     log_tail: list[str] | None = None
     log_tail_truncated: bool = False
+    # What the item's task wrote to $FANOUT_RESULT_FILE (controller.results): the JSON value, a list by task
+    # index for an item of several tasks; None when nothing was written or the value is not inline.
+    result: Any = None
+    result_uri: str | None = None  # where the value lies when it is over 64 KiB (not inline)
 
     @property
     def duration_seconds(self) -> float | None:
