@@ -140,7 +140,13 @@ def execute(
     ``<batch-id>/manifests/``: the jobs' identity needs read access there and nowhere else.
     """
     manifests = manifest_store or store
-    the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=manifests.url(batch.batch_id, "manifests"))
+    the_plan: Plan = plan(
+        batch,
+        catalog,
+        mode=options.mode,
+        manifest_root=manifests.url(batch.batch_id, "manifests"),
+        results_root=store.url(batch.batch_id, results.FOLDER),
+    )
     budget = Budget.from_rates(options.rates)
     cloud = CloudRun(clients, options.project, options.region, budget)
     runner = BatchRunner(

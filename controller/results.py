@@ -24,7 +24,6 @@ from controller.report import ItemResult, ItemState
 from controller.store import Store, StoreError
 
 ENV_RESULT_FILE = "FANOUT_RESULT_FILE"
-ENV_RESULTS_URI = "FANOUT_RESULTS_URI"
 FOLDER = "results"
 JSONL = "results.jsonl"
 INLINE_MAX_BYTES = 64 * 1024
@@ -223,7 +222,6 @@ def _fetch(record: ResultRecord, storage_client: Any | None) -> Any:
 
 
 __all__ = [
-    "ENV_RESULTS_URI",
     "ENV_RESULT_FILE",
     "INLINE_MAX_BYTES",
     "MAX_BYTES",
