@@ -23,7 +23,6 @@ from controller.redact import MASK
 from controller.report import ItemResult, ItemState
 from controller.store import Store, StoreError
 
-ENV_RESULT_FILE = "FANOUT_RESULT_FILE"
 FOLDER = "results"
 JSONL = "results.jsonl"
 INLINE_MAX_BYTES = 64 * 1024
@@ -222,7 +221,6 @@ def _fetch(record: ResultRecord, storage_client: Any | None) -> Any:
 
 
 __all__ = [
-    "ENV_RESULT_FILE",
     "INLINE_MAX_BYTES",
     "MAX_BYTES",
     "ResultRecord",
