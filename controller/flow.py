@@ -34,7 +34,7 @@ from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import ENDED, Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
-from controller.store import Store, StoreError, open_bucket_block, open_store  # noqa: E402
+from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -257,8 +257,8 @@ def _finish(
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
     try:
         items = runner.attach_results(items)
-    except StoreError as exc:
-        runner.problems.append(runner.redact(f"item results unavailable: {exc}"))
+    except Exception as exc:
+        runner.problems.append(runner.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
     batch_id = report.batch_id
     store.write(batch_id, results.JSONL, results.jsonl_chunks(report.items))

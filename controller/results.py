@@ -93,7 +93,12 @@ def _load(store: Store, batch_id: str, name: str, size: int, redact: Callable[[s
 
 
 def _with_result(
-    item: ItemResult, found: dict[int, tuple[str, int]], tasks: int, store: Store, batch_id: str, redact: Any
+    item: ItemResult,
+    found: dict[int, tuple[str, int]],
+    tasks: int,
+    store: Store,
+    batch_id: str,
+    redact: Callable[[str], str],
 ) -> ItemResult:
     values = {task: _load(store, batch_id, name, size, redact) for task, (name, size) in sorted(found.items())}
     several = tasks > 1 or max(values) > 0
@@ -169,11 +174,12 @@ def read_results(location: str, storage_client: Any | None = None, *, fetch: boo
         for number, line in enumerate(lines, 1):
             try:
                 record = ResultRecord(**json.loads(line))
+                record = record._replace(state=ItemState(record.state))
             except (ValueError, TypeError) as exc:
                 raise StoreError(f"{url} line {number} is not a result record: {exc}") from None
             if fetch and record.result_uri:
                 record = record._replace(result=_fetch(record, storage_client))
-            yield record._replace(state=ItemState(record.state))
+            yield record
 
 
 def _open(url: str, storage_client: Any | None) -> Any:

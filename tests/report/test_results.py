@@ -21,7 +21,7 @@ from controller.results import (
     read_results,
     result_name,
 )
-from controller.store import GcsStore, LocalStore, Store
+from controller.store import GcsStore, LocalStore, Store, StoreError
 
 SECRET = "hunter2-very-secret"
 
@@ -122,3 +122,13 @@ def test_a_literal_secret_in_a_result_is_masked_inline_and_where_it_lies(store: 
 def test_no_results_folder_leaves_items_as_they_are(store: Store) -> None:
     items = [_item("a", 0)]
     assert collect_results(store, "b", items, {}, Redactor()) is items
+
+
+def test_read_results_names_the_line_that_is_not_a_record_and_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / JSONL).write_text('{"key": "a", "state": "succeeded", "result": 1}\n{"key": "b", "state": "odd"}\n')
+    records = read_results(str(tmp_path))
+    assert next(records).result == 1
+    with pytest.raises(StoreError, match=r"results.jsonl line 2 is not a result record"):
+        next(records)
+    with pytest.raises(StoreError, match="cannot read"):
+        next(read_results(str(tmp_path / "missing")))
