@@ -33,6 +33,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
+from controller.results import collect_results
 from controller.retry import api_error_message, is_retryable
 from controller.store import Store
 
@@ -459,6 +460,11 @@ class BatchRunner:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
         with_tails: dict[str, Tail] = tails
         return [replace(r, **with_tails[r.key].fields()) if r.key in with_tails else r for r in results]
+
+    def attach_results(self, results: list[ItemResult]) -> list[ItemResult]:
+        """Results with the values their tasks wrote to ``$FANOUT_RESULT_FILE`` (``controller.results``)."""
+        tasks = {i.key: 1 if s.launch.packed else s.launch.task_count for s in self.states for i in s.launch.items}
+        return collect_results(self.store, self.plan.batch.batch_id, results, tasks, self.redact)
 
     def outcomes(self) -> Outcomes:
         """How the launches' states read as results, given what the runner knows now."""

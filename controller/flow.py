@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from controller import results  # noqa: E402
 from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
@@ -139,7 +140,13 @@ def execute(
     ``<batch-id>/manifests/``: the jobs' identity needs read access there and nowhere else.
     """
     manifests = manifest_store or store
-    the_plan: Plan = plan(batch, catalog, mode=options.mode, manifest_root=manifests.url(batch.batch_id, "manifests"))
+    the_plan: Plan = plan(
+        batch,
+        catalog,
+        mode=options.mode,
+        manifest_root=manifests.url(batch.batch_id, "manifests"),
+        results_root=store.url(batch.batch_id, results.FOLDER),
+    )
     budget = Budget.for_project(options.rates, project=options.project, region=options.region)
     cloud = CloudRun(clients, options.project, options.region, budget)
     runner = BatchRunner(
@@ -248,8 +255,13 @@ def _finish(
             )
         except Exception as exc:
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
+    try:
+        items = runner.attach_results(items)
+    except Exception as exc:
+        runner.problems.append(runner.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
     batch_id = report.batch_id
+    store.write(batch_id, results.JSONL, results.jsonl_chunks(report.items))
     url = store.write(batch_id, "report.json", report.json_chunks())
     try:
         from controller.html_report import render_html_chunks

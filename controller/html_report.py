@@ -61,7 +61,7 @@ ITEM_COLUMNS = (
     *("index", "key", "job", "label", "state", "reason", "exit_code", "attempts", "launch", "execution"),
     *("task_index", "create_time", "start_time", "end_time", "console_url", "log_url", "log_tail"),
     *("log_tail_truncated", "log_tail_groups", "log_tail_errors", "vcpu_seconds", "gib_seconds", "cost_usd"),
-    "tasks",
+    *("tasks", "result", "result_uri"),
 )
 TASK_COLUMNS = ("index", "state", "exit_code", "attempts", "start_time", "end_time")
 SHARED_STRINGS = ("job", "execution", "console_url", "log_url")

@@ -24,6 +24,8 @@ ENV_LAUNCH_KEY = "FANOUT_LAUNCH_KEY"
 ENV_BATCH_ID = "FANOUT_BATCH_ID"
 ENV_MANIFEST = "FANOUT_MANIFEST"
 ENV_MANIFEST_CHUNK = "FANOUT_MANIFEST_CHUNK"
+ENV_RESULTS_URI = "FANOUT_RESULTS_URI"  # where the runner stores item results (controller.results)
+ENV_ITEM_KEY = "FANOUT_ITEM_KEY"
 
 
 class Mode(StrEnum):
@@ -239,6 +241,12 @@ def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, it
     )
 
 
+def _with_results(launch: Launch, results_root: str) -> Launch:
+    # A packed task finds its item's key in the manifest; an item launched alone is told it.
+    key = () if launch.packed else ((ENV_ITEM_KEY, launch.items[0].key),)
+    return replace(launch, env=(*launch.env, (ENV_RESULTS_URI, results_root), *key))
+
+
 def plan(
     batch: Batch,
     catalog: Catalog,
@@ -246,9 +254,11 @@ def plan(
     mode: Mode = Mode.AUTO,
     manifest_root: str = "",
     max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
+    results_root: str = "",
 ) -> Plan:
     """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
-    (``gs://bucket/prefix/<batch>/manifests`` or a local folder)."""
+    (``gs://bucket/prefix/<batch>/manifests`` or a local folder), ``results_root`` where item results go
+    (given to every launch as ``FANOUT_RESULTS_URI``, with ``FANOUT_ITEM_KEY`` when it carries one item)."""
     one_offs, job_of_item = _jobs_of(batch)
     groups, single = _grouped(batch, catalog, job_of_item, mode)
     # Launch order follows the spec: a group starts where its first item stands.
@@ -264,4 +274,6 @@ def plan(
         else _single_launch(batch, catalog, index, job_name, unit)
         for index, (_, job_name, unit) in enumerate(units)
     ]
+    if results_root:
+        launches = [_with_results(launch, results_root) for launch in launches]
     return Plan(batch=batch, mode=mode, launches=tuple(launches), one_off_jobs=tuple(one_offs.values()))

@@ -116,6 +116,10 @@ class ItemResult:
     vcpu_seconds: float | None = None
     gib_seconds: float | None = None
     cost_usd: float | None = None  # an estimate at list prices, without free tier or discounts
+    # What the item's task wrote to $FANOUT_RESULT_FILE (controller.results): the JSON value, a list by task
+    # index for an item of several tasks; None when nothing was written or the value is not inline.
+    result: Any = None
+    result_uri: str | None = None  # where the value lies when it is over 64 KiB (not inline)
 
     @property
     def duration_seconds(self) -> float | None:

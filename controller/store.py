@@ -51,6 +51,11 @@ class Store(Protocol):
 
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None: ...
 
+    def list_sizes(self, batch_id: str, folder: str) -> Iterator[tuple[str, int]]:
+        """``(name, size in bytes)`` of every object under ``<batch-id>/<folder>/``, names relative to the
+        batch, in one listing streamed page by page (no object is read)."""
+        ...
+
     def read_versioned(self, batch_id: str, name: str) -> tuple[bytes, str] | None:
         """The object and its generation (an opaque token for ``write_if``), or None when there is none."""
         ...
@@ -105,6 +110,15 @@ class LocalStore:
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
         for name, data in files:
             self.write(batch_id, name, data)
+
+    def list_sizes(self, batch_id: str, folder: str) -> Iterator[tuple[str, int]]:
+        base = self.root / batch_id
+        for directory, _, names in os.walk(base / folder):
+            for name in names:
+                if name.startswith("."):  # a write still in progress (``_write``'s temporary file) or a lock
+                    continue
+                path = Path(directory) / name
+                yield path.relative_to(base).as_posix(), path.stat().st_size
 
     # A local object's generation is the digest of its bytes: every write of batch.json carries a fresh lease
     # time, so two generations never have the same bytes.
@@ -217,6 +231,16 @@ class GcsStore:
         except gexc.GoogleAPICallError as exc:
             raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
         return str(blob.generation)
+
+    def list_sizes(self, batch_id: str, folder: str) -> Iterator[tuple[str, int]]:
+        from google.api_core import exceptions as gexc
+
+        start = len(self._object(batch_id, "")) + 1
+        try:
+            for blob in self.client.list_blobs(self.bucket_name, prefix=self._object(batch_id, folder) + "/"):
+                yield blob.name[start:], int(blob.size or 0)
+        except gexc.GoogleAPICallError as exc:
+            raise StoreError(f"cannot list {self.url(batch_id, folder)}: {api_error_message(exc)}") from None
 
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
         # Manifests of a 10,000-item launch are 100 small objects: write them side by side.

@@ -15,11 +15,21 @@ directory) the task picks its item from the chunked manifest the controller wrot
 * the item ``items[i - offset]`` is run as ``PROGRAM PROGRAM_ARGS + item.args`` with ``item.env`` added to
   the environment (the controller clears the job's default args for packed launches).
 
+Results: with ``FANOUT_RESULTS_URI`` (the batch's results folder or ``gs://`` prefix) and an item key (the
+manifest's, or ``FANOUT_ITEM_KEY`` for an item with an execution of its own), the program runs as a child with
+``FANOUT_RESULT_FILE`` set to a path in a fresh temporary folder. When it exits 0 having written there, the
+runner uploads the file create-only to ``{FANOUT_RESULTS_URI}/{key}/{task}.json`` (``task``: 0 for a packed
+item, ``CLOUD_RUN_TASK_INDEX`` otherwise): the GCS JSON API with ``ifGenerationMatch=0``, or a local folder
+by a copy linked into place. Create-only makes a retried upload safe and keeps the first result written of a
+task that ran twice; a failed attempt uploads nothing, so a retry that succeeds is the one whose result
+counts. SIGTERM and SIGINT are passed on to the program, as Cloud Run sends them to the container.
+
 Exit codes of the runner itself (anything else is the program's own exit code):
 
 * 64 (EX_USAGE): no program given.
-* 74 (EX_IOERR): the manifest chunk could not be read after retries (network, 5xx, 429).
-* 77 (EX_NOPERM): the storage server refused access to the chunk (401/403).
+* 74 (EX_IOERR): the manifest chunk could not be read, or the result stored, after retries (network, 5xx,
+  429).
+* 77 (EX_NOPERM): the storage server refused access to the chunk or the result's folder (401/403).
 * 78 (EX_CONFIG): the manifest is unusable: chunk missing, not JSON, wrong schema, item out of range,
   bad field types, or the task index / chunk size env vars are not integers.
 * 126 / 127: the program is not executable / not found, as a shell reports them.
@@ -33,7 +43,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 SCHEMA = "fanout.manifest/v1"
@@ -48,6 +58,10 @@ EX_NOTFOUND = 127
 METADATA_HOST = "metadata.google.internal"
 TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
 GCS_BASE = "https://storage.googleapis.com"
+ENV_RESULTS = "FANOUT_RESULTS_URI"
+ENV_RESULT_FILE = "FANOUT_RESULT_FILE"
+ENV_ITEM_KEY = "FANOUT_ITEM_KEY"
+UPLOAD_CHUNK_BYTES = 2**20
 # Bounded: the whole read gives up after about 0.5 + 1 + 2 + 4 = 7.5 s of back-off, well inside any
 # sensible task timeout, so a storage outage fails the task (and Cloud Run retries it) instead of hanging.
 READ_ATTEMPTS = 5
@@ -58,7 +72,7 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class ManifestError(Exception):
-    """The manifest is unusable; ``code`` is the runner's exit code for it."""
+    """The manifest is unusable, or the result could not be stored; ``code`` is the runner's exit code."""
 
     def __init__(self, message: str, code: int = EX_CONFIG) -> None:
         super().__init__(message)
@@ -126,10 +140,7 @@ def _read_gcs(location: str, environ: Mapping[str, str], *, sleep: Callable[[flo
     bucket, _, name = location[len("gs://") :].partition("/")
     if not bucket or not name:
         raise ManifestError(f"{location}: expected gs://BUCKET/OBJECT")
-    emulator = environ.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
-    base = GCS_BASE
-    if emulator:
-        base = emulator if "://" in emulator else f"http://{emulator}"
+    base, emulator = _gcs_base(environ)
     url = f"{base}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}?alt=media"
 
     def fetch() -> bytes:
@@ -139,6 +150,14 @@ def _read_gcs(location: str, environ: Mapping[str, str], *, sleep: Callable[[flo
         return _http_get(url, headers)
 
     return _with_retries(fetch, location, sleep=sleep)
+
+
+def _gcs_base(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The JSON API's root, and whether it is an emulator (which takes no token)."""
+    emulator = environ.get("STORAGE_EMULATOR_HOST", "").rstrip("/")
+    if not emulator:
+        return GCS_BASE, False
+    return (emulator if "://" in emulator else f"http://{emulator}"), True
 
 
 def metadata_token(environ: Mapping[str, str]) -> str:
@@ -161,11 +180,21 @@ class _Retryable(Exception):
     pass
 
 
+class _Exists(Exception):
+    """A create-only write found the object there already (HTTP 412)."""
+
+
 def _http_get(url: str, headers: Mapping[str, str]) -> bytes:
+    return _http(url, headers)
+
+
+def _http(url: str, headers: Mapping[str, str], body: Iterable[bytes] | None = None) -> bytes:
+    """GET, or POST ``body`` (chunks, with Content-Length in ``headers``); a retryable failure raises
+    ``_Retryable``."""
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, headers=dict(headers))
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="GET" if body is None else "POST")
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as response:
             data: bytes = response.read()
@@ -177,6 +206,8 @@ def _http_get(url: str, headers: Mapping[str, str]) -> bytes:
             raise ManifestError(f"{_strip_query(url)}: access denied (HTTP {exc.code})", EX_NOPERM) from None
         if exc.code == 404:
             raise ManifestError(f"{_strip_query(url)}: not found (HTTP 404)") from None
+        if exc.code == 412:
+            raise _Exists from None
         raise ManifestError(f"{_strip_query(url)}: HTTP {exc.code}", EX_IOERR) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise _Retryable(str(getattr(exc, "reason", exc))) from None
@@ -217,37 +248,145 @@ def _int_env(environ: Mapping[str, str], name: str, default: int | None) -> int:
     return value
 
 
-def resolve(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment the program runs with."""
+def result_location(results: str, key: str, task: int) -> str | None:
+    """Where a task's result goes, or None when no result is asked for."""
+    if not results or not key:
+        return None
+    return f"{results.rstrip('/')}/{key}/{task}.json"
+
+
+def resolve(argv: list[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str], str | None]:
+    """The argv and environment the program runs with, and where its result goes (None: nowhere)."""
     if not argv:
         raise ManifestError("usage: fanout_runner.py PROGRAM [ARGS...]", EX_USAGE)
+    results = environ.get(ENV_RESULTS, "")
     manifest = environ.get("FANOUT_MANIFEST", "")
     if not manifest:
-        return list(argv), dict(environ)
+        key = environ.get(ENV_ITEM_KEY, "")
+        task = _int_env(environ, "CLOUD_RUN_TASK_INDEX", 0) if results and key else 0
+        return list(argv), dict(environ), result_location(results, key, task)
     index = _int_env(environ, "CLOUD_RUN_TASK_INDEX", None)
     size = _int_env(environ, "FANOUT_MANIFEST_CHUNK", DEFAULT_CHUNK)
     where = chunk_location(manifest, index, size)
-    _key, args, env = pick_item(read_chunk(where, environ), index, where)
-    return [*argv, *args], {**environ, **env}
+    key, args, env = pick_item(read_chunk(where, environ), index, where)
+    return [*argv, *args], {**environ, **env}, result_location(results, key, 0)
+
+
+def store_result(
+    path: str, location: str, environ: Mapping[str, str], *, sleep: Callable[[float], None] | None = None
+) -> str:
+    """Put the file at ``path`` at ``location`` unless something is there already; says which happened."""
+    if location.startswith("gs://"):
+        return _upload_gcs(path, location, environ, sleep=sleep)
+    import shutil
+
+    folder, name = os.path.split(location)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        staged = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # hidden: never taken for a result
+        shutil.copyfile(path, staged)
+        try:
+            os.link(staged, location)  # create-only: fails when the name exists
+        except FileExistsError:
+            return f"{location} exists already; kept"
+        finally:
+            os.unlink(staged)
+    except OSError as exc:
+        raise ManifestError(f"{location}: {exc.strerror or exc}", EX_IOERR) from None
+    return f"stored {location}"
+
+
+def _upload_gcs(path: str, location: str, environ: Mapping[str, str], *, sleep: Callable[[float], None] | None) -> str:
+    from urllib.parse import quote
+
+    bucket, _, name = location[len("gs://") :].partition("/")
+    if not bucket or not name:
+        raise ManifestError(f"{location}: expected gs://BUCKET/OBJECT")
+    base, emulator = _gcs_base(environ)
+    # A multipart upload (metadata, then the bytes): the precondition is honoured on it by GCS and by
+    # fake-gcs-server alike, which ignores it on a media upload.
+    url = f"{base}/upload/storage/v1/b/{quote(bucket, safe='')}/o?uploadType=multipart&ifGenerationMatch=0"
+    boundary = f"fanout-{os.getpid()}-{os.urandom(8).hex()}"
+    metadata = json.dumps({"name": name, "contentType": "application/json"})
+    head = (
+        f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{metadata}\r\n"
+        f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = len(head) + os.path.getsize(path) + len(tail)
+
+    def body() -> Iterator[bytes]:  # streamed from the file, never read whole
+        yield head
+        with open(path, "rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK_BYTES):
+                yield chunk
+        yield tail
+
+    def upload() -> bytes:
+        headers = {"Content-Type": f"multipart/related; boundary={boundary}", "Content-Length": str(size)}
+        if not emulator:
+            headers["Authorization"] = f"Bearer {metadata_token(environ)}"
+        return _http(url, headers, body())
+
+    # The precondition makes a retry safe: it can never replace a result. A 412 after a lost answer is
+    # this upload having landed; on the first try it is a result from an earlier run of the same task.
+    try:
+        _with_retries(upload, location, sleep=sleep)
+    except _Exists:
+        return f"{location} exists already; kept"
+    return f"stored {location}"
+
+
+def run_with_result(argv: list[str], env: dict[str, str], location: str) -> int:
+    """Run the program as a child with ``FANOUT_RESULT_FILE``, then store what it wrote; its exit code, or
+    the runner's when the result could not be stored."""
+    import signal
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fanout-result-") as folder:
+        path = os.path.join(folder, "result.json")
+        try:
+            child = subprocess.Popen(argv, env={**env, ENV_RESULT_FILE: path})
+        except (FileNotFoundError, PermissionError) as exc:
+            return _cannot_start(argv[0], exc)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda received, _frame: child.send_signal(received))
+        code = child.wait()
+        code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
+        if code != 0 or not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return code
+        try:
+            print(f"fanout_runner: result {store_result(path, location, env)}", file=sys.stderr)
+        except ManifestError as exc:
+            print(f"fanout_runner: result not stored: {exc}", file=sys.stderr)
+            return exc.code
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        program_argv, env = resolve(args, os.environ)
+        program_argv, env, location = resolve(args, os.environ)
     except ManifestError as exc:
         print(f"fanout_runner: {exc}", file=sys.stderr)
         return exc.code
     sys.stdout.flush()
+    if location is not None:
+        return run_with_result(program_argv, env, location)
     try:
         os.execvpe(program_argv[0], program_argv, env)
-    except FileNotFoundError:
-        print(f"fanout_runner: {program_argv[0]}: not found", file=sys.stderr)
-        return EX_NOTFOUND
-    except PermissionError:
-        print(f"fanout_runner: {program_argv[0]}: not executable", file=sys.stderr)
-        return EX_NOEXEC
+    except (FileNotFoundError, PermissionError) as exc:
+        return _cannot_start(program_argv[0], exc)
     return 0  # unreachable: exec replaced this process
+
+
+def _cannot_start(program: str, exc: OSError) -> int:
+    if isinstance(exc, FileNotFoundError):
+        print(f"fanout_runner: {program}: not found", file=sys.stderr)
+        return EX_NOTFOUND
+    print(f"fanout_runner: {program}: not executable", file=sys.stderr)
+    return EX_NOEXEC
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ SOURCE is a file path, or a ``file:``, ``http(s):`` or ``data:`` URL. The input 
 is bounded only by ``--max-bytes`` (default ``WORDCOUNT_MAX_BYTES``, else 1 GiB). Counts follow ``wc``:
 lines are newline characters, words are runs of non-whitespace bytes.
 
+The same JSON is its result: written to ``$FANOUT_RESULT_FILE`` when the fan-out controller sets it.
+
 Exit codes: 0 done, 2 bad usage, 65 (EX_DATAERR) input larger than the limit, 66 (EX_NOINPUT) the input
 could not be opened or read.
 """
@@ -100,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         print(f"wordcount: cannot read {args.source}: {reason}", file=sys.stderr)
         return EX_NOINPUT
-    print(json.dumps(asdict(result), sort_keys=True), flush=True)
+    line = json.dumps(asdict(result), sort_keys=True)
+    print(line, flush=True)
+    if result_file := os.environ.get("FANOUT_RESULT_FILE"):
+        with open(result_file, "w", encoding="utf-8") as handle:
+            handle.write(line)
     return 0
 
 

@@ -196,6 +196,30 @@ def test_a_clean_small_batch_renders_without_errors(
     assert browser.problems() == []
 
 
+def test_an_items_result_is_folded_in_its_detail_row_and_shown_as_text(
+    browser: Browser, make_report: MakeReport, tmp_path: Path, hostile: str
+) -> None:
+    report = make_report(3, states=[ItemState.SUCCEEDED])
+    result = {"words": {hostile: 2}, "total": 2}
+    items = [replace(report.items[0], result=result), replace(report.items[1], result_uri="gs://b/r/1/0.json")]
+    report = report.model_copy(update={"problems": [], "items": [*items, report.items[2]]})
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    browser.open_page()
+    browser.load(path)
+    browser.evaluate("document.querySelector('tr.item[data-key=item-00000]').click()")
+    folded = browser.evaluate("document.querySelector('tr.detail details.result').open")
+    shown = browser.evaluate("document.querySelector('tr.detail details.result pre').textContent")
+    assert folded is False
+    assert json.loads(shown) == result  # JSON as written: control characters stay escaped
+    assert "</script><img src=x onerror=alert(1)>" in shown
+    browser.evaluate("document.querySelector('tr.item[data-key=item-00001]').click()")
+    metas = browser.evaluate("[...document.querySelectorAll('tr.detail .meta')].map((d) => d.textContent)")
+    assert "result (over 64 KiB): gs://b/r/1/0.json" in metas
+    assert browser.evaluate("document.querySelectorAll('img').length") == 0
+    assert browser.problems() == []
+
+
 def test_a_large_batch_shows_running_items_over_time_and_lists_those_of_a_moment(
     browser: Browser, make_report: MakeReport, tmp_path: Path
 ) -> None:

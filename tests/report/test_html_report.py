@@ -67,7 +67,11 @@ def test_the_report_is_embedded_once_and_round_trips(make_report: MakeReport) ->
         dataclasses.replace(first, tasks=two_tasks, exit_code=3, state=ItemState.FAILED),
         dataclasses.replace(second, tasks=[dataclasses.replace(second.tasks[0], attempts=second.attempts + 1)]),
         dataclasses.replace(third, tasks=[]),
-        *report.items[3:],
+        # Results: a nested value with markup in it, false (not "nothing"), and one kept out by reference.
+        dataclasses.replace(report.items[3], result={"rows": [1, None, "</script><b>x</b>"], "ok": True}),
+        dataclasses.replace(report.items[4], result=False),
+        dataclasses.replace(report.items[5], result_uri="gs://bucket/b/results/item-00005/0.json"),
+        *report.items[6:],
     ]
     report = report.model_copy(update={"items": items})
     html = render_html(report)

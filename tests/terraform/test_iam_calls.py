@@ -105,7 +105,9 @@ STORAGE_AND_LOGGING_CALLS = re.compile(
 )
 
 
-@pytest.mark.parametrize("path", ["controller/store.py", "controller/logs.py", "controller/flow.py"])
+@pytest.mark.parametrize(
+    "path", ["controller/store.py", "controller/logs.py", "controller/flow.py", "controller/results.py"]
+)
 def test_every_storage_and_logging_call_is_in_the_table(table, path):
     listed = " ".join(call["call"] for call in table["calls"] if call.get("code") == path)
     made = set(STORAGE_AND_LOGGING_CALLS.findall((REPO / path).read_text(encoding="utf-8")))

@@ -1,0 +1,238 @@
+"""Item results: the JSON value a task wrote to ``$FANOUT_RESULT_FILE``, gathered beside the report.
+
+Each task's value lies at ``<report-to>/<batch-id>/results/<item-key>/<task-index>.json`` (the task's index
+within its item: 0 for a packed item or an item of one task), put there by the runner (packed tasks) or by
+the program itself. After the batch, the collector lists that folder once, reads the values one at a time
+and fills ``items[].result``: the value, or a list by task index (null where a task wrote nothing) for an
+item of several tasks. A value over ``INLINE_MAX_BYTES`` stays where it is and ``result_uri`` says where (the
+object, or the item's folder for an item of several tasks); one over ``MAX_BYTES`` or not JSON is refused
+with a reason in the item. Literal secrets are masked like in any other output, in the stored object too.
+``results.jsonl`` beside the report holds one line per item in spec order; ``read_results`` streams it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from controller.redact import MASK
+from controller.report import ItemResult, ItemState
+from controller.store import Store, StoreError
+
+FOLDER = "results"
+JSONL = "results.jsonl"
+INLINE_MAX_BYTES = 64 * 1024
+MAX_BYTES = 10 * 1024 * 1024
+
+_Found = dict[str, dict[int, tuple[str, int]]]
+"""Item key -> task index -> (object name relative to the batch, size in bytes)."""
+
+
+def result_name(key: str, task: int) -> str:
+    """Where one task's value lies, relative to the batch."""
+    return f"{FOLDER}/{key}/{task}.json"
+
+
+def list_results(store: Store, batch_id: str) -> _Found:
+    """Every result object of the batch, from one listing; names only, no value is read."""
+    found: _Found = {}
+    for name, size in store.list_sizes(batch_id, FOLDER):
+        # Keys may hold "/", the task index never does: the last segment is the index.
+        key, slash, file = name.removeprefix(FOLDER + "/").rpartition("/")
+        task, _, ext = file.partition(".")
+        if slash and key and ext == "json" and task.isdigit():
+            found.setdefault(key, {})[int(task)] = (name, size)
+    return found
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def scrub(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` with every string (keys too) redacted, and a number that spells a secret masked whole."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(k): scrub(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, redact) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and redact(str(value)) != str(value):
+        return MASK
+    return value
+
+
+@dataclass(frozen=True)
+class _Value:
+    value: Any = None
+    by_uri: bool = False  # valid, too large to inline: read it where it lies
+    error: str | None = None
+
+
+def _load(store: Store, batch_id: str, name: str, size: int, redact: Callable[[str], str]) -> _Value:
+    where = store.url(batch_id, name)
+    if size > MAX_BYTES:
+        return _Value(error=f"result refused: {where} holds {size} bytes, over the limit of {MAX_BYTES}")
+    data = store.read(batch_id, name)
+    if data is None:
+        return _Value()
+    try:
+        value = json.loads(data, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        return _Value(error=f"result refused: {where} is not JSON ({type(exc).__name__}: {exc})")
+    clean = scrub(value, redact)
+    if len(data) <= INLINE_MAX_BYTES:
+        return _Value(value=clean)
+    if clean != value:  # the object stays readable to whoever reads the report: mask the secret there too
+        store.write(batch_id, name, json.dumps(clean, ensure_ascii=False).encode())
+    return _Value(by_uri=True)
+
+
+def _with_result(
+    item: ItemResult,
+    found: dict[int, tuple[str, int]],
+    tasks: int,
+    store: Store,
+    batch_id: str,
+    redact: Callable[[str], str],
+) -> ItemResult:
+    values = {task: _load(store, batch_id, name, size, redact) for task, (name, size) in sorted(found.items())}
+    several = tasks > 1 or max(values) > 0
+    errors = [f"task {task}: {v.error}" if several else v.error for task, v in values.items() if v.error]
+    reason = "; ".join([*([item.reason] if item.reason else []), *errors]) or None
+    if several:
+        result: Any = [values[t].value if t in values else None for t in range(max(tasks, max(values) + 1))]
+        uri = store.url(batch_id, f"{FOLDER}/{item.key}") if any(v.by_uri for v in values.values()) else None
+    else:
+        result = values[0].value
+        uri = store.url(batch_id, found[0][0]) if values[0].by_uri else None
+    return replace(item, result=result, result_uri=uri, reason=reason)
+
+
+def collect_results(
+    store: Store,
+    batch_id: str,
+    items: list[ItemResult],
+    task_counts: Mapping[str, int],
+    redact: Callable[[str], str],
+    *,
+    readers: int = 16,
+) -> list[ItemResult]:
+    """``items`` with their results filled in. One listing for the batch; values are read ``readers`` at a
+    time, and one over 64 KiB is dropped as soon as it is checked, so no more than that many are in memory."""
+    found = list_results(store, batch_id)
+    if not found:
+        return items
+
+    def one(item: ItemResult) -> ItemResult:
+        mine = found.get(item.key)
+        if not mine:
+            return item
+        return _with_result(item, mine, task_counts.get(item.key, 1), store, batch_id, redact)
+
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        return list(pool.map(one, items))
+
+
+def jsonl_chunks(items: Iterable[ItemResult], items_per_chunk: int = 1000) -> Iterator[bytes]:
+    """``results.jsonl``: ``{"key", "state", "result"}`` (and ``result_uri`` when set) per item, in order."""
+    lines: list[bytes] = []
+    for item in items:
+        record: dict[str, Any] = {"key": item.key, "state": str(item.state), "result": item.result}
+        if item.result_uri:
+            record["result_uri"] = item.result_uri
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        if len(lines) >= items_per_chunk:
+            yield b"".join(lines)
+            lines = []
+    if lines:
+        yield b"".join(lines)
+
+
+class ResultRecord(NamedTuple):
+    """One item's line of ``results.jsonl``."""
+
+    key: str
+    state: ItemState
+    result: Any
+    result_uri: str | None = None
+
+
+def read_results(location: str, storage_client: Any | None = None, *, fetch: bool = True) -> Iterator[ResultRecord]:
+    """The results of one batch, item by item in spec order, streamed from ``results.jsonl``.
+
+    ``location`` is the batch's folder or ``gs://bucket/prefix/<batch-id>`` (or ``results.jsonl`` itself);
+    ``gs://`` needs a ``google.cloud.storage.Client``. With ``fetch``, a value kept out of the report (over
+    64 KiB) is read from its ``result_uri`` when its record comes, so one such value at a time is in memory.
+    """
+    url = location if location.endswith(".jsonl") else location.rstrip("/") + "/" + JSONL
+    with _open(url, storage_client) as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                record = ResultRecord(**json.loads(line))
+                record = record._replace(state=ItemState(record.state))
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"{url} line {number} is not a result record: {exc}") from None
+            if fetch and record.result_uri:
+                record = record._replace(result=_fetch(record, storage_client))
+            yield record
+
+
+def _open(url: str, storage_client: Any | None) -> Any:
+    if url.startswith("gs://"):
+        from google.api_core import exceptions as gexc
+
+        if storage_client is None:
+            raise StoreError("reading gs:// needs a storage client")
+        bucket, _, name = url.removeprefix("gs://").partition("/")
+        blob = storage_client.bucket(bucket).blob(name)
+        try:
+            blob.reload()
+        except gexc.NotFound:
+            raise StoreError(f"{url} does not exist") from None
+        return blob.open("rb")  # a streaming reader: it fetches the object a chunk at a time
+    try:
+        return Path(url).expanduser().open("rb")
+    except OSError as exc:
+        raise StoreError(f"cannot read {url}: {exc.strerror or exc}") from None
+
+
+def _read_json(url: str, storage_client: Any | None) -> Any:
+    """The JSON at ``url``, or None when there is none (a task of the item that wrote nothing)."""
+    if url.startswith("gs://"):
+        from google.api_core import exceptions as gexc
+
+        bucket, _, name = url.removeprefix("gs://").partition("/")
+        try:
+            return json.loads(storage_client.bucket(bucket).blob(name).download_as_bytes())  # type: ignore[union-attr]
+        except gexc.NotFound:
+            return None
+    path = Path(url)
+    return json.loads(path.read_bytes()) if path.is_file() else None
+
+
+def _fetch(record: ResultRecord, storage_client: Any | None) -> Any:
+    uri = record.result_uri or ""
+    if not isinstance(record.result, list):
+        return _read_json(uri, storage_client)
+    # An item of several tasks: its folder; the tasks not inline are the nulls of its list.
+    return [
+        _read_json(f"{uri}/{task}.json", storage_client) if value is None else value
+        for task, value in enumerate(record.result)
+    ]
+
+
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "MAX_BYTES",
+    "ResultRecord",
+    "collect_results",
+    "jsonl_chunks",
+    "list_results",
+    "read_results",
+    "result_name",
+]
