@@ -24,9 +24,9 @@ apply_quiet_defaults()
 
 from prefect import Flow, flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
-from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
