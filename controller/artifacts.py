@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 def report_html_link(report_url: str) -> str:
     """Where a person opens the HTML report: the file beside report.json, in the Cloud console for ``gs://``."""
-    html = report_url.removesuffix("report.json") + "report.html"
+    html = report_url.rsplit("/", 1)[0] + "/report.html"
     if html.startswith("gs://"):
         return "https://console.cloud.google.com/storage/browser/_details/" + html.removeprefix("gs://")
     return html
