@@ -6,9 +6,16 @@ Artifacts are a view of a report that is already stored, so publishing them must
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from uuid import UUID
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.utilities.context import get_flow_run_id
 
 from controller.report import Report
@@ -18,9 +25,70 @@ from controller.summary import failed_rows, render_markdown
 # accepts only lowercase letters, digits and dashes.
 REPORT_KEY = "fanout-report"
 FAILED_ITEMS_KEY = "fanout-failed-items"
+PROGRESS_KEY = "fanout-progress"
+# At most one progress update per this many seconds, and one at the end: a 10,000-item batch finishes items
+# far faster than the Prefect API should be called.
+PROGRESS_INTERVAL_SECONDS = 2.0
+# Counts of items that are not done yet (the rest of BatchRunner.counts() are end states).
+_NOT_DONE = ("pending", "running")
 TABLE_ROWS = 500
 
 logger = logging.getLogger(__name__)
+
+
+def report_html_link(report_url: str) -> str:
+    """Where a person opens the HTML report: the file beside report.json, in the Cloud console for ``gs://``."""
+    html = report_url.rsplit("/", 1)[0] + "/report.html"
+    if html.startswith("gs://"):
+        return "https://console.cloud.google.com/storage/browser/_details/" + html.removeprefix("gs://")
+    return html
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact of a running batch: done/total items, updated at most every
+    ``interval`` seconds (and always when the count reaches the total). A no-op outside a flow run."""
+
+    def __init__(self, batch_id: str, total: int, *, interval: float = PROGRESS_INTERVAL_SECONDS) -> None:
+        self.batch_id, self.total, self.interval = batch_id, total, interval
+        self.artifact_id: UUID | None = None
+        self._last_sent = -1
+        self._last_time = 0.0
+        self._broken = get_flow_run_id() is None
+
+    def update(self, counts: Mapping[str, int]) -> None:
+        """Take the runner's counts by state; sends when due."""
+        done = self.total - sum(counts.get(name, 0) for name in _NOT_DONE)
+        now = time.monotonic()
+        if self._broken or done == self._last_sent:
+            return
+        if done < self.total and self.artifact_id is not None and now - self._last_time < self.interval:
+            return
+        self._last_sent, self._last_time = done, now
+        self._send(done)
+
+    def finish(self, total: int) -> None:
+        """The last update, whatever the throttle: every item has ended."""
+        if not self._broken and self._last_sent != total:
+            self._last_sent = total
+            self._send(total)
+
+    def _send(self, done: int) -> None:
+        percent = 100.0 * done / self.total if self.total else 100.0
+        description = f"batch {self.batch_id}: {done:,} of {self.total:,} items done"
+        try:
+            if self.artifact_id is None:
+                created = create_progress_artifact(  # type: ignore[call-arg]
+                    progress=percent, key=PROGRESS_KEY, description=description, _sync=True
+                )
+                assert isinstance(created, UUID)  # _sync=True: the call ran, not a coroutine
+                self.artifact_id = created
+            else:
+                update_progress_artifact(  # type: ignore[call-arg]
+                    artifact_id=self.artifact_id, progress=percent, description=description, _sync=True
+                )
+        except Exception:  # a view of the batch, like the other artifacts: never a reason to fail it
+            self._broken = True
+            logger.warning("could not update the Prefect progress artifact of batch %s", self.batch_id, exc_info=True)
 
 
 def publish_artifacts(report: Report, *, report_url: str | None = None) -> None:
@@ -36,7 +104,8 @@ def publish_artifacts(report: Report, *, report_url: str | None = None) -> None:
         report,
         REPORT_KEY,
         lambda: create_markdown_artifact(  # type: ignore[call-arg]
-            markdown=render_markdown(report, report_url=report_url),
+            markdown=render_markdown(report, report_url=report_url)
+            + (f"\n\nHTML report: <{report_html_link(report_url)}>" if report_url else ""),
             key=REPORT_KEY,
             description=f"Run report of batch {report.batch_id}: {report.status.value}",
             _sync=True,

@@ -349,7 +349,10 @@ def _run_flow(
         flow = fan_out.with_options(
             task_runner=ThreadPoolTaskRunner(max_workers=min(MAX_LAUNCH_THREADS, options.concurrency))
         )
-        flow(batch=source, **{**parameters, "project": project, "batch_id": batch.batch_id})
+        # The state, not its result: a Failed run (items failed) is exit 1 from the report, not a traceback.
+        state = flow(batch=source, **{**parameters, "project": project, "batch_id": batch.batch_id}, return_state=True)
+        if "report" not in captured:
+            state.result()  # a crash before the report: raise what the flow raised
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from controller.offline import apply_quiet_defaults
 
@@ -20,8 +24,10 @@ apply_quiet_defaults()
 
 from prefect import Flow, flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
+from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from controller import results  # noqa: E402
@@ -32,7 +38,7 @@ from controller.cloudrun import CloudRun  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
-from controller.report import ENDED, Report  # noqa: E402
+from controller.report import ENDED, ItemState, Report  # noqa: E402
 from controller.spec import Batch, load_batch  # noqa: E402
 from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
@@ -163,13 +169,18 @@ def execute(
     resumed = runner.open_batch(project=options.project, region=options.region, flow_run_id=flow_run_id)
     _running[batch.batch_id] = runner
     finished: Report | None = None
+    launch_task_runs: dict[int, UUID] = {}
+    futures: list[PrefectFuture[str | None]] = []
     try:
         finished = _finished_report(runner, store) if resumed else None
         if finished is not None:
             log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
         elif use_prefect_tasks:
             adopted = prepare_task(batch.batch_id, options.service_account)
-            futures = [launch_task.submit(batch.batch_id, s.launch.index) for s in runner.pending()]
+            for state in runner.pending():
+                future = launch_task.submit(batch.batch_id, state.launch.index)
+                launch_task_runs[state.launch.index] = future.task_run_id
+                futures.append(future)
             _watch(runner, futures)
             wait(futures)
         else:
@@ -201,7 +212,33 @@ def execute(
             sink(finished, store.url(batch.batch_id, "report.json"))
         _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
         return finished, store.url(batch.batch_id, "report.json")
+    _fail_launch_tasks(report, launch_task_runs)
     return report, url
+
+
+def _fail_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
+    """End Failed the task run of each launch whose items did not all succeed.
+
+    A launch task only starts its execution; the items' outcomes are known after the watch, so the task's
+    state is set afterwards, with the counts in its message.
+    """
+    if not task_runs:
+        return
+    failed: dict[int, Counter[str]] = {}
+    for item in report.items:
+        if item.state != ItemState.SUCCEEDED and item.launch is not None and item.launch in task_runs:
+            failed.setdefault(item.launch, Counter())[str(item.state)] += 1
+    if not failed:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            for index, counts in failed.items():
+                message = "items did not succeed: " + ", ".join(f"{n:,} {state}" for state, n in counts.items())
+                client.set_task_run_state(task_runs[index], Failed(message=message), force=True)
+    except Exception as exc:  # the report is the record; the task states are a view of it
+        log.warning("launch task runs of batch %s not marked failed: %s", report.batch_id, exc)
 
 
 def _finished_report(runner: BatchRunner, store: Store) -> Report | None:
@@ -313,40 +350,121 @@ def _summary(report: Report, url: str) -> dict[str, Any]:
     }
 
 
-def _fan_out(batch: str | dict[str, Any], **parameters: Any) -> dict[str, Any]:
+@contextmanager
+def _target(options: RunOptions, catalog: Catalog) -> Iterator[str]:
+    """The project to run in; with no project, no catalog project and no emulator configured, the embedded
+    emulator serving the catalog's jobs, as ``fanout run`` does, for the time of the run."""
+    from controller.cli import LOCAL_PROJECT
+
+    project = options.project or catalog.project
+    if project or Endpoints.from_env().cloud_run:
+        yield project or LOCAL_PROJECT
+        return
+    from controller.emulator_jobs import catalog_emulator
+
+    emulator = catalog_emulator(catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
+    emulator.start()
+    previous = os.environ.get("FANOUT_EMULATOR_HOST")
+    os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
+    get_run_logger().info("no project: running on the embedded emulator at %s", emulator.url)
+    try:
+        yield LOCAL_PROJECT
+    finally:
+        emulator.stop()
+        if previous is None:
+            os.environ.pop("FANOUT_EMULATOR_HOST", None)
+        else:
+            os.environ["FANOUT_EMULATOR_HOST"] = previous
+
+
+def _name_flow_run(batch_id: str) -> None:
+    """Name the current flow run after the batch, so the Prefect UI lists runs by batch id."""
+    flow_run_id = current_flow_run.id
+    if flow_run_id is None:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(flow_run_id), name=batch_id)
+    except Exception as exc:
+        log.warning("flow run not renamed to batch %s: %s", batch_id, exc)
+
+
+class ItemsFailed(RuntimeError):
+    """What a Failed ``fan_out`` run raises when asked for its result: items did not succeed. ``summary`` is
+    what the run would have returned (the report's counts and location)."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Prefect may pickle a state's data
+        return (type(self), (str(self), self.summary))
+
+
+def _final_state(report: Report, url: str, fail_on_item_failure: bool) -> dict[str, Any] | State[Any]:
+    """The flow's return value: the summary, or a Failed state (after the report is written and the artifacts
+    published) when an item did not succeed. Returned, not raised, so Prefect logs no traceback for it."""
+    summary = _summary(report, url)
+    if not fail_on_item_failure or not report.summary.not_succeeded:
+        return summary
+    counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
+    message = (
+        f"batch {report.batch_id}: {report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} "
+        f"did not succeed ({counts}); report: {url}"
+    )
+    return Failed(message=message, data=ItemsFailed(message, summary))
+
+
+def _fan_out(batch: str | dict[str, Any], **parameters: Any) -> dict[str, Any] | State[Any]:
     options = RunOptions.from_parameters(parameters)
-    logger = get_run_logger()
     job_catalog = prepared_catalog.get() or Catalog.load(options.catalog)
-    project = options.project or job_catalog.project
-    if not project:
-        raise ValueError("no project: pass project=..., or a catalog from the Terraform module that names one")
+    with _target(options, job_catalog) as project:
+        report, url = _run_batch(batch, options, job_catalog, project)
+    return _final_state(report, url, options.fail_on_item_failure)
+
+
+def _run_batch(
+    batch: str | dict[str, Any], options: RunOptions, job_catalog: Catalog, project: str
+) -> tuple[Report, str]:
+    logger = get_run_logger()
     credentials = load_credentials(options.gcp_credentials_block)
     clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
     store, manifest_store = _stores(options, job_catalog, clients)
     the_batch = _load_batch(batch, options, job_catalog, clients)
+    _name_flow_run(the_batch.batch_id)
     runtime = Options.resolve(options, job_catalog, project=project, report_to=store.url("").rstrip("/"))
     logger.info(
         "batch %s: %s -> %s", the_batch.batch_id, plural(len(the_batch.items), "item"), store.url(the_batch.batch_id)
     )
-    report, url = execute(
-        the_batch,
-        job_catalog,
-        runtime,
-        clients=clients,
-        store=store,
-        manifest_store=manifest_store,
-        flow_run_id=current_flow_run.id,
-    )
+    from controller.artifacts import ProgressArtifact, publish_artifacts
 
-    from controller.artifacts import publish_artifacts
+    artifact = ProgressArtifact(the_batch.batch_id, len(the_batch.items))
+    outer = progress_sink.get()
 
+    def progress(counts: Mapping[str, int]) -> None:
+        artifact.update(counts)
+        if outer is not None:
+            outer(counts)
+
+    token = progress_sink.set(progress)
+    try:
+        report, url = execute(
+            the_batch,
+            job_catalog,
+            runtime,
+            clients=clients,
+            store=store,
+            manifest_store=manifest_store,
+            flow_run_id=current_flow_run.id,
+        )
+    finally:
+        progress_sink.reset(token)
+    artifact.finish(report.summary.total)
     publish_artifacts(report, report_url=url)
     logger.info("batch %s %s: %s", report.batch_id, report.status, url)
-    if options.fail_on_item_failure and report.summary.not_succeeded:
-        raise RuntimeError(
-            f"{report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} did not succeed; report: {url}"
-        )
-    return _summary(report, url)
+    return report, url
 
 
 # The flow's parameters are the batch and every flow option of RunOptions, with their defaults and the
@@ -363,7 +481,7 @@ _fan_out.__doc__ = flow_docstring(
         "itself as YAML/JSON text or an object."
     },
 )
-fan_out: Flow[..., dict[str, Any]] = flow(
+fan_out: Flow[..., dict[str, Any] | State[Any]] = flow(
     name="fan-out",
     description="Fan out a batch of containerized commands as Cloud Run job executions and report on each.",
     # Threads for launch tasks; the batch's own concurrency option bounds how many call Cloud Run at once.
@@ -372,7 +490,7 @@ fan_out: Flow[..., dict[str, Any]] = flow(
 )(_fan_out)
 
 
-def with_result_block(block_name: str) -> Flow[..., dict[str, Any]]:
+def with_result_block(block_name: str) -> Flow[..., dict[str, Any] | State[Any]]:
     """``fan_out`` with its return value persisted as JSON to a saved prefect-gcp ``GcsBucket`` block.
 
     For Python callers; a deployment sets ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` instead (prefect.yaml).
@@ -383,4 +501,13 @@ def with_result_block(block_name: str) -> Flow[..., dict[str, Any]]:
     )
 
 
-__all__ = ["LaunchState", "Options", "execute", "fan_out", "progress_sink", "report_sink", "with_result_block"]
+__all__ = [
+    "ItemsFailed",
+    "LaunchState",
+    "Options",
+    "execute",
+    "fan_out",
+    "progress_sink",
+    "report_sink",
+    "with_result_block",
+]

@@ -159,7 +159,8 @@ class RunOptions(BaseModel):
         flag="--local-quota",
     )
     fail_on_item_failure: bool = option(
-        False, "end the flow run Failed when any item did not succeed (after the report is written)"
+        True,
+        "end the flow run Failed when any item did not succeed (after the report is written); false keeps it Completed",
     )
     emulator: str | None = option(
         None,

@@ -25,6 +25,8 @@ def run_flow(
     def run(spec: dict[str, Any], **params: Any) -> tuple[dict[str, Any], Report]:
         params.setdefault("report_to", f"gs://{BUCKET}/flow-tests")
         params.setdefault("poll_interval", 0.3)
+        # The summary back even when items failed; tests/flow/test_prefect_states.py covers the Failed state.
+        params.setdefault("fail_on_item_failure", False)
         summary = fan_out(batch=spec, project=PROJECT, region=REGION, **params)
         name = summary["report"].removeprefix(f"gs://{BUCKET}/")
         report = Report.from_json(gcs.bucket(BUCKET).blob(name).download_as_bytes())
