@@ -1,0 +1,195 @@
+"""``CloudRunJob``: the prefect-gcp 0.5 block's ``run()`` call on Prefect 3, as a batch of this controller.
+
+prefect-gcp's ``prefect_gcp.cloud_run.CloudRunJob`` (a Prefect 2 infrastructure block) is gone with Prefect 3.
+Flows written for it keep working with ``from controller import CloudRunJob``: the same fields, and ``run()``
+starts the command as a one-item batch of one-off container runs through ``controller.flow.fan_out`` (so it
+is launched, watched, reported and cleaned up as every batch is); ``map()`` runs one item per args list.
+
+Each call is one ``fan-out`` flow run: a subflow run when called inside a flow, so the caller's flow run
+shows it with its launch task runs and its report artifact, and a flow run of its own otherwise.
+
+Where it runs: a ``FANOUT_EMULATOR_HOST`` emulator if set; else the project of the ``GcpCredentials`` block
+(its ``project``, which prefect-gcp fills from the service-account key or Application Default Credentials)
+on Google Cloud; else an embedded local emulator, started for the call and stopped after it. The report goes
+to ``report_to`` (default ``reports``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.catalog import Catalog
+from controller.report import ItemResult, ItemState, Report
+from controller.spec import load_batch
+
+LOCAL_PROJECT = "local-project"
+EMULATOR_HOST = "FANOUT_EMULATOR_HOST"
+
+
+@dataclass(frozen=True)
+class CloudRunJobResult:
+    """What one run of the command did: one item of the batch's report."""
+
+    item: ItemResult = field(repr=False)
+    report_url: str
+
+    @property
+    def state(self) -> ItemState:
+        return self.item.state
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.item.exit_code
+
+    @property
+    def log_tail(self) -> list[str]:
+        return list(self.item.log_tail or [])
+
+    @property
+    def execution(self) -> str | None:
+        """The Cloud Run execution's resource name."""
+        return self.item.execution
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return self.item.duration_seconds
+
+    @property
+    def result(self) -> Any:
+        """The JSON value the command wrote to ``$FANOUT_RESULT_FILE``, or None."""
+        return self.item.result  # type: ignore[attr-defined]  # added by the results branch
+
+    @property
+    def status_code(self) -> int:
+        """prefect-gcp's ``CloudRunJobResult.status_code``: 0 when the run succeeded, else 1."""
+        return 0 if self.state.ok else 1
+
+
+class CloudRunJob(BaseModel):
+    """prefect-gcp 0.5's ``CloudRunJob`` fields; ``report_to`` and ``poll_interval`` are this controller's."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    image: str = Field(description="the container image")
+    region: str = Field(description="the Cloud Run region")
+    credentials: Any = Field(default=None, description="a prefect-gcp GcpCredentials block (saved, to run on GCP)")
+    command: list[str] | None = Field(default=None, description="the container's command (required here)")
+    args: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cpu: int | None = Field(default=None, ge=1, description="vCPUs")
+    memory: int | None = Field(default=None, ge=1)
+    memory_unit: Literal["G", "Gi", "M", "Mi"] | None = None
+    keep_job: bool = False
+    timeout: int = Field(default=600, gt=0, le=3600, description="seconds per task")
+    max_retries: int = Field(default=3, ge=0, le=10)
+    report_to: str = Field(default="reports", description="a folder or gs:// prefix for the batch's report")
+    poll_interval: float = Field(default=2.0, gt=0)
+
+    def run(self) -> CloudRunJobResult:
+        """Run the command once and wait for it to end."""
+        return self.map([self.args])[0]
+
+    def map(self, args_list: Sequence[Sequence[str] | None]) -> list[CloudRunJobResult]:
+        """Run the command once per args list (None: ``args``), all in one batch; results in the same order."""
+        if not args_list:
+            return []
+        spec = self._spec(args_list)
+        project = self._project()
+        with _target(project, self.region) as (run_project, on_cloud):
+            report, url = self._fan_out(spec, run_project, on_cloud)
+        by_index = {item.index: item for item in report.items}
+        return [CloudRunJobResult(item=by_index[i], report_url=url) for i in range(len(args_list))]
+
+    def _spec(self, args_list: Sequence[Sequence[str] | None]) -> dict[str, Any]:
+        defaults: dict[str, Any] = {
+            "image": self.image,
+            "command": self.command,
+            "env": self.env or None,
+            "timeout": self.timeout,
+            "retries": self.max_retries,
+        }
+        if self.cpu is not None:
+            defaults["cpu"] = str(self.cpu)
+        if self.memory is not None:
+            if self.memory_unit is None:
+                raise ValueError("CloudRunJob.memory: give memory_unit too (G, Gi, M or Mi)")
+            defaults["memory"] = f"{self.memory}{self.memory_unit}"
+        items = [{"args": list(args)} if args is not None else {} for args in args_list]
+        return {
+            "defaults": {k: v for k, v in defaults.items() if v is not None},
+            "keep_jobs": self.keep_job,
+            "items": items,
+        }
+
+    def _project(self) -> str | None:
+        """The credentials block's project: prefect-gcp fills it from the key's ``project_id`` or from ADC."""
+        project = getattr(self.credentials, "project", None)
+        return str(project) if project else None
+
+    def _credentials_block(self, on_cloud: bool) -> str | None:
+        if not on_cloud or self.credentials is None:
+            return None  # emulators take anonymous credentials
+        name = getattr(self.credentials, "_block_document_name", None)
+        if not name:
+            raise ValueError(
+                "CloudRunJob.credentials: save the GcpCredentials block first (block.save('NAME')) and pass "
+                "GcpCredentials.load('NAME'): the flow run loads it by name"
+            )
+        return str(name)
+
+    def _fan_out(self, spec: dict[str, Any], project: str, on_cloud: bool) -> tuple[Report, str]:
+        from controller.flow import fan_out, prepared_batch, prepared_catalog, report_sink
+
+        catalog = Catalog({}, project=project, region=self.region)
+        batch = load_batch(spec, catalog)
+        captured: dict[str, Any] = {}
+        tokens = [
+            (prepared_batch, prepared_batch.set(batch)),
+            (prepared_catalog, prepared_catalog.set(catalog)),
+            (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
+        ]
+        name = self.image.rsplit("/", 1)[-1].replace(":", "-")
+        try:
+            fan_out.with_options(flow_run_name=f"cloudrunjob-{name}-{batch.batch_id}")(
+                batch=spec,
+                project=project,
+                region=self.region,
+                batch_id=batch.batch_id,
+                report_to=self.report_to,
+                logs_for="all",
+                poll_interval=self.poll_interval,
+                fail_on_item_failure=False,
+                gcp_credentials_block=self._credentials_block(on_cloud),
+            )
+        finally:
+            for var, token in tokens:
+                var.reset(token)  # type: ignore[attr-defined]
+        return captured["report"], captured["url"]
+
+
+@contextlib.contextmanager
+def _target(project: str | None, region: str) -> Iterator[tuple[str, bool]]:
+    """(project, on Google Cloud): a configured emulator, the project, or an embedded emulator for the call."""
+    if os.environ.get(EMULATOR_HOST):
+        yield project or LOCAL_PROJECT, False
+        return
+    if project:
+        yield project, True
+        return
+    from controller.emulator_jobs import catalog_emulator
+
+    with catalog_emulator(None, project=LOCAL_PROJECT, region=region) as emulator:
+        os.environ[EMULATOR_HOST] = emulator.url
+        try:
+            yield LOCAL_PROJECT, False
+        finally:
+            os.environ.pop(EMULATOR_HOST, None)
+
+
+__all__ = ["CloudRunJob", "CloudRunJobResult"]

@@ -1,0 +1,165 @@
+"""``from controller import CloudRunJob``: the seed article's Prefect 2 flow on Prefect 3, on the embedded
+local emulator (no project anywhere: the emulator starts for the call), with a real Prefect API server.
+
+The article's flow is written here as the article has it; only its ``CloudRunJob`` import line differs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from controller.report import ItemState
+
+# One interpreter stands in for python:3.12-slim: the emulator runs a container's command on this host.
+PYTHON = sys.executable
+ECHO_ARGS = "import sys; print('arg', *sys.argv[1:]); sys.exit(int(sys.argv[-1]))"
+
+
+@pytest.fixture
+def adc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Application Default Credentials of a user (as after ``gcloud auth application-default login``) that
+    name no project, so ``GcpCredentials`` blocks load offline; no emulator configured."""
+    adc = tmp_path / "adc.json"
+    adc.write_text(
+        json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"})
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FANOUT_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def local(adc: None, prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No project anywhere: runs start their own emulator; reports go to ./reports."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "reports"
+
+
+def test_the_seed_articles_flow_runs_with_only_its_import_changed(local: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    # --- the article's code: saving the credentials block (section 1) ...
+    from prefect_gcp import GcpCredentials
+
+    credentials_block = GcpCredentials()
+    credentials_block.save("my-gcp-creds", overwrite=True)
+
+    # ... and its Cloud Run job flow, with `from prefect_gcp.cloud_run import CloudRunJob` replaced.
+    from prefect import flow
+
+    from controller import CloudRunJob
+
+    @flow
+    def cloud_run_job_flow():  # type: ignore[no-untyped-def]
+        cloud_run_job = CloudRunJob(
+            image="us-docker.pkg.dev/cloudrun/container/job:latest",
+            credentials=GcpCredentials.load("my-gcp-creds"),
+            region="us-central1",
+            command=["echo", "Hello, Prefect!"],
+        )
+        return cloud_run_job.run()
+
+    # --- end of the article's code
+
+    state = cloud_run_job_flow(return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result.state is ItemState.SUCCEEDED
+    assert result.exit_code == 0
+    assert result.status_code == 0
+    assert any("Hello, Prefect!" in line for line in result.log_tail)
+    assert result.execution.startswith("projects/local-project/locations/us-central1/jobs/")
+    assert result.duration_seconds is not None and result.duration_seconds >= 0
+    # A local report, beside the others in ./reports.
+    report = json.loads(Path(result.report_url).read_text())
+    assert Path(result.report_url).resolve() == (local / report["batch_id"] / "report.json").resolve()
+    assert [item["state"] for item in report["items"]] == ["succeeded"]
+
+    # The run is a subflow run of the article's flow run in the Prefect UI.
+    async def children() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
+
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    runs = run_coro_as_sync(children())
+    assert [run.name for run in runs] == [f"cloudrunjob-job-latest-{report['batch_id']}"]
+    assert runs[0].state.is_completed()
+
+
+def test_map_runs_one_item_per_args_list_in_order(local: Path) -> None:
+    from prefect import flow
+
+    from controller import CloudRunJob
+
+    job = CloudRunJob(image="python:3.12-slim", region="us-central1", command=[PYTHON, "-c", ECHO_ARGS], max_retries=0)
+
+    @flow
+    def fan() -> list[Any]:
+        return job.map([["a", "0"], ["b", "4"], ["c", "0"], None])
+
+    results = fan()
+    # The last item has no args: sys.argv[-1] is "-c", not a number.
+    assert [r.state for r in results] == [ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SUCCEEDED, ItemState.FAILED]
+    assert [r.exit_code for r in results[:3]] == [0, 4, 0]
+    for result, letter in zip(results[:3], "abc", strict=True):
+        assert any(f"arg {letter}" in line for line in result.log_tail), result.log_tail
+    assert len({r.execution for r in results}) == 4  # one-off runs: one execution per item
+    assert len({r.report_url for r in results}) == 1  # one batch, one report
+
+
+def test_outside_a_flow_a_failing_command_reports_its_state_and_exit_code(local: Path) -> None:
+    from controller import CloudRunJob
+
+    job = CloudRunJob(
+        image="python:3.12-slim",
+        region="europe-west1",
+        command=[PYTHON, "-c", ECHO_ARGS],
+        args=["boom", "3"],
+        max_retries=1,
+        env={"GREETING": "hello"},
+    )
+    result = job.run()
+    assert result.state is ItemState.FAILED
+    assert result.exit_code == 3
+    assert result.status_code == 1
+    assert any("arg boom 3" in line for line in result.log_tail)
+    assert "/locations/europe-west1/" in (result.execution or "")
+    assert job.map([]) == []
+
+
+def test_invalid_fields_are_refused_by_name() -> None:
+    from controller import CloudRunJob
+
+    with pytest.raises(ValidationError, match="timeout"):
+        CloudRunJob(image="python:3.12-slim", region="us-central1", command=["true"], timeout=7200)
+    with pytest.raises(ValidationError, match="vpc_connector"):
+        CloudRunJob(image="python:3.12-slim", region="us-central1", command=["true"], vpc_connector="x")
+    with pytest.raises(ValueError, match="memory_unit"):
+        CloudRunJob(image="python:3.12-slim", region="us-central1", command=["true"], memory=512).run()
+
+
+def test_a_project_from_an_unsaved_block_is_refused_before_anything_starts(adc: None) -> None:
+    from prefect_gcp import GcpCredentials
+
+    from controller import CloudRunJob
+
+    job = CloudRunJob(
+        image="python:3.12-slim",
+        region="us-central1",
+        command=["true"],
+        credentials=GcpCredentials(project="my-project"),
+    )
+    with pytest.raises(ValueError, match="save the GcpCredentials block first"):
+        job.run()
