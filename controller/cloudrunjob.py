@@ -63,7 +63,7 @@ class CloudRunJobResult:
     @property
     def result(self) -> Any:
         """The JSON value the command wrote to ``$FANOUT_RESULT_FILE``, or None."""
-        return self.item.result  # type: ignore[attr-defined]  # added by the results branch
+        return self.item.result
 
     @property
     def status_code(self) -> int:
