@@ -55,7 +55,7 @@ class ProgressArtifact:
         self._last_time = 0.0
         self._broken = get_flow_run_id() is None
 
-    def update(self, counts: Mapping[str, int]) -> None:
+    def record(self, counts: Mapping[str, int]) -> None:
         """Take the runner's counts by state; sends when due."""
         done = self.total - sum(counts.get(name, 0) for name in _NOT_DONE)
         now = time.monotonic()

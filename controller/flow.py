@@ -444,7 +444,7 @@ def _run_batch(
     outer = progress_sink.get()
 
     def progress(counts: Mapping[str, int]) -> None:
-        artifact.update(counts)
+        artifact.record(counts)
         if outer is not None:
             outer(counts)
 
