@@ -483,7 +483,10 @@ class BatchRunner:
     def launch_results(self) -> list[LaunchResult]:
         return self.outcomes().launch_results(self.states)
 
-    def console_url(self, execution: str) -> str:
+    def console_url(self, execution: str) -> str | None:
+        """The execution in the Cloud Console; None on an emulator, where no console could show it."""
+        if self.cloud.clients.endpoints.cloud_run is not None:
+            return None
         return (
             f"https://console.cloud.google.com/run/jobs/executions/details/{self.cloud.region}/"
             f"{short_name(execution)}/tasks?project={self.cloud.project}"

@@ -29,7 +29,7 @@ class Outcomes:
     cloud_lost: str | None
     cancel_failed: frozenset[str]  # executions whose cancellation Cloud Run never accepted
     redact: Callable[[str], str]
-    console_url: Callable[[str], str]
+    console_url: Callable[[str], str | None]  # None where no Cloud Console can show it (an emulator)
 
     def item_results(self, states: Iterable[LaunchState]) -> list[ItemResult]:
         """One result per item of the batch, every one in a terminal state, in spec order."""
@@ -100,7 +100,7 @@ class Outcomes:
             start_time=min(starts) if starts else execution.start_time,
             end_time=max(ends) if ends else execution.completion_time,
             console_url=console,
-            log_url=execution.log_uri,
+            log_url=execution.log_uri if console else None,  # the console's Logs Explorer, like console_url
             vcpu_seconds=round(use.vcpu_seconds, 3) if use else None,
             gib_seconds=round(use.gib_seconds, 3) if use else None,
             cost_usd=round(use.cost_usd, 9) if use else None,
