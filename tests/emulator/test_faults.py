@@ -53,11 +53,14 @@ def test_error_rates_are_per_method_seeded_and_reproducible(emu: Emulator, clien
 
 
 def test_emulator_endpoints_never_see_faults(emu: Emulator) -> None:
-    emu.set_faults(Faults(default=MethodFaults(error_rates={500: 1.0}, latency_seconds=0.5)))
+    # A latency far above what two local requests take even on a loaded machine: had either call been
+    # delayed, the pair would take at least twice that.
+    latency = 3.0
+    emu.set_faults(Faults(default=MethodFaults(error_rates={500: 1.0}, latency_seconds=latency)))
     started = time.monotonic()
     assert _status(f"{emu.url}/_emulator/stats")[0] == 200
     assert _status(f"{emu.url}/_emulator/faults")[0] == 200
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < latency
     status, body = _status(f"{emu.url}/v2/projects/p/locations/l/jobs")
     assert (status, body["error"]["status"]) == (500, "INTERNAL")
 
