@@ -45,6 +45,10 @@ class InputError(Exception):
     """Input the user can fix, found before anything started; exit 2 with this message."""
 
 
+# What a user can fix: each is one line ``fanout: ...`` and exit 2, never a traceback.
+USER_ERRORS = (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError)
+
+
 SPEC_HELP = """\
 batch spec (YAML or JSON):
 
@@ -306,7 +310,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"fanout: no --project: running on the local emulator at {emulator.url}", highlight=False)
     from controller.flow import fan_out
 
-    log_to_console(console, quiet=options.quiet)
+    log_to_console(console, quiet=options.quiet, reported=USER_ERRORS)
     try:
         report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, args.batch)
     finally:
@@ -428,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         return cmd_report_show(args)
-    except (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError) as exc:
+    except USER_ERRORS as exc:
         for line in str(exc).splitlines():
             print(f"fanout: {line}" if line[:1] != " " else line, file=sys.stderr)
         return EXIT_INVALID

@@ -208,12 +208,16 @@ class Progress:
         return Group(grid, states)
 
 
-def log_to_console(console: Console, *, quiet: bool = False) -> None:
+def log_to_console(
+    console: Console, *, quiet: bool = False, reported: tuple[type[BaseException], ...] = ()
+) -> None:
     """Send log records to ``console`` from now on, in place of Prefect's own console handlers.
 
     ``quiet``: warnings and errors only, so a quiet run prints its summary and what went wrong, not Prefect's
     INFO lines (up to the temporary server's goodbye at exit). Prefect still sends every record of the flow
-    run to its API.
+    run to its API. ``reported``: exceptions the command reports itself, as one line that says how to fix
+    them; records that carry one (Prefect's engine logs the flow's exception with its traceback) are left
+    out, so a user's mistake never reaches the console as a traceback.
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -226,6 +230,8 @@ def log_to_console(console: Console, *, quiet: bool = False) -> None:
         log_time_format="[%X]",
     )
     handler.addFilter(_not_per_task)
+    if reported:
+        handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], reported)))
     root = logging.getLogger()
     for logger in [root, *logging.Logger.manager.loggerDict.values()]:
         if not isinstance(logger, logging.Logger):
