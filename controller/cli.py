@@ -397,7 +397,7 @@ def cmd_report_show(args: argparse.Namespace) -> int:
 
         url = args.url if args.url.endswith(".json") else args.url.rstrip("/") + "/report.json"
         storage = Clients(project=os.environ.get("FANOUT_PROJECT") or "-", endpoints=Endpoints.from_env()).storage
-        data = read_url(url, storage)
+        data = read_url(url, storage, limit=MAX_REPORT_BYTES)
     else:
         url = args.url
         data = _read_local_report(Path(args.url).expanduser())

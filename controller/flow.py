@@ -39,7 +39,7 @@ from controller.options import RunOptions, flow_docstring, flow_signature  # noq
 from controller.plan import Mode, Plan, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import ENDED, ItemState, Report  # noqa: E402
-from controller.spec import Batch, load_batch  # noqa: E402
+from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
 from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
 
@@ -336,7 +336,7 @@ def _load_batch(source: str | dict[str, Any], options: RunOptions, catalog: Cata
     if isinstance(source, str) and source.startswith("gs://"):
         from controller.store import read_url
 
-        spec_source = read_url(source, clients.storage).decode("utf-8")
+        spec_source = read_url(source, clients.storage, limit=MAX_SPEC_BYTES).decode("utf-8")
     return load_batch(spec_source, catalog, batch_id=options.batch_id)
 
 

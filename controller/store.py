@@ -284,8 +284,9 @@ def open_bucket_block(name: str) -> GcsStore:
     return GcsStore(client, block.bucket, block.bucket_folder)
 
 
-def read_url(url: str, storage_client: Any | None = None) -> bytes:
-    """Read one object by URL: ``gs://bucket/path`` or a local path (for ``fanout report show``)."""
+def read_url(url: str, storage_client: Any | None = None, *, limit: int | None = None) -> bytes:
+    """Read one object by URL: ``gs://bucket/path`` or a local path (for ``fanout report show``). With
+    ``limit``, an object larger than that many bytes is refused without reading more than one byte past it."""
     if url.startswith("gs://"):
         from google.api_core import exceptions as gexc
 
@@ -293,9 +294,12 @@ def read_url(url: str, storage_client: Any | None = None) -> bytes:
         if storage_client is None:
             raise StoreError("reading gs:// needs a storage client")
         try:
-            data: bytes = storage_client.bucket(bucket).blob(name).download_as_bytes()
+            # ``end`` is the last byte's offset: a ranged read of limit + 1 bytes tells a larger object apart.
+            data: bytes = storage_client.bucket(bucket).blob(name).download_as_bytes(end=limit)
         except gexc.NotFound:
             raise StoreError(f"{url} does not exist") from None
+        if limit is not None and len(data) > limit:
+            raise StoreError(f"{url} is larger than {limit:,} bytes, the most it may be")
         return data
     path = Path(url).expanduser()
     if path.is_dir():

@@ -53,6 +53,9 @@ def test_gcs_store_streams_chunks(gcs: Any, size: int) -> None:
     assert data == b"".join(pieces)
     blob = gcs.bucket(BUCKET).get_blob(f"store-tests/b2/blob-{size}.bin")
     assert blob.content_type == "application/octet-stream"
+    assert read_url(url, gcs, limit=size) == data
+    with pytest.raises(StoreError, match=f"larger than {size - 1:,} bytes"):
+        read_url(url, gcs, limit=size - 1)
 
 
 def test_gcs_store_reads_and_bytes(gcs: Any) -> None:
