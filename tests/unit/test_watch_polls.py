@@ -82,11 +82,13 @@ class SteadyExecution:
         return {name: self.status(name) for names in names_by_job.values() for name in names}
 
 
-def _watch(tasks: int, per_second: float, policy: PollPolicy) -> tuple[SteadyExecution, AdvancingEvent]:
+def _watch(
+    tasks: int, per_second: float, policy: PollPolicy, start: float = 1.0
+) -> tuple[SteadyExecution, AdvancingEvent]:
     catalog = Catalog.from_jobs_dir()
     batch = load_batch({"batch_id": "w1", "items": [{"job": "hello", "args": [str(i)]} for i in range(tasks)]}, catalog)
     clock = Clock()
-    cloud = SteadyExecution(clock, tasks, per_second)
+    cloud = SteadyExecution(clock, tasks, per_second, start=start)
     event = AdvancingEvent(clock)
     runner = BatchRunner(
         plan(batch, catalog, mode=Mode.PACKED, manifest_root="/m"),
@@ -113,3 +115,19 @@ def test_a_short_execution_is_watched_at_the_fastest_pace_near_its_end() -> None
     cloud, event = _watch(1000, per_second=100.0, policy=PollPolicy(fastest=0.5))  # 10 s
     assert cloud.polls[-1] - cloud.ends_at <= 1.0
     assert max(event.waits) <= 10.0 / 4 + 0.5
+
+
+# The first polls of a batch come fast, so a task of a fraction of a second is seen done soon after it ends
+# (it used to wait for ``fastest``, 2 s by default), and the warm-up costs only a handful of polls.
+
+
+def test_a_task_of_a_fraction_of_a_second_is_seen_done_within_half_a_second() -> None:
+    cloud, event = _watch(1, per_second=5.0, policy=PollPolicy(), start=0.1)  # done 0.3 s after the launch
+    assert cloud.polls[-1] - cloud.ends_at <= 0.5, cloud.polls
+    assert event.waits[:3] == [0.25, 0.375, 0.5625]  # growing by `backoff` ...
+
+
+def test_the_warm_up_ends_at_the_fastest_pace() -> None:
+    _, event = _watch(1000, per_second=10.0, policy=PollPolicy(fastest=2.0))  # 100 s
+    assert max(event.waits[:6]) <= 2.0
+    assert len([w for w in event.waits if w < 2.0]) <= 6  # ... to `fastest` in a handful of polls
