@@ -154,9 +154,9 @@ class CloudRunJob(BaseModel):
             (prepared_catalog, prepared_catalog.set(catalog)),
             (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
         ]
-        name = self.image.rsplit("/", 1)[-1].replace(":", "-")
         try:
-            fan_out.with_options(flow_run_name=f"cloudrunjob-{name}-{batch.batch_id}")(
+            # The flow run is named after the batch id, as every batch's is.
+            fan_out(
                 batch=spec,
                 project=project,
                 region=self.region,
