@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from testenv import fake_gcs_server
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 
@@ -36,3 +38,13 @@ def job_module() -> Callable[[str], ModuleType]:
 @pytest.fixture(scope="session")
 def runner() -> ModuleType:
     return load_script(JOBS_DIR / "runner" / "fanout_runner.py", "fanout_runner")
+
+
+@pytest.fixture(scope="module")
+def fake_gcs() -> Iterator[str]:
+    """A fake-gcs-server of the module's own, its URL; the session's STORAGE_EMULATOR_HOST is restored after."""
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    with fake_gcs_server() as server:
+        yield server.url
+    if saved is not None:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved

@@ -16,7 +16,6 @@ import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from testenv import fake_gcs_server
 
 RUNNER = Path(__file__).resolve().parents[2] / "jobs" / "runner" / "fanout_runner.py"
 # Prints its argv and one env var as JSON, so a test sees exactly what the runner exec'd.
@@ -129,15 +128,6 @@ def test_a_missing_program_exits_127():
 
 
 # --- gs:// manifests ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake_gcs() -> Iterator[str]:
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    with fake_gcs_server() as server:
-        yield server.url
-    if saved is not None:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
 
 
 def upload_manifest(host: str, bucket_name: str, prefix: str, items: list[dict[str, object]], size: int) -> None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from test_fanout_runner import ITEMS, run, write_manifest
-from testenv import fake_gcs_server
 
 # Writes its argv and ITEM as its result (and prints a line, as a program's output stays its own).
 WRITER = [
@@ -103,14 +101,6 @@ def test_sigterm_reaches_the_program(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 7
 
-
-@pytest.fixture(scope="module")
-def fake_gcs() -> Iterator[str]:
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    with fake_gcs_server() as server:
-        yield server.url
-    if saved is not None:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
 
 
 def test_a_result_is_uploaded_create_only_to_gcs(fake_gcs: str, tmp_path: Path) -> None:
