@@ -25,7 +25,7 @@ lint: install
 
 ## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=40 $(PYTEST_ARGS)
 
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install
