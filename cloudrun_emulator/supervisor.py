@@ -75,6 +75,15 @@ def _leader_running(pgid: int, watched: Watched) -> bool:
     return stat is not None and stat[0] not in ("Z", "X") and stat[1] == watched.started
 
 
+def _still_ours(pgid: int, watched: Watched) -> bool:
+    """False when the group's number now belongs to another process: the leader ended, was reaped and its
+    pid was taken again (a number stays reserved while any member of its group lives)."""
+    if not _HAVE_PROC:
+        return True
+    stat = _proc_stat(pgid)
+    return stat is None or stat[1] == watched.started
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """Signal a process group that may be gone already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -86,7 +95,8 @@ def _enforce(watched: dict[int, Watched], now: float) -> None:
         if entry.settled or entry.due > now:
             continue
         if entry.terminated:
-            kill_group(pgid, signal.SIGKILL)
+            if _still_ours(pgid, entry):
+                kill_group(pgid, signal.SIGKILL)
             entry.settled = True
         elif _leader_running(pgid, entry):
             os.write(1, f"timeout {pgid}\n".encode())
@@ -131,8 +141,9 @@ def supervise(stdin: int = 0) -> None:
                     _apply(line.decode("ascii"), watched)
             _enforce(watched, time.monotonic())
     finally:
-        for pgid in watched:
-            kill_group(pgid, signal.SIGKILL)
+        for pgid, entry in watched.items():
+            if _still_ours(pgid, entry):
+                kill_group(pgid, signal.SIGKILL)
 
 
 def _exit(signum: int, frame: object) -> None:

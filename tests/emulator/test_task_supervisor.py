@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 
+from cloudrun_emulator import supervisor
 from cloudrun_emulator.processes import Outcome, ProcessGroups
 
 ENV = {"PATH": os.environ["PATH"]}
@@ -50,3 +51,14 @@ def test_a_task_that_ended_in_time_is_not_timed_out_when_the_loop_sees_it_late()
     outcome, lines = _attempt(["sh", "-c", "echo done"])
     assert outcome == Outcome(exit_code=0), outcome
     assert lines == ["done"]
+
+
+def test_a_group_number_taken_by_another_process_is_left_alone() -> None:
+    """The supervisor signals a group only while its number is the task's: a leader reaped before the emulator
+    said so, whose pid another process took, is told apart by its start time."""
+    me = os.getpid()
+    mine = supervisor.Watched(started=None, deadline=0.0, grace=0.0)
+    assert not supervisor._still_ours(me, mine)  # the number was free at watch time, now this process has it
+    stat = supervisor._proc_stat(me)
+    assert stat is not None
+    assert supervisor._still_ours(me, supervisor.Watched(started=stat[1], deadline=0.0, grace=0.0))
