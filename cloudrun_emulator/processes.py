@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -189,18 +190,15 @@ class Supervisor:
         self._timed_out.update(int(line.split()[1]) for line in lines)
 
     def close(self) -> None:
-        """End the supervisor: it kills whatever it still watches, and exits."""
+        """End the supervisor: it kills whatever it still watches, and exits. Its exit is awaited off the event
+        loop, which keeps answering meanwhile."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
                 pipe.close()
-        try:
-            proc.wait(5.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        threading.Thread(target=proc.wait, name="task-supervisor-exit", daemon=True).start()
 
     @staticmethod
     def _start() -> subprocess.Popen[bytes]:
