@@ -1,7 +1,9 @@
 """Task attempts as local processes: one process group per attempt, output read line by line.
 
 Each attempt starts in a new session (its own process group), so a timeout, a cancel or the emulator's
-shutdown kills the command and everything it spawned with one ``killpg``.
+shutdown kills the command and everything it spawned with one ``killpg``. The attempt's timeout and the
+emulator's death are the task supervisor's to enforce (cloudrun_emulator.supervisor): it is a process of its
+own, so neither a starved event loop nor a SIGKILLed emulator leaves a task running past its time.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from cloudrun_emulator import supervisor
+from cloudrun_emulator.supervisor import kill_group
 
 # Cloud Logging's limit for one entry is 256 KiB; a longer line becomes several entries, as on Cloud Run.
 _LINE_LIMIT = 256 * 1024
@@ -38,6 +48,7 @@ class ProcessGroups:
         self.kill_grace_seconds = kill_grace_seconds
         self._live: dict[int, asyncio.subprocess.Process] = {}
         self._stop_requested: set[int] = set()
+        self._supervisor = Supervisor()
 
     @property
     def running(self) -> int:
@@ -56,8 +67,10 @@ class ProcessGroups:
     ) -> Outcome:
         """Run one attempt to its end; raises OSError when the command cannot be started.
 
-        ``on_start`` gets the process id (which is also its process group id) as soon as it exists.
+        ``on_start`` gets the process id (which is also its process group id) as soon as it exists. The timeout
+        counts from here, however late the event loop gets to the steps that follow.
         """
+        deadline = time.monotonic() + timeout
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -69,6 +82,13 @@ class ProcessGroups:
             limit=_LINE_LIMIT,
         )
         self._live[proc.pid] = proc
+        try:
+            self._supervisor.watch(proc.pid, deadline, self.kill_grace_seconds)
+        except OSError:
+            self._live.pop(proc.pid)
+            kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise RuntimeError("the task supervisor is gone; the attempt was stopped") from None
         if on_start is not None:
             on_start(proc.pid)
         assert proc.stdout is not None
@@ -79,14 +99,14 @@ class ProcessGroups:
         ]
         fault = None
         if kill_after is not None:
-            fault = asyncio.get_running_loop().call_later(kill_after, _killpg, proc.pid, signal.SIGKILL)
+            fault = asyncio.get_running_loop().call_later(kill_after, kill_group, proc.pid, signal.SIGKILL)
         timed_out = False
         try:
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                timed_out = True
-                await self._terminate(proc)
+            await proc.wait()
+            timed_out = self._supervisor.timed_out(proc.pid)
+            if timed_out:
+                # Whatever the command left behind in its group goes too.
+                kill_group(proc.pid, signal.SIGKILL)
             # A grandchild that left the process group can hold the pipes open: do not wait for it forever.
             _done, pending = await asyncio.wait(readers, timeout=_READ_DRAIN_SECONDS)
             for reader in pending:
@@ -95,6 +115,7 @@ class ProcessGroups:
             if fault is not None:
                 fault.cancel()
             self._live.pop(proc.pid, None)
+            self._supervisor.forget(proc.pid)
             requested = proc.pid in self._stop_requested
             self._stop_requested.discard(proc.pid)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
@@ -102,14 +123,14 @@ class ProcessGroups:
         return Outcome(exit_code, timed_out=timed_out, killed_by_request=requested)
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        _killpg(proc.pid, signal.SIGTERM)
+        kill_group(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), self.kill_grace_seconds)
         except TimeoutError:
-            _killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             await proc.wait()
         # Whatever the command left behind in its group goes too.
-        _killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
 
     async def stop(self, pid: int) -> None:
         """Stop one attempt as Cloud Run stops a container: SIGTERM, then SIGKILL after the grace period."""
@@ -123,12 +144,74 @@ class ProcessGroups:
         """SIGKILL every live attempt's whole process group at once."""
         for pid in list(self._live):
             self._stop_requested.add(pid)
-            _killpg(pid, signal.SIGKILL)
+            kill_group(pid, signal.SIGKILL)
+        self._supervisor.close()
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+class Supervisor:
+    """The emulator's end of its task supervisor (see cloudrun_emulator.supervisor), started on first use."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._answers = b""
+        self._timed_out: set[int] = set()
+
+    def watch(self, pgid: int, deadline: float, grace: float) -> None:
+        """Have the group stopped at ``deadline`` (time.monotonic()) and killed if the emulator dies."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            proc = self._proc = self._start()
+        # An answer about an earlier group of this number (the pid was reused) must not count for this one.
+        self._read_answers()
+        self._timed_out.discard(pgid)
+        assert proc.stdin is not None
+        os.write(proc.stdin.fileno(), f"watch {pgid} {deadline!r} {grace!r}\n".encode())
+
+    def forget(self, pgid: int) -> None:
+        self._timed_out.discard(pgid)
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.write(proc.stdin.fileno(), f"forget {pgid}\n".encode())
+
+    def timed_out(self, pgid: int) -> bool:
+        """Whether the supervisor stopped the group at its deadline; asked once its leader has ended, so the
+        answer is already in the pipe (the supervisor writes it before it signals)."""
+        self._read_answers()
+        return pgid in self._timed_out
+
+    def _read_answers(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdout is not None:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    self._answers += chunk
+        *lines, self._answers = self._answers.split(b"\n")
+        self._timed_out.update(int(line.split()[1]) for line in lines)
+
+    def close(self) -> None:
+        """End the supervisor: it kills whatever it still watches, and exits. Its exit is awaited off the event
+        loop, which keeps answering meanwhile."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        threading.Thread(target=proc.wait, name="task-supervisor-exit", daemon=True).start()
+
+    @staticmethod
+    def _start() -> subprocess.Popen[bytes]:
+        # -I -S: no site-packages, no user paths, no environment; the script needs the standard library only.
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(Path(supervisor.__file__))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        return proc
 
 
 async def _pump(stream: asyncio.StreamReader, name: str, on_line: LineSink) -> None:

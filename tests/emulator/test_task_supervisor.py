@@ -1,0 +1,64 @@
+"""Task timeouts hold when the emulator's event loop is starved: they count from the attempt's start and are
+enforced by the task supervisor, a process of its own (cloudrun_emulator.supervisor).
+
+The loop is starved on purpose: the attempt's ``on_start`` callback blocks it (``time.sleep``) right after the
+process started, for longer than the command runs. A timer that starts on that loop only after the block, or
+that fires late, sees a command that already ended by itself and calls it a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from cloudrun_emulator import supervisor
+from cloudrun_emulator.processes import Outcome, ProcessGroups
+
+ENV = {"PATH": os.environ["PATH"]}
+TIMEOUT = 1.0
+STARVED = 4.0  # seconds the loop is blocked from the attempt's start: past the timeout and the command's end
+
+
+def _attempt(argv: list[str]) -> tuple[Outcome, list[str]]:
+    lines: list[str] = []
+
+    async def main() -> Outcome:
+        groups = ProcessGroups(kill_grace_seconds=1.0)
+        try:
+            return await groups.run(
+                argv,
+                ENV,
+                None,
+                TIMEOUT,
+                lambda _stream, line: lines.append(line),
+                on_start=lambda _pid: time.sleep(STARVED),
+            )
+        finally:
+            groups.kill_all()
+
+    return asyncio.run(main()), lines
+
+
+def test_a_task_past_its_timeout_is_stopped_there_while_the_loop_is_starved() -> None:
+    outcome, lines = _attempt(["sh", "-c", "sleep 3; echo finished"])
+    assert outcome.timed_out, outcome
+    assert outcome.exit_code != 0, outcome
+    assert "finished" not in lines  # stopped at its deadline, while the loop was still blocked
+
+
+def test_a_task_that_ended_in_time_is_not_timed_out_when_the_loop_sees_it_late() -> None:
+    outcome, lines = _attempt(["sh", "-c", "echo done"])
+    assert outcome == Outcome(exit_code=0), outcome
+    assert lines == ["done"]
+
+
+def test_a_group_number_taken_by_another_process_is_left_alone() -> None:
+    """The supervisor signals a group only while its number is the task's: a leader reaped before the emulator
+    said so, whose pid another process took, is told apart by its start time."""
+    me = os.getpid()
+    mine = supervisor.Watched(started=None, deadline=0.0, grace=0.0)
+    assert not supervisor._still_ours(me, mine)  # the number was free at watch time, now this process has it
+    stat = supervisor._proc_stat(me)
+    assert stat is not None
+    assert supervisor._still_ours(me, supervisor.Watched(started=stat[1], deadline=0.0, grace=0.0))
