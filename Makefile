@@ -30,6 +30,8 @@ test: lint
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install
 	$(PY) -m bench
+	$(PY) -m bench.scale --masks-off
+	$(PY) -m bench.plan
 
 ## bench-startup: one trivial item, phase by phase, with no Prefect server configured and with one running
 bench-startup: install

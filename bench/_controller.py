@@ -205,7 +205,14 @@ RUNNERS = {"naive": run_naive, "threads": run_threads, "floor": run_floor, "cont
 def main(argv: list[str]) -> int:
     request_path, result_path = argv
     request = json.loads(Path(request_path).read_text())
-    result = RUNNERS[request["runner"]](request)
+    if request.get("profile"):  # bench.scale --profile: where the controller's CPU goes, as a cProfile file
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(RUNNERS[request["runner"]], request)
+        profiler.dump_stats(request["profile"])
+    else:
+        result = RUNNERS[request["runner"]](request)
     Path(result_path).write_text(json.dumps(result))
     return 0
 

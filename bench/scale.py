@@ -37,7 +37,9 @@ def spec(size: int) -> dict[str, Any]:
     }
 
 
-def run_size(size: int, *, field_masks: bool = True, timeout: float = 1800.0) -> dict[str, Any]:
+def run_size(
+    size: int, *, field_masks: bool = True, timeout: float = 1800.0, profile: Path | None = None
+) -> dict[str, Any]:
     """One measured packed run of ``size`` items on simulated tasks: calls, CPU, peak RSS, report size."""
     work = Path(tempfile.mkdtemp(prefix="fanout-scale-"))
     try:
@@ -54,6 +56,7 @@ def run_size(size: int, *, field_masks: bool = True, timeout: float = 1800.0) ->
                 "concurrency": 32,
                 "poll": FAST_POLL,
                 "field_masks": field_masks,
+                "profile": str(profile) if profile else None,
             }
             (work / "request.json").write_text(json.dumps(request))
             child = subprocess.run(
@@ -93,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma list of batch sizes (default: %(default)s)")
     parser.add_argument("--masks-off", action="store_true", help="also run the smallest size without field masks")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/scale.json", help="JSON results")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="run the controller under cProfile: DIR/scale-SIZE.prof (slower)"
+    )
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    rows = [run_size(size) for size in sizes]
+    rows = [run_size(size, profile=args.profile / f"scale-{size}.prof" if args.profile else None) for size in sizes]
     if args.masks_off:
         rows.append(run_size(sizes[0], field_masks=False))
     for row in rows:
@@ -105,8 +111,36 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['cpu_ms_per_item']:.3f} ms CPU/item, peak RSS {row['rss_peak_bytes'] / 2**20:.0f} MiB, "
             f"report.json {row['report_json_bytes'] / 2**20:.1f} MiB"
         )
-    args.out.write_text(json.dumps(rows, indent=1))
+    verdicts = targets([row for row in rows if row["field_masks"]])
+    for line in verdicts:
+        print(line)
+    args.out.write_text(json.dumps({"rows": rows, "targets": verdicts}, indent=1))
     return 0
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """PASS/FAIL of issue 14's targets: calls and CPU at the largest size, peak RSS growth per item from the
+    smallest size to the largest (both with field masks on)."""
+    small, large = rows[0], rows[-1]
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    lines = [
+        f"{large['size']:,} items: Cloud Run calls {large['cloud_run_calls']} (<= {MAX_CLOUD_RUN_CALLS}) "
+        f"{verdict(large['cloud_run_calls'] <= MAX_CLOUD_RUN_CALLS)}",
+        f"{large['size']:,} items: entries:list {large['log_calls']} (<= {MAX_LOG_CALLS}) "
+        f"{verdict(large['log_calls'] <= MAX_LOG_CALLS)}",
+        f"{large['size']:,} items: CPU {large['cpu_ms_per_item']:.3f} ms/item (< {MAX_CPU_MS_PER_ITEM}) "
+        f"{verdict(large['cpu_ms_per_item'] < MAX_CPU_MS_PER_ITEM)}",
+    ]
+    if large["size"] > small["size"]:
+        growth = (large["rss_peak_bytes"] - small["rss_peak_bytes"]) / (large["size"] - small["size"])
+        lines.append(
+            f"peak RSS growth {small['size']:,} -> {large['size']:,}: {growth:,.0f} B/item "
+            f"(< {MAX_RSS_BYTES_PER_ITEM}) {verdict(growth < MAX_RSS_BYTES_PER_ITEM)}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -147,59 +147,76 @@ class TaskStatus:
 
     @classmethod
     def from_message(cls, task: run_v2.Task) -> TaskStatus:
-        completed = next((c for c in task.conditions if c.type_ == "Completed"), None)
-        result = task.last_attempt_result if "last_attempt_result" in task else None
-        state = _task_state(task, completed, result)
-        started = bool(task.start_time) or result is not None
+        # Read from the raw protobuf: proto-plus converts on every field read, which was about 40 % of the
+        # controller's CPU for reading a 10,000-task execution.
+        pb = run_v2.Task.pb(task)
+        completed = next((c for c in pb.conditions if c.type_ == "Completed"), None)
+        result = pb.last_attempt_result if pb.HasField("last_attempt_result") else None
+        start_time, completion_time = _stamp(pb, "start_time"), _stamp(pb, "completion_time")
+        state = _task_state(completion_time is not None, completed, result)
+        started = start_time is not None or result is not None
         return cls(
-            index=task.index,
+            index=pb.index,
             state=state,
             exit_code=_exit_code(state, result),
-            attempts=task.retried + 1 if started else 0,
-            start_time=_time(task.start_time),
-            completion_time=_time(task.completion_time),
+            attempts=pb.retried + 1 if started else 0,
+            start_time=start_time,
+            completion_time=completion_time,
             # Only a task that did not succeed has a message worth keeping (a 10,000-task execution would hold
             # 10,000 copies of "completed successfully").
             message=None if state is ItemState.SUCCEEDED else _task_message(completed, result),
         )
 
 
-def _task_state(
-    task: run_v2.Task, completed: run_v2.Condition | None, result: run_v2.TaskAttemptResult | None
-) -> ItemState | None:
+# The raw protobuf messages (``run_v2.Task.pb``) of a task's Condition and TaskAttemptResult.
+_PbCondition = Any
+_PbResult = Any
+
+
+def _task_state(completion_time: bool, completed: _PbCondition | None, result: _PbResult | None) -> ItemState | None:
     conditions = run_v2.Condition.State
     ended = completed is not None and completed.state in (conditions.CONDITION_SUCCEEDED, conditions.CONDITION_FAILED)
-    if not (task.completion_time or ended):
+    if not (completion_time or ended):
         return None
     if completed is not None and completed.state == conditions.CONDITION_SUCCEEDED:
         return ItemState.SUCCEEDED
     if completed is not None and completed.execution_reason == run_v2.Condition.ExecutionReason.CANCELLED:
         return ItemState.CANCELLED
-    if result is not None and "status" in result and result.status.code == DEADLINE_EXCEEDED:
+    if result is not None and result.HasField("status") and result.status.code == DEADLINE_EXCEEDED:
         return ItemState.TIMED_OUT
     return ItemState.FAILED
 
 
-def _exit_code(state: ItemState | None, result: run_v2.TaskAttemptResult | None) -> int | None:
+def _exit_code(state: ItemState | None, result: _PbResult | None) -> int | None:
     """The container's exit code, when it exited with one. ``exit_code`` is a plain int32 on the wire, so an
     unset one reads 0: a failed attempt "exited with 0" only if its status says nothing else went wrong. A
     task that never started (image or secret missing, command not found) or was killed has no exit code."""
     if result is None or state not in (ItemState.SUCCEEDED, ItemState.FAILED):
         return None
     if state is ItemState.SUCCEEDED or result.exit_code != 0:
-        return result.exit_code
+        return int(result.exit_code)
     return None
 
 
-def _task_message(completed: run_v2.Condition | None, result: run_v2.TaskAttemptResult | None) -> str | None:
+def _task_message(completed: _PbCondition | None, result: _PbResult | None) -> str | None:
     parts = []
-    if result is not None and "status" in result and result.status.message:
+    if result is not None and result.HasField("status") and result.status.message:
         parts.append(result.status.message)
     if result is not None and result.term_signal:
         parts.append(f"terminated by signal {result.term_signal}")
     if not parts and completed is not None and completed.message:
         parts.append(completed.message)
     return "; ".join(parts) or None
+
+
+def _stamp(message: Any, name: str) -> datetime | None:
+    """A raw protobuf Timestamp field as a plain UTC datetime (microseconds), None when unset or epoch 0."""
+    if not message.HasField(name):
+        return None
+    stamp = getattr(message, name)
+    if not (stamp.seconds or stamp.nanos):
+        return None
+    return datetime.fromtimestamp(stamp.seconds, UTC).replace(microsecond=stamp.nanos // 1000)
 
 
 def _time(value: Any) -> datetime | None:

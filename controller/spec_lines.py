@@ -1,42 +1,26 @@
 """Where things are in a spec's text: a map of document paths to line numbers, for error messages.
 
-Built from the text only when an error needs a line (``LazyLines``): composing a 100,000-item spec takes
-time that a valid spec should not pay.
+Built from the text only when an error needs a line (``LazyLines``): walking a 100,000-item spec's events
+takes time that a valid spec should not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import yaml
 
-# libyaml's composer: the pure-Python one took 2 minutes on a 100,000-item spec.
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from controller.spec_yaml import walk_lines
 
 
 def line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map of paths in a YAML/JSON document to 1-based line numbers, for error locations."""
     if "\n" not in text.rstrip():
-        return {(): 1}  # one line (compact JSON): everything is on it, and composing 100,000 items takes long
+        return {(): 1}  # one line (compact JSON): everything is on it
     try:
-        root = yaml.compose(text, Loader=_BaseLoader)
-    except yaml.YAMLError:
+        return walk_lines(text)
+    except (yaml.YAMLError, RecursionError):
         return {}
-    lines: dict[tuple[str | int, ...], int] = {}
-    stack: list[tuple[tuple[str | int, ...], yaml.Node]] = [((), root)] if root is not None else []
-    while stack:
-        path, node = stack.pop()
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, yaml.ScalarNode):
-                    child = (*path, key_node.value)
-                    lines[child] = key_node.start_mark.line + 1
-                    stack.append((child, value_node))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(((*path, i), child) for i, child in enumerate(node.value))
-    return lines
 
 
 class LazyLines(Mapping[tuple[str | int, ...], int]):
