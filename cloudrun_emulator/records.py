@@ -53,12 +53,29 @@ class EnvVar:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class GcsVolume:
+    """A Cloud Storage bucket mounted as a volume (``Volume.gcs``); ``only_dir`` from its ``only-dir=`` option."""
+
+    name: str
+    bucket: str
+    read_only: bool = False
+    only_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Container:
     image: str
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: tuple[EnvVar, ...] = ()
     working_dir: str = ""
+    volume_mounts: tuple[VolumeMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class TaskTemplate:
     max_retries: int
     timeout_seconds: float
     wire: Wire
+    gcs_volumes: tuple[GcsVolume, ...] = ()
 
 
 @dataclass(frozen=True)
