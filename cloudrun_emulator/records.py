@@ -60,12 +60,14 @@ class VolumeMount:
 
 @dataclass(frozen=True)
 class GcsVolume:
-    """A Cloud Storage bucket mounted as a volume (``Volume.gcs``); ``only_dir`` from its ``only-dir=`` option."""
+    """A Cloud Storage bucket mounted as a volume (``Volume.gcs``); ``only_dir`` and ``implicit_dirs`` from its
+    ``only-dir=`` and ``implicit-dirs`` mount options."""
 
     name: str
     bucket: str
     read_only: bool = False
     only_dir: str = ""
+    implicit_dirs: bool = False
 
 
 @dataclass(frozen=True)

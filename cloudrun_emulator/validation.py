@@ -179,6 +179,7 @@ def _gcs_volume(wire: Wire) -> GcsVolume:
         bucket=gcs.get("bucket", ""),
         read_only=bool(gcs.get("readOnly", False)),
         only_dir=options.get("only-dir", "").strip("/"),
+        implicit_dirs=options.get("implicit-dirs", "false") in ("", "true"),
     )
 
 

@@ -9,7 +9,8 @@ name a path under the mount are rewritten to the folder; Docker gets a bind moun
   as the task writes them, as objects land in the bucket under FUSE;
 - otherwise a fresh folder filled from the bucket (``STORAGE_EMULATOR_HOST``, e.g. fake-gcs-server, else
   Google Cloud Storage) before the attempt starts; files created, changed or deleted are written back, object
-  by object, once the attempt has exited.
+  by object, once the attempt has exited. As Cloud Storage FUSE does, it shows an object inside a folder only
+  when that folder has a placeholder object (``a/``) or the ``implicit-dirs`` mount option is given.
 
 A read-only volume is a read-only copy that is never written back. A bucket that does not exist fails the
 attempt before its process starts, as a mount that cannot be made does on Cloud Run.
@@ -166,13 +167,16 @@ class GcsVolumes:
         try:
             if not bucket.exists():
                 raise MountError(f"Cloud Storage bucket {volume.bucket!r} of volume {volume.name!r} does not exist")
-            for blob in bucket.list_blobs(prefix=prefix or None):
-                name = blob.name.removeprefix(prefix)
+            blobs = {blob.name.removeprefix(prefix): blob for blob in bucket.list_blobs(prefix=prefix or None)}
+            for name in _visible(list(blobs), volume.implicit_dirs):
                 target = folder / name
-                if not name or name.endswith("/") or folder not in target.resolve().parents:
-                    continue  # a folder placeholder, or a name that would land outside the mount
+                if folder not in target.resolve().parents:
+                    continue  # a name that would land outside the mount
+                if name.endswith("/"):  # a folder placeholder object
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                blob.download_to_filename(str(target))
+                blobs[name].download_to_filename(str(target))
         except gexc.GoogleAPICallError as exc:
             raise MountError(f"volume {volume.name!r}: cannot read gs://{volume.bucket}: {exc.message}") from None
         return _snapshot(folder)
@@ -188,6 +192,21 @@ class GcsVolumes:
                 bucket.blob(prefix + name).upload_from_filename(str(mount.folder / name))
         for name in before.keys() - after.keys():
             bucket.blob(prefix + name).delete()
+
+
+def _visible(names: list[str], implicit_dirs: bool) -> list[str]:
+    """The object names a FUSE mount shows: without implicit-dirs, only those whose every folder has its
+    placeholder object (``a/`` for ``a/b.txt``), as Cloud Storage FUSE lists a folder only when it has one."""
+    names = [name for name in names if name]
+    if implicit_dirs:
+        return names
+    placeholders = {name for name in names if name.endswith("/")}
+    shown = []
+    for name in names:
+        parts = name.rstrip("/").split("/")[:-1]
+        if all("/".join(parts[: n + 1]) + "/" in placeholders for n in range(len(parts))):
+            shown.append(name)
+    return shown
 
 
 def _snapshot(folder: Path) -> _Snapshot:
