@@ -4,6 +4,7 @@ fake-gcs-server or in a local folder the emulator maps the bucket to."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,27 @@ seen = (root / "in.txt").read_text() if (root / "in.txt").exists() else None
 """
 
 
+# Writes the names of the files it sees, to seen.json.
+LIST = """
+import json, os, pathlib
+root = pathlib.Path(os.environ["DATA"])
+seen = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+(root / "seen.json").write_text(json.dumps(seen))
+"""
+
+
 def _create(
-    clients: Clients, job_id: str, gcs: run_v2.GCSVolumeSource, *, task_count: int = 1, mount: str = MOUNT
+    clients: Clients,
+    job_id: str,
+    gcs: run_v2.GCSVolumeSource,
+    *,
+    task_count: int = 1,
+    mount: str = MOUNT,
+    code: str = TASK,
 ) -> None:
     container = run_v2.Container(
         image="example.com/writer:1",
-        command=[PY, "-c", TASK],
+        command=[PY, "-c", code],
         env=[run_v2.EnvVar(name="DATA", value=MOUNT)],
         volume_mounts=[run_v2.VolumeMount(name="data", mount_path=mount)],
     )
@@ -57,7 +73,9 @@ def test_a_task_reads_objects_and_its_files_become_objects_under_only_dir(client
     bucket = gcs.bucket(BUCKET)
     bucket.blob(f"{folder}/in.txt").upload_from_string("hello")
     bucket.blob("outside.txt").upload_from_string("not mounted")
-    _create(clients, "writer", run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}"]), task_count=2)
+    _create(
+        clients, "writer", run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}"]), task_count=2
+    )
 
     execution = _run(clients, "writer")
 
@@ -65,6 +83,23 @@ def test_a_task_reads_objects_and_its_files_become_objects_under_only_dir(client
     names = sorted(blob.name for blob in gcs.list_blobs(BUCKET, prefix=f"{folder}/"))
     assert names == [f"{folder}/in.txt", f"{folder}/sub/out-0.json", f"{folder}/sub/out-1.json"]
     assert bucket.blob(f"{folder}/sub/out-1.json").download_as_bytes() == b'{"seen": "hello"}'
+
+
+@pytest.mark.parametrize(("options", "seen"), [([], ["top.txt"]), (["implicit-dirs"], ["deep/er/a.txt", "top.txt"])])
+def test_objects_in_folders_show_only_with_implicit_dirs(
+    clients: Clients, gcs: Any, options: list[str], seen: list[str]
+) -> None:
+    """Cloud Storage FUSE shows a folder that has no placeholder object only with implicit-dirs."""
+    folder = _folder()
+    bucket = gcs.bucket(BUCKET)
+    bucket.blob(f"{folder}/top.txt").upload_from_string("1")
+    bucket.blob(f"{folder}/deep/er/a.txt").upload_from_string("2")
+    gcs_source = run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}", *options])
+    _create(clients, "lister", gcs_source, code=LIST)
+
+    _run(clients, "lister")
+
+    assert json.loads(bucket.blob(f"{folder}/seen.json").download_as_bytes()) == seen
 
 
 def test_a_read_only_volume_writes_nothing_back(clients: Clients, gcs: Any) -> None:
