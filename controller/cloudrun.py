@@ -304,8 +304,9 @@ class CloudRun:
         )
         volumes = []
         if job.results is not None:  # the image has no runner: its tasks write results into this mount
-            # implicit-dirs: Cloud Storage FUSE then shows the items' folders, which exist as object names only.
-            options = [f"only-dir={job.results.folder}", "implicit-dirs"]
+            # implicit-dirs: Cloud Storage FUSE then shows the items' folders, which exist as object names only;
+            # enable-hns=false: no layout probe listing the whole bucket, which the jobs may not (terraform/).
+            options = [f"only-dir={job.results.folder}", "implicit-dirs", "enable-hns=false"]
             gcs = run_v2.GCSVolumeSource(bucket=job.results.bucket, read_only=False, mount_options=options)
             volumes.append(run_v2.Volume(name=RESULTS_VOLUME, gcs=gcs))
             container.volume_mounts = [run_v2.VolumeMount(name=RESULTS_VOLUME, mount_path=RESULTS_MOUNT_PATH)]
