@@ -98,15 +98,17 @@ class TaskRuntime:
             return env
         if self.simulate:
             return await self._simulated(ex, task, container, on_line)
-        try:
-            mounts = await asyncio.to_thread(self.volumes.mount, ex.template.gcs_volumes, container.volume_mounts)
+        volumes, wanted = ex.template.gcs_volumes, container.volume_mounts
+        try:  # Cloud Storage reads and folder copies run off the event loop
+            mounts = await asyncio.to_thread(self.volumes.mount, volumes, wanted) if volumes else self.volumes.none()
         except MountError as exc:
             return SetupError(f"{START_FAILED}: {exc}.")
         try:
             return await self._run(ex, task, container, env, mounts, on_line)
         finally:
-            for problem in await asyncio.to_thread(mounts.close):
-                on_line("varlog/system", problem)
+            if mounts.mounts:
+                for problem in await asyncio.to_thread(mounts.close):
+                    on_line("varlog/system", problem)
 
     async def _run(
         self, ex: Execution, task: Task, container: Container, env: dict[str, str], mounts: Mounts, on_line: LineSink

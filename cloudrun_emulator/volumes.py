@@ -103,11 +103,15 @@ class GcsVolumes:
         self._client: Any = None
         self._lock = threading.Lock()
 
+    def none(self) -> Mounts:
+        """No volume: what a container without Cloud Storage volumes gets."""
+        return Mounts([], None, self)
+
     def mount(self, volumes: Sequence[GcsVolume], mounts: Iterable[VolumeMount]) -> Mounts:
         """The volumes a container mounts, ready for its attempt. Raises ``MountError``. Blocking."""
         by_name = {volume.name: volume for volume in volumes}
         wanted = [(by_name[m.name], m.mount_path) for m in mounts if m.name in by_name]
-        result = Mounts([], None, self)
+        result = self.none()
         if not wanted:
             return result
         result.scratch = Path(tempfile.mkdtemp(prefix="cloudrun-emulator-volume-"))
