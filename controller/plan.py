@@ -269,9 +269,10 @@ def _with_results(launch: Launch, results_root: str, mounted: bool) -> Launch:
 def _result_paths(launch: Launch, mounted: bool) -> tuple[tuple[str, str], ...]:
     """Where a one-off task writes its result in the mounted results folder.
 
-    Cloud Run expands ``$(VAR)`` in an env value only from the variables defined before it in the container's
-    env list, and ``CLOUD_RUN_TASK_INDEX`` is not one of them (the runtime sets it), so no value can name the
-    task: an item of one task is given its file, an item of several tasks its folder, where each task writes
+    Cloud Run documents ``$(VAR)`` expansion in an env value from "the previous defined environment
+    variables in the container" (``EnvVar.value``); ``CLOUD_RUN_TASK_INDEX`` is set by the runtime, not in
+    that list, so nothing documents that a value given to every task can name each task's file. An item of
+    one task is given its file; an item of several tasks its folder, where each writes
     ``$CLOUD_RUN_TASK_INDEX.json``.
     """
     item = launch.items[0]
