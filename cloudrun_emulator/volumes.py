@@ -18,17 +18,22 @@ attempt before its process starts, as a mount that cannot be made does on Cloud 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cloudrun_emulator.records import GcsVolume, VolumeMount
+
+_DOWNLOADERS = 8  # objects fetched side by side when a copy is filled
 
 _Snapshot = dict[str, tuple[int, int]]
 """Relative file name -> (size, mtime in ns), as the mount held it when the attempt started."""
@@ -102,6 +107,10 @@ class GcsVolumes:
         self.local_buckets = {bucket: Path(folder) for bucket, folder in (local_buckets or {}).items()}
         self._client: Any = None
         self._lock = threading.Lock()
+        # Object contents by (bucket, name, generation): each attempt lists its folder, but an object already
+        # fetched for an earlier attempt is copied from here instead of downloaded again.
+        self._cache = Path(tempfile.mkdtemp(prefix="cloudrun-emulator-objects-"))
+        weakref.finalize(self, shutil.rmtree, self._cache, True)
 
     def none(self) -> Mounts:
         """No volume: what a container without Cloud Storage volumes gets."""
@@ -172,6 +181,7 @@ class GcsVolumes:
             if not bucket.exists():
                 raise MountError(f"Cloud Storage bucket {volume.bucket!r} of volume {volume.name!r} does not exist")
             blobs = {blob.name.removeprefix(prefix): blob for blob in bucket.list_blobs(prefix=prefix or None)}
+            downloads = []
             for name in _visible(list(blobs), volume.implicit_dirs):
                 target = folder / name
                 if folder not in target.resolve().parents:
@@ -180,10 +190,25 @@ class GcsVolumes:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                blobs[name].download_to_filename(str(target))
+                if blobs[name].size:
+                    downloads.append((blobs[name], target))
+                else:
+                    target.write_bytes(b"")
+            with ThreadPoolExecutor(max_workers=_DOWNLOADERS) as pool:
+                list(pool.map(lambda job: self._fetch(*job), downloads))
         except gexc.GoogleAPICallError as exc:
             raise MountError(f"volume {volume.name!r}: cannot read gs://{volume.bucket}: {exc.message}") from None
         return _snapshot(folder)
+
+    def _fetch(self, blob: Any, target: Path) -> None:
+        """The object's content at ``target``, from the cache when this generation was fetched before."""
+        key = hashlib.sha256(f"{blob.bucket.name}/{blob.name}#{blob.generation}".encode()).hexdigest()
+        cached = self._cache / key
+        if not cached.exists():
+            partial = self._cache / f".{key}.{threading.get_ident()}"
+            blob.download_to_filename(str(partial))
+            partial.replace(cached)
+        shutil.copyfile(cached, target)
 
     def write_back(self, mount: Mount) -> None:
         """Objects for the files the attempt created or changed; none for the files it deleted."""
