@@ -46,6 +46,10 @@ def _secret(text: str) -> tuple[str, str]:
     return _pair(text, "SECRET=VALUE")
 
 
+def _bucket_dir(text: str) -> tuple[str, str]:
+    return _pair(text, "BUCKET=DIR")
+
+
 def _bounded_int(low: int, high: int | None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -142,6 +146,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "task that needs one fails, saying which)",
     )
     parser.add_argument(
+        "--bucket-dir",
+        action="append",
+        type=_bucket_dir,
+        default=[],
+        metavar="BUCKET=DIR",
+        help="a local folder that stands for a Cloud Storage bucket in tasks' gcs volumes; repeatable (default: "
+        "none, so gcs volumes sync with STORAGE_EMULATOR_HOST, else Cloud Storage)",
+    )
+    parser.add_argument(
         "--faults",
         type=Path,
         default=None,
@@ -223,6 +236,7 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
         use_docker=args.docker,
         secrets=dict(args.secret),
         simulate=args.simulate_tasks,
+        local_buckets=dict(args.bucket_dir),
     )
 
 

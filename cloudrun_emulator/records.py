@@ -53,12 +53,31 @@ class EnvVar:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class GcsVolume:
+    """A Cloud Storage bucket mounted as a volume (``Volume.gcs``); ``only_dir`` and ``implicit_dirs`` from its
+    ``only-dir=`` and ``implicit-dirs`` mount options."""
+
+    name: str
+    bucket: str
+    read_only: bool = False
+    only_dir: str = ""
+    implicit_dirs: bool = False
+
+
+@dataclass(frozen=True)
 class Container:
     image: str
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: tuple[EnvVar, ...] = ()
     working_dir: str = ""
+    volume_mounts: tuple[VolumeMount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,7 @@ class TaskTemplate:
     max_retries: int
     timeout_seconds: float
     wire: Wire
+    gcs_volumes: tuple[GcsVolume, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from cloudrun_emulator.logstore import LogStore
 from cloudrun_emulator.processes import DockerProbe, LineSink, Outcome, ProcessGroups
 from cloudrun_emulator.records import Container, EnvVar, Execution, Task
 from cloudrun_emulator.simulated import SimulatedAttempts, parse_args
+from cloudrun_emulator.volumes import GcsVolumes, MountError, Mounts
 
 HOST_ENV_KEEP = ("PATH", "HOME", "LANG", "TMPDIR", "STORAGE_EMULATOR_HOST")
 
@@ -48,8 +49,10 @@ class TaskRuntime:
         logs: LogStore,
         kill_grace_seconds: float,
         simulate: bool = False,
+        local_buckets: Mapping[str, str] | None = None,
     ) -> None:
         self.simulate = simulate
+        self.volumes = GcsVolumes(local_buckets)
         self.simulated = SimulatedAttempts()
         self.local_images = dict(local_images)
         self.secrets = dict(secrets)
@@ -95,10 +98,28 @@ class TaskRuntime:
             return env
         if self.simulate:
             return await self._simulated(ex, task, container, on_line)
+        volumes, wanted = ex.template.gcs_volumes, container.volume_mounts
+        try:  # Cloud Storage reads and folder copies run off the event loop
+            mounts = await asyncio.to_thread(self.volumes.mount, volumes, wanted) if volumes else self.volumes.none()
+        except MountError as exc:
+            return SetupError(f"{START_FAILED}: {exc}.")
+        try:
+            return await self._run(ex, task, container, env, mounts, on_line)
+        finally:
+            if mounts.mounts:
+                for problem in await asyncio.to_thread(mounts.close):
+                    on_line("varlog/system", problem)
+
+    async def _run(
+        self, ex: Execution, task: Task, container: Container, env: dict[str, str], mounts: Mounts, on_line: LineSink
+    ) -> Outcome | SetupError:
         docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
-        argv = await self._argv(container, env, docker_name)
+        argv = await self._argv(container, env, docker_name, mounts)
         if isinstance(argv, SetupError):
             return argv
+        if argv[0] != "docker":  # a local process sees each mount path as the mount's local folder
+            argv = [mounts.local_path(arg) for arg in argv]
+            env = {name: mounts.local_path(value) for name, value in env.items()}
 
         cwd = container.working_dir if container.working_dir and os.path.isdir(container.working_dir) else None
         self.attempts_started += 1
@@ -169,7 +190,9 @@ class TaskRuntime:
             reason="SECRETS_ACCESS_CHECK_FAILED",
         )
 
-    async def _argv(self, container: Container, env: Mapping[str, str], docker_name: str) -> list[str] | SetupError:
+    async def _argv(
+        self, container: Container, env: Mapping[str, str], docker_name: str, mounts: Mounts
+    ) -> list[str] | SetupError:
         image = container.image
         if container.command:
             return [*container.command, *container.args]
@@ -177,7 +200,8 @@ class TaskRuntime:
             return [*self.local_images[image], *container.args]
         if self.use_docker and await self.docker.available():
             passed = [item for name in env if name not in self._host_env for item in ("-e", name)]
-            return ["docker", "run", "--rm", "--name", docker_name, *passed, image, *container.args]
+            volumes = mounts.docker_args()
+            return ["docker", "run", "--rm", "--name", docker_name, *passed, *volumes, image, *container.args]
         return SetupError(
             f"{START_FAILED}: image '{image}' has no command and no local entrypoint, so the emulator cannot tell "
             "what it runs. Set the container's command, map the image to a local command "

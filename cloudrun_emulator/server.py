@@ -28,7 +28,9 @@ class Emulator:
     """A local Cloud Run Admin API v2 (jobs, executions, tasks, operations) and Logging ``entries:list``.
 
     Tasks run as local processes; ``simulate=True`` (controller scale benchmarks only) starts none and takes
-    each attempt's duration and exit code from its arguments (cloudrun_emulator.simulated). Each instance has
+    each attempt's duration and exit code from its arguments (cloudrun_emulator.simulated). A task's Cloud
+    Storage volumes sync with ``STORAGE_EMULATOR_HOST`` (else Cloud Storage), or map to a local folder for the
+    buckets in ``local_buckets`` (bucket name -> folder; cloudrun_emulator.volumes). Each instance has
     fresh state, plus the ``jobs`` it is seeded with. Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
@@ -49,6 +51,7 @@ class Emulator:
         log_query_budget_seconds: float = DEFAULT_QUERY_BUDGET,
         kill_grace_seconds: float = 1.0,
         simulate: bool = False,
+        local_buckets: Mapping[str, str] | None = None,
     ) -> None:
         self.project = project
         self.region = region
@@ -69,6 +72,7 @@ class Emulator:
             logs=LogStore(max_log_entries, log_query_budget_seconds),
             kill_grace_seconds=kill_grace_seconds,
             simulate=simulate,
+            local_buckets=dict(local_buckets or {}),
         )
         self._service: CloudRunService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

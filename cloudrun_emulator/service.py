@@ -55,6 +55,7 @@ class CloudRunService:
         logs: LogStore,
         kill_grace_seconds: float,
         simulate: bool = False,
+        local_buckets: Mapping[str, str] | None = None,
     ) -> None:
         self.faults = faults
         self.logs = logs
@@ -67,6 +68,7 @@ class CloudRunService:
             logs=logs,
             kill_grace_seconds=kill_grace_seconds,
             simulate=simulate,
+            local_buckets=local_buckets,
         )
         self.scheduler = Scheduler(self.runtime, max_running_tasks)
         for seed in jobs:

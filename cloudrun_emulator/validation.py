@@ -14,7 +14,16 @@ from google.protobuf import json_format
 
 from cloudrun_emulator import limits
 from cloudrun_emulator.errors import ApiError, invalid
-from cloudrun_emulator.records import Container, EnvVar, JobSpec, SecretRef, TaskTemplate, Wire
+from cloudrun_emulator.records import (
+    Container,
+    EnvVar,
+    GcsVolume,
+    JobSpec,
+    SecretRef,
+    TaskTemplate,
+    VolumeMount,
+    Wire,
+)
 
 MAX_LIST_PAGE_SIZE = 1000  # Cloud Run documents no maximum for jobs/executions/tasks.list; we cap here.
 DEFAULT_LIST_PAGE_SIZE = 100
@@ -72,6 +81,7 @@ def parse_job(body: object) -> JobSpec:
         )
     task_wire = template["template"]
     problems = _container_problems(task_wire["containers"])
+    problems.update(_volume_problems(task_wire))
     task_count = template.get("taskCount", 1) or 1
     if not 1 <= task_count <= limits.MAX_TASKS_PER_EXECUTION:
         problems["job.template.task_count"] = f"must be between 1 and {limits.MAX_TASKS_PER_EXECUTION}"
@@ -117,6 +127,30 @@ def _container_problems(containers: list[Wire]) -> dict[str, str]:
     return problems
 
 
+# "Cloud Run does not allow you to mount a volume at /dev, /proc and /sys, or on their subdirectories."
+_DISALLOWED_MOUNT_ROOTS = ("/dev", "/proc", "/sys")
+
+
+def _volume_problems(task_wire: Wire) -> dict[str, str]:
+    """Mounts must name a volume of the task and an absolute path Cloud Run allows."""
+    problems: dict[str, str] = {}
+    volumes = {volume.get("name", "") for volume in task_wire.get("volumes", [])}
+    for i, volume in enumerate(task_wire.get("volumes", [])):
+        if "gcs" in volume and not volume["gcs"].get("bucket"):
+            problems[f"job.template.template.volumes[{i}].gcs.bucket"] = "a bucket is required"
+    for i, container in enumerate(task_wire["containers"]):
+        for j, mount in enumerate(container.get("volumeMounts", [])):
+            where = f"job.template.template.containers[{i}].volume_mounts[{j}]"
+            path = mount.get("mountPath", "")
+            if mount.get("name", "") not in volumes:
+                problems[f"{where}.name"] = f"no volume named {mount.get('name', '')!r} in the task template"
+            if not path.startswith("/"):
+                problems[f"{where}.mount_path"] = "must be an absolute path"
+            elif any(path == root or path.startswith(root + "/") for root in _DISALLOWED_MOUNT_ROOTS):
+                problems[f"{where}.mount_path"] = "volumes cannot be mounted at /dev, /proc or /sys"
+    return problems
+
+
 def _raise_problems(problems: dict[str, str]) -> None:
     if problems:
         raise ApiError(
@@ -133,6 +167,19 @@ def task_template(wire: Wire) -> TaskTemplate:
         max_retries=int(wire.get("maxRetries", limits.DEFAULT_MAX_RETRIES)),
         timeout_seconds=limits.parse_duration(wire.get("timeout", limits.DEFAULT_TASK_TIMEOUT)),
         wire=wire,
+        gcs_volumes=tuple(_gcs_volume(v) for v in wire.get("volumes", ()) if "gcs" in v),
+    )
+
+
+def _gcs_volume(wire: Wire) -> GcsVolume:
+    gcs = wire["gcs"]
+    options = dict(option.partition("=")[::2] for option in gcs.get("mountOptions", ()))
+    return GcsVolume(
+        name=wire.get("name", ""),
+        bucket=gcs.get("bucket", ""),
+        read_only=bool(gcs.get("readOnly", False)),
+        only_dir=options.get("only-dir", "").strip("/"),
+        implicit_dirs=options.get("implicit-dirs", "false") in ("", "true"),
     )
 
 
@@ -143,6 +190,9 @@ def _container(wire: Wire) -> Container:
         args=tuple(wire.get("args", ())),
         env=tuple(_env_var(v) for v in wire.get("env", ())),
         working_dir=wire.get("workingDir", ""),
+        volume_mounts=tuple(
+            VolumeMount(m.get("name", ""), m.get("mountPath", "")) for m in wire.get("volumeMounts", ())
+        ),
     )
 
 

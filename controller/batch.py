@@ -33,7 +33,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
-from controller.results import collect_results
+from controller.results import collect_results, make_item_folders
 from controller.retry import api_error_message, is_retryable
 from controller.store import Store
 
@@ -150,9 +150,10 @@ class BatchRunner:
             self.lease.release()
 
     def prepare(self, *, service_account: str | None = None) -> None:
-        """Create one-off jobs and write the manifests of packed launches."""
+        """Create one-off jobs and their tasks' result folders; write the manifests of packed launches."""
         for job in self.plan.one_off_jobs:
             self.cloud.ensure_job(job, service_account=service_account)
+        make_item_folders(self.store, self.plan)
         batch_id = self.plan.batch.batch_id
         files: list[tuple[str, bytes]] = []
         for launch in self.plan.launches:

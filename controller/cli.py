@@ -283,9 +283,11 @@ def _target(options: RunOptions, catalog: Catalog) -> tuple[str, Any]:
         return project or LOCAL_PROJECT, None
     if project:
         return project, None
-    from controller.emulator_jobs import catalog_emulator
+    from controller.emulator_jobs import catalog_emulator, report_buckets
 
-    return LOCAL_PROJECT, catalog_emulator(catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
+    buckets = report_buckets(options.report_to or catalog.report_to or "reports")
+    region = options.region or "us-central1"
+    return LOCAL_PROJECT, catalog_emulator(catalog, project=LOCAL_PROJECT, region=region, local_buckets=buckets)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from tenacity import RetryCallState
 
 from controller.clients import Clients
 from controller.durations import to_api_duration
-from controller.plan import ENV_LAUNCH_KEY, Launch, OneOffJob
+from controller.plan import ENV_LAUNCH_KEY, RESULTS_MOUNT_PATH, RESULTS_VOLUME, Launch, OneOffJob
 from controller.quota import Budget, Limiter
 from controller.report import ItemState
 from controller.retry import api_error_message, is_ambiguous, is_retryable, retrying
@@ -319,7 +319,15 @@ class CloudRun:
             resources=run_v2.ResourceRequirements(limits={"cpu": job.cpu, "memory": job.memory}),
             env=_secret_env(job.secret_env),
         )
-        template = run_v2.TaskTemplate(containers=[container], max_retries=job.max_retries)
+        volumes = []
+        if job.results is not None:  # the image has no runner: its tasks write results into this mount
+            # implicit-dirs: Cloud Storage FUSE then shows the items' folders, which exist as object names only;
+            # enable-hns=false: no layout probe listing the whole bucket, which the jobs may not (terraform/).
+            options = [f"only-dir={job.results.folder}", "implicit-dirs", "enable-hns=false"]
+            gcs = run_v2.GCSVolumeSource(bucket=job.results.bucket, read_only=False, mount_options=options)
+            volumes.append(run_v2.Volume(name=RESULTS_VOLUME, gcs=gcs))
+            container.volume_mounts = [run_v2.VolumeMount(name=RESULTS_VOLUME, mount_path=RESULTS_MOUNT_PATH)]
+        template = run_v2.TaskTemplate(containers=[container], volumes=volumes, max_retries=job.max_retries)
         if service_account:
             template.service_account = service_account
         request = run_v2.CreateJobRequest(

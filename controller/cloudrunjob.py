@@ -101,7 +101,7 @@ class CloudRunJob(BaseModel):
             return []
         spec = self._spec(args_list)
         project = self._project()
-        with _target(project, self.region) as (run_project, on_cloud):
+        with _target(project, self.region, self.report_to) as (run_project, on_cloud):
             report, url = self._fan_out(spec, run_project, on_cloud)
         by_index = {item.index: item for item in report.items}
         return [CloudRunJobResult(item=by_index[i], report_url=url) for i in range(len(args_list))]
@@ -174,7 +174,7 @@ class CloudRunJob(BaseModel):
 
 
 @contextlib.contextmanager
-def _target(project: str | None, region: str) -> Iterator[tuple[str, bool]]:
+def _target(project: str | None, region: str, report_to: str) -> Iterator[tuple[str, bool]]:
     """(project, on Google Cloud): a configured emulator, the project, or an embedded emulator for the call."""
     if os.environ.get(EMULATOR_HOST):
         yield project or LOCAL_PROJECT, False
@@ -182,9 +182,11 @@ def _target(project: str | None, region: str) -> Iterator[tuple[str, bool]]:
     if project:
         yield project, True
         return
-    from controller.emulator_jobs import catalog_emulator
+    from controller.emulator_jobs import catalog_emulator, report_buckets
 
-    with catalog_emulator(None, project=LOCAL_PROJECT, region=region) as emulator:
+    with catalog_emulator(
+        None, project=LOCAL_PROJECT, region=region, local_buckets=report_buckets(report_to)
+    ) as emulator:
         os.environ[EMULATOR_HOST] = emulator.url
         try:
             yield LOCAL_PROJECT, False

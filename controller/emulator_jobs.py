@@ -11,10 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
 from google.cloud import run_v2
 
 from cloudrun_emulator import Emulator, JobSeed, JobSource
 from controller.catalog import Catalog, CatalogError, JobDefinition, Volume, VpcAccess
+from controller.plan import LOCAL_RESULTS_BUCKET
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,25 @@ def catalog_emulator(catalog: Catalog | None = None, **options: Any) -> Emulator
         return Emulator(**options)
     local_images = {**catalog.local_images(), **(options.pop("local_images", None) or {})}
     return Emulator(job_seeds(catalog), local_images=local_images, **options)
+
+
+def report_buckets(report_to: str) -> dict[str, str]:
+    """The emulator's local buckets for a report destination: a local report folder stands for the bucket
+    one-off jobs mount their results from (``controller.plan.LOCAL_RESULTS_BUCKET``)."""
+    if report_to.startswith("gs://"):
+        return {}
+    return {LOCAL_RESULTS_BUCKET: str(Path(report_to).expanduser().resolve())}
+
+
+def emulator_buckets(url: str) -> dict[str, str]:
+    """The buckets the emulator at ``url`` maps to local folders (``GET /_emulator/buckets``); none when it
+    does not answer that (another emulator, or Cloud Run itself)."""
+    try:
+        response = requests.get(f"{url.rstrip('/')}/_emulator/buckets", timeout=10)
+        found = response.json().get("localBuckets", {}) if response.ok else {}
+    except (requests.RequestException, ValueError, AttributeError):
+        return {}
+    return {str(bucket): str(folder) for bucket, folder in found.items()} if isinstance(found, dict) else {}
 
 
 def job_source(jobs_dir: Path | None) -> JobSource:

@@ -36,7 +36,7 @@ from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
-from controller.plan import Mode, Plan, plan  # noqa: E402
+from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import ENDED, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
@@ -124,6 +124,16 @@ def prepare_task(batch_id: str, service_account: str | None) -> int:
     return runner.adopt_existing()
 
 
+def _results_volume(store: Store, batch_id: str, clients: Clients) -> ResultsVolume | None:
+    """Where one-off jobs mount the results folder; a local one only on an emulator that maps it."""
+    emulator = clients.endpoints.cloud_run
+    if emulator is None or store.url(batch_id).startswith("gs://"):
+        return results.volume(store, batch_id, {})
+    from controller.emulator_jobs import emulator_buckets
+
+    return results.volume(store, batch_id, emulator_buckets(emulator))
+
+
 def _watch(runner: BatchRunner, futures: list[PrefectFuture[str | None]]) -> None:
     """Watch in the flow's own thread while launch tasks run, so the progress is live from the start."""
     runner.watch(launching_done=lambda: all(f.state.is_final() for f in futures))
@@ -152,6 +162,7 @@ def execute(
         mode=options.mode,
         manifest_root=manifests.url(batch.batch_id, "manifests"),
         results_root=store.url(batch.batch_id, results.FOLDER),
+        results_volume=_results_volume(store, batch.batch_id, clients),
     )
     budget = Budget.for_project(options.rates, project=options.project, region=options.region)
     cloud = CloudRun(clients, options.project, options.region, budget)
@@ -360,9 +371,12 @@ def _target(options: RunOptions, catalog: Catalog) -> Iterator[str]:
     if project or Endpoints.from_env().cloud_run:
         yield project or LOCAL_PROJECT
         return
-    from controller.emulator_jobs import catalog_emulator
+    from controller.emulator_jobs import catalog_emulator, report_buckets
 
-    emulator = catalog_emulator(catalog, project=LOCAL_PROJECT, region=options.region or "us-central1")
+    buckets = report_buckets(options.report_to or catalog.report_to or "reports")
+    emulator = catalog_emulator(
+        catalog, project=LOCAL_PROJECT, region=options.region or "us-central1", local_buckets=buckets
+    )
     emulator.start()
     previous = os.environ.get("FANOUT_EMULATOR_HOST")
     os.environ["FANOUT_EMULATOR_HOST"] = emulator.url

@@ -26,6 +26,14 @@ ENV_MANIFEST = "FANOUT_MANIFEST"
 ENV_MANIFEST_CHUNK = "FANOUT_MANIFEST_CHUNK"
 ENV_RESULTS_URI = "FANOUT_RESULTS_URI"  # where the runner stores item results (controller.results)
 ENV_ITEM_KEY = "FANOUT_ITEM_KEY"
+ENV_RESULT_FILE = "FANOUT_RESULT_FILE"  # where a task writes its JSON result (controller.results)
+ENV_RESULT_DIR = "FANOUT_RESULT_DIR"  # the item's results folder in a one-off task: <task index>.json goes there
+# One-off images have no runner to upload a result: their jobs mount the batch's results folder (a Cloud
+# Storage volume, only-dir=<prefix><batch>/results) here, so a file written under it is the result object.
+RESULTS_VOLUME = "fanout-results"
+RESULTS_MOUNT_PATH = "/fanout/results"
+# The bucket name a local report folder goes by in one-off jobs' volumes; the emulator maps it to the folder.
+LOCAL_RESULTS_BUCKET = "fanout-local-reports"
 
 
 class Mode(StrEnum):
@@ -43,6 +51,14 @@ class PlanError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ResultsVolume:
+    """Where one-off tasks' results go: a bucket and the batch's results folder in it (the ``only-dir``)."""
+
+    bucket: str
+    folder: str
+
+
+@dataclass(frozen=True, slots=True)
 class OneOffJob:
     """A job the controller creates for items that give an image and a command instead of a job name."""
 
@@ -53,6 +69,7 @@ class OneOffJob:
     memory: str
     max_retries: int
     secret_env: tuple[tuple[str, str, str], ...]
+    results: ResultsVolume | None = None  # mounted at RESULTS_MOUNT_PATH
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +122,7 @@ def manifest_chunks(launch: Launch, chunk: int = MANIFEST_CHUNK) -> Iterator[tup
         yield f"{start // chunk:05d}.json", json.dumps(body, separators=(",", ":")).encode()
 
 
-def one_off_job_for(item: Item) -> OneOffJob:
+def one_off_job_for(item: Item, results: ResultsVolume | None = None) -> OneOffJob:
     """The job an image/command item runs on.
 
     The job's command is only the program (``command[0]``); the rest of the command travels with each run
@@ -122,8 +139,10 @@ def one_off_job_for(item: Item) -> OneOffJob:
         memory=item.memory or "512Mi",
         max_retries=item.retries if item.retries is not None else 0,
         secret_env=item.secret_env,
+        results=results,
     )
-    identity = json.dumps([job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env])
+    mount = [results.bucket, results.folder] if results else None
+    identity = json.dumps([job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env, mount])
     return replace(job, name=f"fanout-oneoff-{hashlib.sha256(identity.encode()).hexdigest()[:16]}")
 
 
@@ -145,13 +164,13 @@ def _packable(item: Item, job: JobDefinition | None) -> str | None:
     return None
 
 
-def _jobs_of(batch: Batch) -> tuple[dict[str, OneOffJob], list[str]]:
+def _jobs_of(batch: Batch, results: ResultsVolume | None) -> tuple[dict[str, OneOffJob], list[str]]:
     """The one-off jobs the batch needs, and the job each item runs on, by item index."""
     one_offs: dict[str, OneOffJob] = {}
     job_of_item: list[str] = []
     for item in batch.items:
         if item.job is None:
-            one_off = one_off_job_for(item)
+            one_off = one_off_job_for(item, results)
             one_offs.setdefault(one_off.name, one_off)
             job_of_item.append(one_off.name)
         else:
@@ -241,10 +260,27 @@ def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, it
     )
 
 
-def _with_results(launch: Launch, results_root: str) -> Launch:
+def _with_results(launch: Launch, results_root: str, mounted: bool) -> Launch:
     # A packed task finds its item's key in the manifest; an item launched alone is told it.
     key = () if launch.packed else ((ENV_ITEM_KEY, launch.items[0].key),)
-    return replace(launch, env=(*launch.env, (ENV_RESULTS_URI, results_root), *key))
+    return replace(launch, env=(*launch.env, (ENV_RESULTS_URI, results_root), *key, *_result_paths(launch, mounted)))
+
+
+def _result_paths(launch: Launch, mounted: bool) -> tuple[tuple[str, str], ...]:
+    """Where a one-off task writes its result in the mounted results folder.
+
+    Cloud Run documents ``$(VAR)`` expansion in an env value from "the previous defined environment
+    variables in the container" (``EnvVar.value``); ``CLOUD_RUN_TASK_INDEX`` is set by the runtime, not in
+    that list, so nothing documents that a value given to every task can name each task's file. An item of
+    one task is given its file; an item of several tasks its folder, where each writes
+    ``$CLOUD_RUN_TASK_INDEX.json``.
+    """
+    item = launch.items[0]
+    if not mounted or launch.packed or item.job is not None:
+        return ()
+    folder = f"{RESULTS_MOUNT_PATH}/{item.key}"
+    one_file = ((ENV_RESULT_FILE, f"{folder}/0.json"),) if launch.task_count == 1 else ()
+    return ((ENV_RESULT_DIR, folder), *one_file)
 
 
 def plan(
@@ -255,11 +291,13 @@ def plan(
     manifest_root: str = "",
     max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
     results_root: str = "",
+    results_volume: ResultsVolume | None = None,
 ) -> Plan:
     """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
     (``gs://bucket/prefix/<batch>/manifests`` or a local folder), ``results_root`` where item results go
-    (given to every launch as ``FANOUT_RESULTS_URI``, with ``FANOUT_ITEM_KEY`` when it carries one item)."""
-    one_offs, job_of_item = _jobs_of(batch)
+    (given to every launch as ``FANOUT_RESULTS_URI``, with ``FANOUT_ITEM_KEY`` when it carries one item);
+    ``results_volume`` the same folder as one-off jobs mount it (``FANOUT_RESULT_FILE`` in their tasks)."""
+    one_offs, job_of_item = _jobs_of(batch, results_volume)
     groups, single = _grouped(batch, catalog, job_of_item, mode)
     # Launch order follows the spec: a group starts where its first item stands.
     units: list[tuple[int, str, list[Item] | Item]] = [(item.index, job_of_item[item.index], item) for item in single]
@@ -275,5 +313,5 @@ def plan(
         for index, (_, job_name, unit) in enumerate(units)
     ]
     if results_root:
-        launches = [_with_results(launch, results_root) for launch in launches]
+        launches = [_with_results(launch, results_root, results_volume is not None) for launch in launches]
     return Plan(batch=batch, mode=mode, launches=tuple(launches), one_off_jobs=tuple(one_offs.values()))

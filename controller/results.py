@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from controller.plan import ENV_RESULT_DIR, LOCAL_RESULTS_BUCKET, Plan, ResultsVolume
 from controller.redact import MASK
 from controller.report import ItemResult, ItemState
 from controller.store import Store, StoreError
@@ -35,6 +36,42 @@ _Found = dict[str, dict[int, tuple[str, int]]]
 def result_name(key: str, task: int) -> str:
     """Where one task's value lies, relative to the batch."""
     return f"{FOLDER}/{key}/{task}.json"
+
+
+def volume(store: Store, batch_id: str, local_buckets: Mapping[str, str]) -> ResultsVolume | None:
+    """The batch's results folder as one-off jobs mount it: its bucket and folder. A local report folder has
+    no bucket on Google Cloud; an emulator that maps ``LOCAL_RESULTS_BUCKET`` to it (``local_buckets``, from
+    ``fanout emulator --bucket-dir``) stands it in; else None: no mount, and one-off items return no result."""
+    url = store.url(batch_id, FOLDER)
+    if url.startswith("gs://"):
+        bucket, _, folder = url.removeprefix("gs://").partition("/")
+        return ResultsVolume(bucket, folder)
+    mapped = local_buckets.get(LOCAL_RESULTS_BUCKET)
+    if mapped is None or Path(mapped).resolve() != Path(store.url(batch_id)).parent.resolve():
+        return None
+    return ResultsVolume(LOCAL_RESULTS_BUCKET, f"{batch_id}/{FOLDER}")
+
+
+FOLDER_MARKER = ".fanout-folder"  # an empty object that makes an item's folder exist; the collector skips it
+
+
+def make_item_folders(store: Store, plan: Plan) -> None:
+    """The folders one-off tasks write ``<task>.json`` into, made before they run: a file cannot be created
+    in a folder that does not exist, and in Cloud Storage a folder exists (for a mount with implicit-dirs)
+    once an object is named inside it, so each item's folder gets an empty ``FOLDER_MARKER`` object."""
+    batch_id = plan.batch.batch_id
+    folders = [
+        f"{FOLDER}/{launch.items[0].key}"
+        for launch in plan.launches
+        if any(name == ENV_RESULT_DIR for name, _ in launch.env)
+    ]
+    if not folders:
+        return
+    if store.url(batch_id).startswith("gs://"):
+        store.write_many(batch_id, [(f"{folder}/{FOLDER_MARKER}", b"") for folder in folders])
+        return
+    for folder in folders:
+        Path(store.url(batch_id, folder)).mkdir(parents=True, exist_ok=True)
 
 
 def list_results(store: Store, batch_id: str) -> _Found:
@@ -233,6 +270,8 @@ __all__ = [
     "collect_results",
     "jsonl_chunks",
     "list_results",
+    "make_item_folders",
     "read_results",
     "result_name",
+    "volume",
 ]

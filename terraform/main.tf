@@ -81,10 +81,12 @@ locals {
   results_condition = "resource.name.startsWith(\"${local.object_prefix}${var.report_prefix}\") && resource.name.extract(\"${local.object_prefix}${var.report_prefix}{batch}/results/\") != \"\""
 
   # A listing is checked on the bucket, not on objects: its prefix is the request attribute
-  # storage.googleapis.com/objectListPrefix ("" on every other request, so this admits listings only).
-  # gcsfuse needs it for a results folder mounted with only-dir; its layout probe at mount time
-  # (GetStorageLayout, on unless the volume passes enable-hns=false) would need listing the whole bucket.
-  results_list_condition = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").endsWith(\"/results/\")"
+  # storage.googleapis.com/objectListPrefix ("" on every other request, so this admits listings only),
+  # held to a batch's results folder or a folder in it the same way. gcsfuse lists the folder mounted with
+  # only-dir, and with implicit-dirs an item's folder in it before it creates a file there; its layout
+  # probe at mount time (GetStorageLayout, on unless the volume passes enable-hns=false) would need listing
+  # the whole bucket.
+  results_list_condition = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").extract(\"${var.report_prefix}{batch}/results/\") != \"\""
 }
 
 # --- identities -------------------------------------------------------------------------------------
@@ -474,14 +476,16 @@ resource "google_project_iam_custom_role" "object_reader" {
   permissions = ["storage.objects.get"]
 }
 
-# Item results: create-only writes (the runner uploads with ifGenerationMatch=0, so a retry never needs to
-# replace an object), plus the look-ups a Cloud Storage FUSE volume makes before it creates a file.
+# Item results: the runner writes create-only (ifGenerationMatch=0, so its retries never replace an object);
+# a one-off task writes through a Cloud Storage FUSE volume, which looks a file up and lists its folder
+# before it creates it, and replaces the file an earlier attempt of a retried task wrote (an overwrite is
+# checked against storage.objects.delete).
 resource "google_project_iam_custom_role" "result_writer" {
   project     = var.project_id
   role_id     = "${local.role_prefix}_result_writer"
   title       = "Fan-out: write item results"
-  description = "Create result objects; look them up and list a results folder through a Cloud Storage volume."
-  permissions = ["storage.objects.create", "storage.objects.get", "storage.objects.list"]
+  description = "Create and replace result objects; look them up and list a results folder through a Cloud Storage volume."
+  permissions = ["storage.objects.create", "storage.objects.delete", "storage.objects.get", "storage.objects.list"]
 }
 
 resource "google_storage_bucket_iam_member" "controller_objects" {

@@ -169,6 +169,8 @@ class EmulatorApp:
                 return error.http_code, error.body()
             self.faults.set(faults)
             return 200, faults.model_dump(mode="json")
+        if path == "/_emulator/buckets" and method == "GET":
+            return 200, {"localBuckets": {b: str(f) for b, f in self.service.runtime.volumes.local_buckets.items()}}
         if path == "/_emulator/healthz":
             return 200, {"status": "ok"}
         error = ApiError("NOT_FOUND", f"No emulator endpoint {method} {path}.")

@@ -139,6 +139,20 @@ def test_outside_a_flow_a_failing_command_reports_its_state_and_exit_code(local:
     assert job.map([]) == []
 
 
+def test_run_returns_what_the_command_wrote_to_fanout_result_file(local: Path) -> None:
+    """An image without the fanout runner: the result comes back through the job's Cloud Storage volume,
+    which the embedded emulator maps to the local report folder."""
+    from controller import CloudRunJob
+
+    write = "import json, os, sys; json.dump({'args': sys.argv[1:]}, open(os.environ['FANOUT_RESULT_FILE'], 'w'))"
+    job = CloudRunJob(image="python:3.12-slim", region="us-central1", command=[PYTHON, "-c", write], args=["x", "y"])
+
+    result = job.run()
+
+    assert result.state is ItemState.SUCCEEDED
+    assert result.result == {"args": ["x", "y"]}
+
+
 def test_invalid_fields_are_refused_by_name() -> None:
     from controller import CloudRunJob
 

@@ -175,6 +175,7 @@ def test_bucket_access_is_object_calls_only_under_prefixes(module):
         }
     assert custom["result_writer"]["permissions"] == [
         "storage.objects.create",
+        "storage.objects.delete",  # a retried one-off attempt replaces its file in the results volume
         "storage.objects.get",
         "storage.objects.list",
     ]
@@ -193,7 +194,10 @@ def test_results_condition_admits_only_a_batchs_results_folder(module):
     condition = expression(locals_of(module)["results_condition"]) or locals_of(module)["results_condition"]
     assert "resource.name.startsWith(" in condition and ".extract(" in condition and "{batch}/results/" in condition
     listing = locals_of(module)["results_list_condition"]
-    assert "storage.googleapis.com/objectListPrefix" in listing and 'endsWith(\\"/results/\\")' in listing
+    assert (
+        "storage.googleapis.com/objectListPrefix" in listing
+        and '.extract(\\"${var.report_prefix}{batch}/results/\\")' in listing
+    )
 
 
 def test_secret_access_follows_each_jobs_identity_and_extra_secrets(module):
