@@ -372,9 +372,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     options = RunOptions.from_cli(args)
     catalog = _catalog(options)
     spec = load_batch(Path(args.spec), catalog) if args.spec else None
-    storage = _storage_client() if args.report.startswith("gs://") else None
     try:
-        todo = plan_rerun(args.report, states=args.states, spec=spec, spec_name=args.spec, storage_client=storage)
+        todo = plan_rerun(
+            args.report, states=args.states, spec=spec, spec_name=args.spec, storage_client=_gcs_if(args.report)
+        )
     except NothingToRerun as exc:
         print(f"fanout: {exc}")
         return EXIT_OK
