@@ -28,8 +28,11 @@ def test_rerun_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_again_and_rerun_from_the_command_line(
-    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the session's server, not another
     batch_id = f"cli-{uuid.uuid4().hex[:8]}"
     items = [{"key": f"ok-{i}", "job": "hello", "args": [f"n{i}"]} for i in range(2)]
     items.append({"key": "bad", "job": "flaky", "args": ["--exit-code", "3"], "env": {"TOKEN": {"value": SECRET}}})

@@ -200,7 +200,7 @@ def test_a_finished_batch_run_again_launches_nothing_and_says_so_in_its_state(
     lines = state.message.splitlines()
     assert (
         lines[0]
-        == f"batch finished-state already finished at {when} (2 of 4 items did not succeed): nothing was launched."
+        == f"batch {batch_id} already finished at {when} (2 of 4 items did not succeed): nothing was launched."
     )
     assert lines[1] == f"report: {url}"
     assert lines[2].startswith("to run it anew:        fanout run SPEC --batch-id b-")
