@@ -351,10 +351,11 @@ def rerun(
     """Rerun a finished batch's items in ``states`` (default: every state but succeeded) as a new batch,
     through the ``fan_out`` flow: a flow run of its own. ``report`` is a report.json, its folder or a gs://
     URL; ``spec`` the batch's spec, needed only for items with literal secrets; ``parameters`` are
-    ``fan_out``'s (``report_to`` defaults to the parent's report location). Returns what ``fan_out`` does."""
+    ``fan_out``'s (``report_to`` defaults to the parent's report location). Returns what ``fan_out`` does: the
+    summary, or it raises ``ItemsFailed`` when rerun items fail again (unless ``fail_on_item_failure=False``)."""
     from controller.flow import fan_out
 
-    listed = None if states is None else [str(s) for s in ([states] if isinstance(states, str) else states)]
+    listed = None if states is None else [str(s) for s in (states.split(",") if isinstance(states, str) else states)]
     return fan_out(batch=spec, rerun_of=report, rerun_states=listed, **parameters)
 
 
