@@ -25,6 +25,7 @@ from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
 from controller.redact import Redactor
 from controller.report import (
+    BatchLink,
     BatchStatus,
     ItemResult,
     ItemState,
@@ -33,6 +34,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
+from controller.rerun import save_spec
 from controller.results import collect_results, make_item_folders
 from controller.retry import api_error_message, is_retryable
 from controller.store import Store
@@ -95,6 +97,7 @@ class BatchRunner:
     deadline_seconds: float | None = None
     sleep: Callable[[float], None] = time.sleep
     lease_seconds: float = LEASE_SECONDS
+    rerun_of: BatchLink | None = None  # the batch whose items this one reruns (controller.rerun)
 
     def __post_init__(self) -> None:
         self.states = [LaunchState(launch) for launch in self.plan.launches]
@@ -137,6 +140,11 @@ class BatchRunner:
             seconds=self.lease_seconds,
         )
         self.started_at = datetime.fromisoformat(self.lease.record["started_at"])
+        try:
+            save_spec(self.store, batch)  # what a rerun of its items needs; literal secrets withheld
+        except BaseException:
+            self.lease.release()
+            raise
         if nonce := self.lease.record.get("nonce"):
             self.states = [
                 LaunchState(_keyed(s.launch, f"{batch.batch_id}/{nonce}/{s.launch.index:05d}")) for s in self.states
@@ -511,6 +519,7 @@ class BatchRunner:
             launches=self.launch_results(),
             items=items,
             problems=[self.redact(p) for p in self.problems],
+            rerun_of=self.rerun_of,
         )
 
 

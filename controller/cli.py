@@ -31,8 +31,9 @@ from controller.plan import Launch, Mode, Plan, PlanError, plan
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
 from controller.report import Report
+from controller.rerun import NothingToRerun, RerunError, finished_notice, plan_rerun, standing_report
 from controller.spec import Batch, SpecError, load_batch
-from controller.store import StoreError
+from controller.store import StoreError, open_store
 from controller.summary import plural, print_summary
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -46,7 +47,7 @@ class InputError(Exception):
 
 
 # What a user can fix: each is one line ``fanout: ...`` and exit 2, never a traceback.
-USER_ERRORS = (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError)
+USER_ERRORS = (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError, RerunError)
 
 
 SPEC_HELP = """\
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Validate a batch and print the executions it would start, with no API call.",
     )
 
+    _rerun_command(sub)
+
     emulator = sub.add_parser(
         "emulator",
         help="serve the local Cloud Run Admin API v2 + Cloud Logging emulator",
@@ -148,6 +151,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RERUN_HELP = """\
+examples:
+  fanout rerun reports/nightly                      # every item that did not succeed
+  fanout rerun gs://my-bucket/fanout/nightly/report.json --states failed,timed_out
+  fanout rerun reports/nightly --spec nightly.yaml  # items with literal secrets: the spec again
+
+The new batch is <batch>-rerun-<n>, written beside the report unless --report-to says otherwise; its
+report says rerun_of, and the report it reruns lists it under reruns. Nothing to rerun: a message, exit 0.
+"""
+
+
+def _rerun_command(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "rerun",
+        help="run a finished batch's items that did not succeed again, as a new batch",
+        description=_wrap(
+            "Run again, as a new batch, the items of a finished batch that did not succeed (or those in "
+            "--states), each with its original job or image, args and env, taken from the spec the batch stored "
+            "beside its report (literal secrets are never stored: for them give the spec again with --spec). "
+            "Exit codes as for fanout run; 2 for a missing or malformed report, unknown states or a spec that "
+            "is not the batch's, before anything starts."
+        ),
+        epilog=RERUN_HELP,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("report", help="the batch's report.json, its folder, or gs://BUCKET/PREFIX/BATCH/report.json")
+    parser.add_argument(
+        "--states",
+        help="comma-separated states of the items to rerun: failed, timed_out, cancelled, not_launched, "
+        "succeeded (default: every state but succeeded)",
+    )
+    parser.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="the spec file the batch ran, given again: only needed when items to rerun have literal secret "
+        "values; it must be that very spec (checked by digest)",
+    )
+    add_arguments(parser, "run")
+
+
 def _count(text: str) -> int:
     """A count given on the command line: a short whole number, 0 or more."""
     if not (text.isascii() and text.isdigit() and len(text) <= 9):
@@ -161,12 +204,16 @@ def _error(message: str) -> int:
     return EXIT_INVALID
 
 
-def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
-    """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
+def _catalog(options: RunOptions) -> Catalog:
     try:
-        catalog = Catalog.load(options.catalog)
+        return Catalog.load(options.catalog)
     except OSError as exc:  # a name the file system refuses (too long, a loop); a missing one is a CatalogError
         raise InputError(f"catalog {options.catalog!r:.60}: {exc.strerror or exc}") from None
+
+
+def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
+    """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
+    catalog = _catalog(options)
     batch = load_batch(source, catalog, batch_id=options.batch_id)
     return catalog, batch, plan(batch, catalog, mode=Mode(options.mode), manifest_root="<report-to>/manifests")
 
@@ -290,11 +337,73 @@ def _target(options: RunOptions, catalog: Catalog) -> tuple[str, Any]:
     return LOCAL_PROJECT, catalog_emulator(catalog, project=LOCAL_PROJECT, region=region, local_buckets=buckets)
 
 
+def _storage_client() -> Any:
+    """A google-cloud-storage client for reading reports (fake-gcs-server when STORAGE_EMULATOR_HOST is set)."""
+    from controller.clients import Clients, Endpoints
+
+    return Clients(project=os.environ.get("FANOUT_PROJECT") or "-", endpoints=Endpoints.from_env()).storage
+
+
+def _gcs_if(destination: str) -> Any:
+    return _storage_client() if destination.startswith("gs://") else None
+
+
+def _finished_already(
+    options: RunOptions, catalog: Catalog, batch: Batch, the_plan: Plan, spec: str | None
+) -> int | None:
+    """When the batch already ran to its end where its report goes: say so plainly, and the exit code its
+    report gives; else None. Before the Prefect server or the emulator starts."""
+    if options.report_block:
+        return None  # the flow finds it in the block's bucket, and says the same in its state message
+    destination = options.report_to or catalog.report_to or "reports"
+    store = open_store(destination, _gcs_if(destination))
+    report = standing_report(store, batch, len(the_plan.launches))
+    if report is None:
+        return None
+    print(finished_notice(report, store.url(batch.batch_id, "report.json"), spec))
+    return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions.from_cli(args)
-    catalog, batch, _ = _load(options, args.batch)  # validate before anything starts: invalid input launches nothing
+    catalog, batch, the_plan = _load(options, args.batch)  # validate first: invalid input launches nothing
+    return _launch(options, catalog, batch, the_plan, {"batch": args.batch, "batch_id": batch.batch_id}, args.batch)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    options = RunOptions.from_cli(args)
+    catalog = _catalog(options)
+    spec = load_batch(Path(args.spec), catalog) if args.spec else None
+    try:
+        todo = plan_rerun(
+            args.report, states=args.states, spec=spec, spec_name=args.spec, storage_client=_gcs_if(args.report)
+        )
+    except NothingToRerun as exc:
+        print(f"fanout: {exc}")
+        return EXIT_OK
+    if not (options.report_to or options.report_block):
+        options = options.model_copy(update={"report_to": todo.parent.root})
+    destination = None if options.report_block else str(options.report_to)
+    store = None if destination is None else open_store(destination, _gcs_if(destination))
+    batch = todo.batch(catalog, todo.candidate_id(store, options.batch_id))
+    the_plan = plan(batch, catalog, mode=Mode(options.mode), manifest_root="<report-to>/manifests")
+    flow_args = {
+        "batch": args.spec,
+        "rerun_of": args.report,
+        "rerun_states": [str(state) for state in todo.states],
+        "batch_id": options.batch_id,
+    }
+    return _launch(options, catalog, batch, the_plan, flow_args, None)
+
+
+def _launch(
+    options: RunOptions, catalog: Catalog, batch: Batch, the_plan: Plan, flow_args: dict[str, Any], spec: str | None
+) -> int:
+    """Run the flow for a checked batch (``flow_args``: the flow's batch parameters); the exit code."""
     project, emulator = _target(options, catalog)
     _check_report_to(options, catalog, embedded=emulator is not None)
+    if (code := _finished_already(options, catalog, batch, the_plan, spec)) is not None:
+        return code
 
     from controller.prefect_server import ServerError, ServerSettingError, local_api
 
@@ -314,7 +423,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log_to_console(console, quiet=options.quiet, reported=USER_ERRORS)
     try:
-        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, args.batch)
+        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, flow_args)
     finally:
         if emulator is not None:
             emulator.stop()
@@ -330,7 +439,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_flow(
-    fan_out: Any, options: RunOptions, batch: Batch, catalog: Catalog, project: str, console: Console, source: str
+    fan_out: Any,
+    options: RunOptions,
+    batch: Batch,
+    catalog: Catalog,
+    project: str,
+    console: Console,
+    flow_args: dict[str, Any],
 ) -> tuple[Report | None, str | None, bool]:
     """Run the flow in this process with live progress; returns the report, where it went, and whether the
     run was interrupted."""
@@ -345,7 +460,8 @@ def _run_flow(
     tokens = [
         (progress_sink, progress_sink.set(progress.update if progress is not None else None)),
         (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
-        (prepared_batch, prepared_batch.set(batch)),
+        # A rerun's batch gets its id in the flow, which lists it in the report it reruns.
+        (prepared_batch, prepared_batch.set(None if "rerun_of" in flow_args else batch)),
         (prepared_catalog, prepared_catalog.set(catalog)),
     ]
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -356,7 +472,7 @@ def _run_flow(
             task_runner=ThreadPoolTaskRunner(max_workers=min(MAX_LAUNCH_THREADS, options.concurrency))
         )
         # The state, not its result: a Failed run (items failed) is exit 1 from the report, not a traceback.
-        state = flow(batch=source, **{**parameters, "project": project, "batch_id": batch.batch_id}, return_state=True)
+        state = flow(**{**parameters, "project": project, **flow_args}, return_state=True)
         if "report" not in captured:
             state.result()  # a crash before the report: raise what the flow raised
     except KeyboardInterrupt:
@@ -394,12 +510,10 @@ def cmd_report_show(args: argparse.Namespace) -> int:
     from controller.report import Report
 
     if args.url.startswith("gs://"):
-        from controller.clients import Clients, Endpoints
         from controller.store import read_url
 
         url = args.url if args.url.endswith(".json") else args.url.rstrip("/") + "/report.json"
-        storage = Clients(project=os.environ.get("FANOUT_PROJECT") or "-", endpoints=Endpoints.from_env()).storage
-        data = read_url(url, storage, limit=MAX_REPORT_BYTES)
+        data = read_url(url, _storage_client(), limit=MAX_REPORT_BYTES)
     else:
         url = args.url
         data = _read_local_report(Path(args.url).expanduser())
@@ -433,6 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "rerun":
+            return cmd_rerun(args)
         return cmd_report_show(args)
     except USER_ERRORS as exc:
         for line in str(exc).splitlines():

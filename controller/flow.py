@@ -27,9 +27,10 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
-from prefect.states import Failed  # noqa: E402
+from prefect.states import Completed, Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+from controller import rerun as reruns  # noqa: E402
 from controller import results  # noqa: E402
 from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
@@ -38,7 +39,7 @@ from controller.cloudrun import CloudRun  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
-from controller.report import ENDED, ItemState, Report  # noqa: E402
+from controller.report import BatchLink, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
 from controller.store import Store, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
@@ -149,6 +150,7 @@ def execute(
     manifest_store: Store | None = None,
     flow_run_id: str | None = None,
     use_prefect_tasks: bool = True,
+    rerun_of: BatchLink | None = None,
 ) -> tuple[Report, str]:
     """Run a validated batch to its report. Returns the report and where it was written.
 
@@ -175,6 +177,7 @@ def execute(
         poll=options.poll,
         progress=progress_sink.get(),
         deadline_seconds=options.deadline_seconds,
+        rerun_of=rerun_of,
     )
     # Outside the try: a run refused the batch (another spec, another live controller) writes nothing.
     resumed = runner.open_batch(project=options.project, region=options.region, flow_run_id=flow_run_id)
@@ -259,18 +262,7 @@ def _finished_report(runner: BatchRunner, store: Store) -> Report | None:
     deleted at its end, so looking executions up by launch key would not find them and would run the items
     a second time.
     """
-    data = store.read(runner.plan.batch.batch_id, "report.json")
-    if data is None:
-        return None
-    try:
-        report = Report.from_json(data)
-    except ValueError:  # unreadable or another schema: resume from the executions instead
-        return None
-    if report.spec_digest != runner.plan.batch.digest or len(report.launches) != len(runner.states):
-        return None
-    if any(launch.execution is None or launch.state not in ENDED for launch in report.launches):
-        return None
-    return report
+    return reruns.standing_report(store, runner.plan.batch, len(runner.states))
 
 
 def _delete_one_off_jobs(runner: BatchRunner) -> None:
@@ -431,22 +423,77 @@ def _final_state(report: Report, url: str, fail_on_item_failure: bool) -> dict[s
     return Failed(message=message, data=ItemsFailed(message, summary))
 
 
-def _fan_out(batch: str | dict[str, Any], **parameters: Any) -> dict[str, Any] | State[Any]:
+def _standing_state(report: Report, url: str, spec: Any, fail_on_item_failure: bool) -> State[Any]:
+    """The state of a run that found its batch finished: nothing launched, and how to run it again."""
+    notice = reruns.finished_notice(report, url, spec if isinstance(spec, str) else None)
+    get_run_logger().info(notice)
+    summary = _summary(report, url)
+    if isinstance(_final_state(report, url, fail_on_item_failure), dict):
+        return Completed(message=notice, data=summary)
+    return Failed(message=notice, data=ItemsFailed(notice, summary))
+
+
+def _fan_out(
+    batch: str | dict[str, Any] | None = None,
+    rerun_of: str | None = None,
+    rerun_states: list[str] | None = None,
+    **parameters: Any,
+) -> dict[str, Any] | State[Any]:
     options = RunOptions.from_parameters(parameters)
+    if batch is None and rerun_of is None:
+        raise ValueError("give the batch spec (batch=...), or a report to rerun the failures of (rerun_of=...)")
     job_catalog = prepared_catalog.get() or Catalog.load(options.catalog)
-    with _target(options, job_catalog) as project:
-        report, url = _run_batch(batch, options, job_catalog, project)
+    try:
+        with _target(options, job_catalog) as project:
+            rerun = None if rerun_of is None else (rerun_of, rerun_states)
+            report, url = _run_batch(batch, options, job_catalog, project, rerun)
+    except reruns.NothingToRerun as exc:
+        get_run_logger().info("%s", exc)
+        return Completed(message=str(exc), data={"batch_id": None, "rerun_of": rerun_of, "total": 0})
+    if report.flow_run_id != current_flow_run.id:  # an earlier run's report stood: this run launched nothing
+        return _standing_state(report, url, batch, options.fail_on_item_failure)
     return _final_state(report, url, options.fail_on_item_failure)
 
 
+def _batch_to_run(
+    batch: str | dict[str, Any] | None,
+    options: RunOptions,
+    job_catalog: Catalog,
+    clients: Clients,
+    rerun: tuple[str, list[str] | None] | None,
+) -> tuple[Batch, RunOptions, BatchLink | None]:
+    """The batch to run, the options to run it with and, for a rerun, the batch it reruns: a rerun's report
+    goes beside its parent's unless the options say where, and is listed in the parent's report here."""
+    spec = None if batch is None else _load_batch(batch, options, job_catalog, clients)
+    if rerun is None:
+        assert spec is not None
+        return spec, options, None
+    report, states = rerun
+    todo = reruns.plan_rerun(
+        report,
+        states=states,
+        spec=spec,
+        spec_name=batch if isinstance(batch, str) else "(the spec given)",
+        storage_client=clients.storage if report.startswith("gs://") else None,
+    )
+    if not (options.report_to or options.report_block):
+        options = options.model_copy(update={"report_to": todo.parent.root})
+    store, _ = _stores(options, job_catalog, clients)
+    return todo.start(job_catalog, store, options.batch_id), options, todo.link
+
+
 def _run_batch(
-    batch: str | dict[str, Any], options: RunOptions, job_catalog: Catalog, project: str
+    batch: str | dict[str, Any] | None,
+    options: RunOptions,
+    job_catalog: Catalog,
+    project: str,
+    rerun: tuple[str, list[str] | None] | None = None,
 ) -> tuple[Report, str]:
     logger = get_run_logger()
     credentials = load_credentials(options.gcp_credentials_block)
     clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
+    the_batch, options, rerun_link = _batch_to_run(batch, options, job_catalog, clients, rerun)
     store, manifest_store = _stores(options, job_catalog, clients)
-    the_batch = _load_batch(batch, options, job_catalog, clients)
     _name_flow_run(the_batch.batch_id)
     runtime = Options.resolve(options, job_catalog, project=project, report_to=store.url("").rstrip("/"))
     logger.info(
@@ -472,6 +519,7 @@ def _run_batch(
             store=store,
             manifest_store=manifest_store,
             flow_run_id=current_flow_run.id,
+            rerun_of=rerun_link,
         )
     finally:
         progress_sink.reset(token)
@@ -484,7 +532,13 @@ def _run_batch(
 # The flow's parameters are the batch and every flow option of RunOptions, with their defaults and the
 # descriptions the Prefect UI shows: Prefect reads both from the function's signature and docstring.
 _fan_out.__signature__ = flow_signature(  # type: ignore[attr-defined]
-    [inspect.Parameter("batch", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str | dict[str, Any])],
+    [
+        inspect.Parameter(
+            "batch", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=str | dict[str, Any] | None
+        ),
+        inspect.Parameter("rerun_of", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
+        inspect.Parameter("rerun_states", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=list[str] | None),
+    ],
     dict[str, Any],
 )
 _fan_out.__doc__ = flow_docstring(
@@ -492,7 +546,13 @@ _fan_out.__doc__ = flow_docstring(
     "Returns the report's summary and location.",
     {
         "batch": "The batch spec: a file path (relative to the working directory), a gs:// URL, or the spec "
-        "itself as YAML/JSON text or an object."
+        "itself as YAML/JSON text or an object. With rerun_of, optional: the spec the rerun batch ran, "
+        "needed only when the items to rerun have literal secrets (which are never stored).",
+        "rerun_of": "Rerun items of this finished batch instead: its report.json, the report's folder or a gs:// "
+        "URL. The new batch (id <batch>-rerun-<n>) is written beside it unless report_to says otherwise, and "
+        "the two reports link to each other.",
+        "rerun_states": "With rerun_of: the states of the items to rerun (succeeded, failed, timed_out, "
+        "cancelled, not_launched); default: every state but succeeded.",
     },
 )
 fan_out: Flow[..., dict[str, Any] | State[Any]] = flow(

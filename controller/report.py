@@ -180,6 +180,21 @@ class Summary(_Frozen):
         return self.total - self.succeeded
 
 
+class BatchLink(_Frozen):
+    """Another batch, by id and where its report is (``report.json``, a path or a gs:// URL)."""
+
+    batch_id: str
+    report: str
+
+
+class Rerun(BatchLink):
+    """A batch that reruns some of this batch's items (``fanout rerun``)."""
+
+    states: list[ItemState]  # the states of the items it reruns
+    items: int
+    started_at: datetime
+
+
 class Report(_Frozen):
     """The whole batch. Written as ``<report-to>/<batch-id>/report.json``."""
 
@@ -196,6 +211,8 @@ class Report(_Frozen):
     summary: Summary
     launches: list[LaunchResult]
     problems: list[str] = []  # batch-level errors (e.g. a cancelled flow, a failed API), in words
+    rerun_of: BatchLink | None = None  # the batch whose items this one reruns
+    reruns: list[Rerun] = []  # batches that rerun this one's items, added as they start
     items: list[ItemResult]  # last, so that writers can stream them
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -215,6 +232,15 @@ class Report(_Frozen):
     @classmethod
     def from_json(cls, text: str | bytes) -> Report:
         return cls.model_validate_json(text)
+
+    def ran_to_end(self, spec_digest: str, launches: int) -> bool:
+        """Whether this is the final report of a run of that spec in that many launches: every launch started
+        and its execution ended, so running the batch again has nothing left to do."""
+        return (
+            self.spec_digest == spec_digest
+            and len(self.launches) == launches
+            and all(launch.execution is not None and launch.state in ENDED for launch in self.launches)
+        )
 
     def failed_items(self) -> list[ItemResult]:
         return [item for item in self.items if not item.state.ok]

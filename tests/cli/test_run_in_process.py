@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +15,6 @@ from controller.flow import prepared_batch, prepared_catalog, progress_sink, rep
 pytestmark = [pytest.mark.xdist_group("emulator-flow"), pytest.mark.usefixtures("prefect_server")]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The command's changes to this process (log handlers, the SIGTERM handler, FANOUT_* variables) undone."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setenv("FANOUT_EMULATOR_HOST", "")
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        if isinstance(logger, logging.Logger):
-            monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.mark.usefixtures("isolated")

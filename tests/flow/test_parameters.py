@@ -11,7 +11,7 @@ from controller.options import OptionError, RunOptions, flow_fields
 
 def test_every_flow_option_is_a_parameter_with_its_default_and_description() -> None:
     properties = fan_out.parameters.properties
-    assert list(properties) == ["batch", *flow_fields()]
+    assert list(properties) == ["batch", "rerun_of", "rerun_states", *flow_fields()]
     assert "emulator" not in properties  # a CLI-only option
     assert "quiet" not in properties
     for name, info in flow_fields().items():
@@ -20,7 +20,8 @@ def test_every_flow_option_is_a_parameter_with_its_default_and_description() -> 
         # What the Prefect UI shows next to the parameter of a deployment.
         assert " ".join(str(shown["description"]).split()) == f"{info.description}.", name
     assert "gs:// URL" in properties["batch"]["description"]
-    assert fan_out.parameters.required == ["batch"]
+    assert "finished batch" in properties["rerun_of"]["description"]
+    assert not fan_out.parameters.required  # a batch, or rerun_of: the flow says which is missing
 
 
 def test_parameters_are_checked_by_their_type_and_then_by_the_options_rules() -> None:
