@@ -141,13 +141,15 @@ def clients(emulator: Emulator, gcs: Any) -> Clients:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A throwaway Prefect API server on SQLite for the whole session (it takes 5-15 s to start here)."""
+    """A throwaway Prefect API server on SQLite for the whole session (~20 s of CPU to start on a fresh database)."""
     from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED
     from prefect.settings.context import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with (
         temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-        prefect_test_harness(server_startup_timeout=120),
+        prefect_test_harness(
+            server_startup_timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+        ),
     ):
         yield

@@ -162,8 +162,13 @@ def health(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def prefect_server(workdir: Path, database_url: str, timeout: float = 150.0) -> Iterator[tuple[str, Proc]]:
-    """``prefect server start`` on a free port with its own PREFECT_HOME and database; yields its API URL."""
+def prefect_server(workdir: Path, database_url: str, timeout: float | None = None) -> Iterator[tuple[str, Proc]]:
+    """``prefect server start`` on a free port with its own PREFECT_HOME and database; yields its API URL.
+
+    ``timeout`` defaults to the session's Prefect server start deadline (tests/conftest.py).
+    """
+    if timeout is None:
+        timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     home = workdir / "server-home"

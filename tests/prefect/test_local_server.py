@@ -101,7 +101,8 @@ def test_an_idle_server_stops_itself_but_not_while_a_command_uses_it(
         assert os.environ["PREFECT_API_URL"] == state.api_url
         # In use for several idle periods (the server checks every idle/4 s): it must keep serving.
         time.sleep(idle * 3)
-        assert prefect_server.healthy(state, timeout=30)
+        assert _alive(state.pid) and read_state(tmp_path / "cache" / "prefect-server") == state  # not stopping
+        _wait(lambda: prefect_server.healthy(state, timeout=10), START_TIMEOUT, "the server in use to answer")
     assert "PREFECT_API_URL" not in os.environ  # the command's setting does not outlive it
     # Unused from here: it stops within an idle period, a check interval and its own shutdown.
     _wait(lambda: not _alive(state.pid), idle + idle / 4 + prefect_server.STOP_TIMEOUT, "the idle server to stop")
