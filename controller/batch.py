@@ -36,6 +36,7 @@ from controller.report import (
 )
 from controller.results import collect_results
 from controller.retry import api_error_message, is_retryable
+from controller.slots import TaskSlots
 from controller.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class BatchRunner:
         self.cancel_failed: set[str] = set()  # executions whose cancellation Cloud Run never accepted
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
+        self.task_slots = TaskSlots(self.plan.max_running_tasks)  # --max-running-tasks (controller.slots)
         self._start_clock = self.clock()
 
     # -- before launching ----------------------------------------------------------------------------
@@ -154,6 +156,7 @@ class BatchRunner:
         for state in self.states:
             if (found := by_key.get(state.launch.key)) is not None:
                 state.execution, state.adopted = found, True
+                self.task_slots.hold(state)
         return len(by_key)
 
     # -- launching -----------------------------------------------------------------------------------
@@ -162,13 +165,17 @@ class BatchRunner:
         return [s for s in self.states if s.execution is None and s.error is None and s.unverified is None]
 
     def launch(self, state: LaunchState) -> LaunchState:
-        """Start one launch's execution (exactly once); records a refusal as the reason it never ran."""
+        """Start one launch's execution (exactly once), once the running-task cap has room for it; records a
+        refusal as the reason it never ran."""
+        if (closed := self.task_slots.take(state)) is not None:
+            state.error = closed
+            return state
         try:
             with self._slots:
                 # Checked while holding a slot: cancel() takes every slot first, so a launch either ends
                 # before cancel() looks for executions to stop, or sees the cancellation and never starts.
                 if self.cancel_event.is_set():
-                    state.error = "the batch was cancelled before this launch started"
+                    state.error = _CANCELLED_BEFORE_START
                     return state
                 if self.lease is not None and not self.lease.valid():
                     state.error = f"not started: this controller no longer holds the batch ({self._lease_problem()})"
@@ -186,16 +193,26 @@ class BatchRunner:
         else:
             with self._lock:
                 state.execution = execution
+        finally:
+            self.task_slots.changed()
         return state
 
     def _lease_problem(self) -> str:
         assert self.lease is not None
         return self.lease.lost or f"its lease ran out at {self.lease.until.isoformat(timespec='seconds')}"
 
-    def launch_all(self) -> None:
-        """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead)."""
+    def launch_all(self, *, watch: bool = False) -> None:
+        """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead), then
+        ``watch``. Under a running-task cap the watch runs meanwhile: it frees the slots launches wait for."""
+        capped = watch and self.task_slots.limit is not None
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="launch") as pool:
-            list(pool.map(self.launch, self.pending()))
+            futures = [pool.submit(self.launch, state) for state in self.pending()]
+            if capped:
+                self.watch(launching_done=lambda: all(future.done() for future in futures))
+        for future in futures:
+            future.result()
+        if watch and not capped:
+            self.watch()
 
     # -- watching ------------------------------------------------------------------------------------
 
@@ -242,12 +259,23 @@ class BatchRunner:
                 break
             if active and not self._poll_active(active, pace):
                 break
+            if self.task_slots.waiting and any(s.unverified for s in self.states):
+                self._look_for_unverified()  # their slots stay taken until Cloud Run says whether they started
             if self.progress:
                 self.progress(self.counts())
-            self.cancel_event.wait(pace.next(waiting_for_launches=not active))
+            self.cancel_event.wait(pace.next(waiting_for_launches=not active or self.task_slots.waiting))
+        if not self.cancel_event.is_set():  # nothing frees slots any more: launches still waiting never start
+            self.task_slots.close(self._why_stopped())
         self._look_for_unverified()
         if self.cancel_event.is_set():
             self.cancel()
+
+    def _why_stopped(self) -> str:
+        if self.cloud_lost:
+            return f"not started: Cloud Run stopped answering ({self.cloud_lost})"
+        if self.lease is not None and self.lease.lost:
+            return f"not started: this controller no longer holds the batch ({self.lease.lost})"
+        return "not started: the batch stopped before a running task made room"
 
     def _lease_lost(self) -> bool:
         if self.lease is None or self.lease.lost is None:
@@ -272,6 +300,7 @@ class BatchRunner:
                 if status is not None:
                     state.execution = status
                     pace.observe(status, now)
+        self.task_slots.changed()
         return True
 
     def _lose_cloud(self, problem: str, active: list[LaunchState]) -> None:
@@ -301,12 +330,16 @@ class BatchRunner:
             for state in unverified:
                 if (execution := found.get(state.launch.key)) is not None:
                     state.execution, state.unverified, state.adopted = execution, None, True
+                elif state.launch.job == job:  # Cloud Run answered and it is not there: it holds no tasks
+                    self.task_slots.forget(state)
+        self.task_slots.changed()
 
     def cancel(self, *, wait_seconds: float = 60.0) -> None:
         """Cancel every execution of the batch still running, then wait (bounded) until they have stopped.
         What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
         self.cancelled = True
         self.cancel_event.set()
+        self.task_slots.close(_CANCELLED_BEFORE_START)
         # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
         deadline = self.clock() + wait_seconds
         taken = 0
@@ -519,6 +552,7 @@ def _keyed(launch: Launch, key: str) -> Launch:
     return replace(launch, key=key, env=env)
 
 
+_CANCELLED_BEFORE_START = "the batch was cancelled before this launch started"
 _ITEM_STATE_OF = {ExecutionOutcome.SUCCEEDED: ItemState.SUCCEEDED, ExecutionOutcome.CANCELLED: ItemState.CANCELLED}
 
 __all__ = ["BatchConflict", "BatchOwned", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy"]
