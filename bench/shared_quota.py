@@ -141,7 +141,8 @@ def measure(items: int, work: Path) -> dict[str, Any]:
                 }
     finally:
         prefect_server.stop(work / "prefect")
-    return {"items": items, "runs": runs, "per_call": per_call(runs)}
+    # The machine's load during the runs: on a shared machine the wall time per call is mostly waiting.
+    return {"items": items, "load_average": os.getloadavg(), "runs": runs, "per_call": per_call(runs)}
 
 
 def per_call(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -160,7 +161,8 @@ def per_call(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"{result['items']} items, per item, one emulator (simulated tasks), one local Prefect server",
+        f"{result['items']} items, per item, one emulator (simulated tasks), one local Prefect server; "
+        f"load average {result['load_average'][0]:.1f}",
         f"{'budget':<8} {'API calls':>9} {'Prefect calls':>13} {'wall s':>7} {'CPU s':>6} {'server CPU s':>12}",
     ]
     for config, run in result["runs"].items():
