@@ -134,22 +134,34 @@ def emulator(catalog: Catalog, gcs: Any) -> Iterator[Emulator]:
 
 
 class RunningTasks:
-    """The emulator's running tasks over time, read through the official client (ListExecutions' running
-    counts) every few milliseconds while a batch runs."""
+    """The running tasks of one batch over time, read through the official client (ListExecutions' running
+    counts of the executions carrying the batch's launch keys) every few milliseconds while it runs."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: Emulator, batch_id: str) -> None:
         self.client = run_v2.ExecutionsClient(
             credentials=AnonymousCredentials(),
             transport="rest",
             client_options=ClientOptions(api_endpoint=emulator.url),
         )
         self.parent = f"projects/{PROJECT}/locations/{REGION}/jobs/hello"
+        self.batch_id = batch_id
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def executions(self) -> list[run_v2.Execution]:
+        return [
+            execution
+            for execution in self.client.list_executions(parent=self.parent)
+            if any(
+                env.name == "FANOUT_LAUNCH_KEY" and env.value.startswith(f"{self.batch_id}/")
+                for container in execution.template.containers
+                for env in container.env
+            )
+        ]
+
     def running(self) -> int:
-        return sum(execution.running_count for execution in self.client.list_executions(parent=self.parent))
+        return sum(execution.running_count for execution in self.executions())
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
@@ -184,9 +196,9 @@ def test_no_more_tasks_run_at_once_than_the_cap(
     run_flow: Run, emulator: Emulator, mode: str, launches: int, figures: Any
 ) -> None:
     emulator.reset_stats()
-    spec = {"batch_id": f"cap-{mode}", "items": _items(9, args=["x", "--sleep", "2"])}
+    spec: dict[str, Any] = {"batch_id": f"cap-{mode}", "items": _items(9, args=["x", "--sleep", "2"])}
 
-    with RunningTasks(emulator) as running:
+    with RunningTasks(emulator, spec["batch_id"]) as running:
         _summary, report = run_flow(spec, mode=mode, max_running_tasks=3)
 
     assert [item.state for item in report.items] == [ItemState.SUCCEEDED] * 9, [i.reason for i in report.items]
@@ -200,18 +212,18 @@ def test_no_more_tasks_run_at_once_than_the_cap(
 
 def test_a_cancelled_execution_frees_its_slots(run_flow: Run, emulator: Emulator) -> None:
     emulator.reset_stats()
-    long = {"key": "long", "job": "hello", "args": ["x", "--sleep", "120"]}
-    spec = {"batch_id": "cap-cancel-one", "items": [long, *_items(2, args=["x", "--sleep", "0.2"])]}
+    long = {"key": "long", "job": "hello", "args": ["x", "--sleep", "60"]}
+    spec: dict[str, Any] = {"batch_id": "cap-cancel-one", "items": [long, *_items(2, args=["x", "--sleep", "0.2"])]}
     result: dict[str, Report] = {}
 
-    with RunningTasks(emulator) as running:
+    with RunningTasks(emulator, spec["batch_id"]) as running:
         flow = threading.Thread(
             target=lambda: result.update(report=run_flow(spec, mode="per-item", max_running_tasks=1)[1])
         )
         flow.start()
         # Someone else cancels the long execution; the launches waiting behind it must start then.
         _wait_until(lambda: running.running() == 1, "the long item to run")
-        (execution,) = list(running.client.list_executions(parent=running.parent))
+        (execution,) = running.executions()
         running.client.cancel_execution(name=execution.name).result(timeout=30)
         flow.join(timeout=120)
 
@@ -226,10 +238,11 @@ def test_a_cancelled_batch_starts_nothing_that_waited_and_leaves_nothing_running
     run_flow: Run, emulator: Emulator
 ) -> None:
     emulator.reset_stats()
-    spec = {"batch_id": "cap-deadline", "items": _items(3, args=["x", "--sleep", "60"])}
+    spec: dict[str, Any] = {"batch_id": "cap-deadline", "items": _items(3, args=["x", "--sleep", "60"])}
 
     started = time.monotonic()
-    _summary, report = run_flow(spec, mode="per-item", max_running_tasks=1, deadline="3s")
+    with RunningTasks(emulator, spec["batch_id"]) as running:
+        _summary, report = run_flow(spec, mode="per-item", max_running_tasks=1, deadline="3s")
 
     assert time.monotonic() - started < 60  # the launches waiting for a slot did not hold the flow
     states = [item.state for item in report.items]
@@ -237,5 +250,38 @@ def test_a_cancelled_batch_starts_nothing_that_waited_and_leaves_nothing_running
     assert all(item.reason == "the batch was cancelled before this launch started" for item in report.items[1:]), [
         item.reason for item in report.items
     ]
-    _wait_until(lambda: emulator.task_stats()["running_tasks"] == 0, "the emulator's tasks to stop")
+    assert len(running.executions()) == 1
+    _wait_until(lambda: running.running() == 0, "the batch's tasks to stop")
+    assert max(running.samples) <= 1
     assert _peak(emulator) == 1
+
+
+def test_the_runner_without_prefect_tasks_keeps_the_cap_too(
+    emulator: Emulator, catalog: Catalog, clients: Any, tmp_path: Path
+) -> None:
+    """``execute(use_prefect_tasks=False)`` (benchmarks, reliability trials): launches on threads, watched meanwhile."""
+    from controller.flow import Options, execute
+    from controller.pace import PollPolicy
+    from controller.quota import Rates
+    from controller.store import LocalStore
+
+    emulator.reset_stats()
+    batch = load_batch({"batch_id": "cap-threads", "items": _items(5, args=["x", "--sleep", "1"])}, catalog)
+    options = Options(
+        project=PROJECT,
+        region=REGION,
+        report_to=str(tmp_path),
+        mode=Mode.PER_ITEM,
+        rates=Rates.unlimited(),
+        poll=PollPolicy(fastest=0.25, slowest=1.0),
+        max_running_tasks=2,
+    )
+
+    with RunningTasks(emulator, "cap-threads") as running:
+        report, _ = execute(
+            batch, catalog, options, clients=clients, store=LocalStore(tmp_path), use_prefect_tasks=False
+        )
+
+    assert [item.state for item in report.items] == [ItemState.SUCCEEDED] * 5
+    assert max(running.samples) <= 2
+    assert 1 <= _peak(emulator) <= 2
