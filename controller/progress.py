@@ -208,7 +208,9 @@ class Progress:
         return Group(grid, states)
 
 
-def log_to_console(console: Console, *, quiet: bool = False, reported: tuple[type[BaseException], ...] = ()) -> None:
+def log_to_console(
+    console: Console, *, quiet: bool = False, reported: tuple[type[BaseException], ...] = ()
+) -> None:
     """Send log records to ``console`` from now on, in place of Prefect's own console handlers.
 
     ``quiet``: warnings and errors only, so a quiet run prints its summary and what went wrong, not Prefect's
