@@ -30,7 +30,8 @@ def may_run(state: LaunchState) -> int:
 class TaskSlots:
     """At most ``limit`` tasks running at once (no limit when None), shared by the launch threads.
 
-    Launches get slots in launch order: a launch waiting for room is not overtaken by a later, smaller one.
+    Among the launches waiting, the lowest index goes first, so a waiting launch is not overtaken by a later,
+    smaller one; a launch whose thread has not reached ``take`` yet is not waited for.
     """
 
     def __init__(self, limit: int | None) -> None:

@@ -176,6 +176,11 @@ class RunningTasks:
         self._thread.join(timeout=30)
 
 
+def _launch_index(execution: run_v2.Execution) -> int:
+    keys = [e.value for c in execution.template.containers for e in c.env if e.name == "FANOUT_LAUNCH_KEY"]
+    return int(keys[0].rsplit("/", 1)[1])
+
+
 def _peak(emulator: Emulator) -> int:
     return emulator.task_stats()["peak_running_tasks"]
 
@@ -221,10 +226,14 @@ def test_a_cancelled_execution_frees_its_slots(run_flow: Run, emulator: Emulator
             target=lambda: result.update(report=run_flow(spec, mode="per-item", max_running_tasks=1)[1])
         )
         flow.start()
-        # Someone else cancels the long execution; the launches waiting behind it must start then.
-        _wait_until(lambda: running.running() == 1, "the long item to run")
-        (execution,) = running.executions()
-        running.client.cancel_execution(name=execution.name).result(timeout=30)
+
+        # Someone else cancels the long execution (launch 0, whichever launch took the slot first); the launches
+        # waiting behind it must start then.
+        def long_running() -> list[run_v2.Execution]:
+            return [e for e in running.executions() if e.running_count and _launch_index(e) == 0]
+
+        _wait_until(lambda: bool(long_running()), "the long item to run", timeout=120)
+        running.client.cancel_execution(name=long_running()[0].name).result(timeout=30)
         flow.join(timeout=120)
 
     assert not flow.is_alive()
