@@ -248,9 +248,12 @@ class BatchRunner:
         batch deadline (then cancel), no longer the batch's owner, or Cloud Run stopped answering."""
         pace = Pace(self.poll)
         while True:
+            # Launching is asked first: a launch that ends between the two looks is then among the active ones.
+            # Asked second, the last launch (late under a running-task cap) could end unseen and go unwatched.
+            launched = launching_done()
             with self._lock:
                 active = [s for s in self.states if s.active]
-            if not active and launching_done():
+            if not active and launched:
                 break
             if self._deadline_passed():
                 self.problems.append(f"the batch passed its deadline of {self.deadline_seconds:.0f}s")

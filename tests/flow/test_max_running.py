@@ -238,7 +238,9 @@ def test_a_cancelled_execution_frees_its_slots(run_flow: Run, emulator: Emulator
 
     assert not flow.is_alive()
     states = {item.key: item.state for item in result["report"].items}
-    assert states == {"long": ItemState.CANCELLED, "i0": ItemState.SUCCEEDED, "i1": ItemState.SUCCEEDED}
+    assert states == {"long": ItemState.CANCELLED, "i0": ItemState.SUCCEEDED, "i1": ItemState.SUCCEEDED}, [
+        (item.key, item.reason, item.log_tail) for item in result["report"].items
+    ]
     assert max(running.samples) <= 1
     assert _peak(emulator) == 1
 
