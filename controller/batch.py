@@ -22,6 +22,7 @@ from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, Lau
 from controller.logs import Tail, TailTarget, fetch_tails
 from controller.outcomes import Outcomes
 from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
+from controller.pace import Pace, PollPolicy
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
 from controller.redact import Redactor
 from controller.report import (
@@ -37,6 +38,7 @@ from controller.report import (
 from controller.rerun import save_spec
 from controller.results import collect_results, make_item_folders
 from controller.retry import api_error_message, is_retryable
+from controller.slots import TaskSlots
 from controller.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,22 +52,6 @@ def cloud_error(exc: Exception) -> str | None:
     if is_retryable(exc):
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """Adaptive polling: ``fastest`` when an execution has just started or ended, slowing by ``backoff``
-    up to ``slowest`` otherwise; while tasks finish at a measurable pace, at most ``remaining time /
-    polls_per_remaining`` (never under ``fastest``), so the end of a long packed execution is seen soon
-    after it happens and the execution costs a few dozen polls rather than one per ``fastest`` seconds."""
-
-    fastest: float = 2.0
-    slowest: float = 30.0
-    # The first polls of a batch come sooner, growing by ``backoff`` to ``fastest``: a task of a fraction of
-    # a second is seen done within a fraction of a second, for a handful of extra calls per batch.
-    first: float = 0.25
-    backoff: float = 1.5
-    polls_per_remaining: float = 4.0
 
 
 @dataclass
@@ -110,6 +96,7 @@ class BatchRunner:
         self.cancel_failed: set[str] = set()  # executions whose cancellation Cloud Run never accepted
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
+        self.task_slots = TaskSlots(self.plan.max_running_tasks)  # --max-running-tasks (controller.slots)
         self._start_clock = self.clock()
 
     # -- before launching ----------------------------------------------------------------------------
@@ -178,6 +165,7 @@ class BatchRunner:
         for state in self.states:
             if (found := by_key.get(state.launch.key)) is not None:
                 state.execution, state.adopted = found, True
+                self.task_slots.hold(state)
         return len(by_key)
 
     # -- launching -----------------------------------------------------------------------------------
@@ -186,13 +174,17 @@ class BatchRunner:
         return [s for s in self.states if s.execution is None and s.error is None and s.unverified is None]
 
     def launch(self, state: LaunchState) -> LaunchState:
-        """Start one launch's execution (exactly once); records a refusal as the reason it never ran."""
+        """Start one launch's execution (exactly once), once the running-task cap has room for it; records a
+        refusal as the reason it never ran."""
+        if (closed := self.task_slots.take(state)) is not None:
+            state.error = closed
+            return state
         try:
             with self._slots:
                 # Checked while holding a slot: cancel() takes every slot first, so a launch either ends
                 # before cancel() looks for executions to stop, or sees the cancellation and never starts.
                 if self.cancel_event.is_set():
-                    state.error = "the batch was cancelled before this launch started"
+                    state.error = _CANCELLED_BEFORE_START
                     return state
                 if self.lease is not None and not self.lease.valid():
                     state.error = f"not started: this controller no longer holds the batch ({self._lease_problem()})"
@@ -210,16 +202,26 @@ class BatchRunner:
         else:
             with self._lock:
                 state.execution = execution
+        finally:
+            self.task_slots.changed()
         return state
 
     def _lease_problem(self) -> str:
         assert self.lease is not None
         return self.lease.lost or f"its lease ran out at {self.lease.until.isoformat(timespec='seconds')}"
 
-    def launch_all(self) -> None:
-        """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead)."""
+    def launch_all(self, *, watch: bool = False) -> None:
+        """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead), then
+        ``watch``. Under a running-task cap the watch runs meanwhile: it frees the slots launches wait for."""
+        capped = watch and self.task_slots.limit is not None
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="launch") as pool:
-            list(pool.map(self.launch, self.pending()))
+            futures = [pool.submit(self.launch, state) for state in self.pending()]
+            if capped:
+                self.watch(launching_done=lambda: all(future.done() for future in futures))
+        for future in futures:
+            future.result()
+        if watch and not capped:
+            self.watch()
 
     # -- watching ------------------------------------------------------------------------------------
 
@@ -253,11 +255,14 @@ class BatchRunner:
     def watch(self, launching_done: Callable[[], bool] = lambda: True) -> None:
         """Poll until every started execution has ended and launching is over, or until cancelled, past the
         batch deadline (then cancel), no longer the batch's owner, or Cloud Run stopped answering."""
-        pace = _Pace(self.poll)
+        pace = Pace(self.poll)
         while True:
+            # Launching is asked first: a launch that ends between the two looks is then among the active ones.
+            # Asked second, the last launch (late under a running-task cap) could end unseen and go unwatched.
+            launched = launching_done()
             with self._lock:
                 active = [s for s in self.states if s.active]
-            if not active and launching_done():
+            if not active and launched:
                 break
             if self._deadline_passed():
                 self.problems.append(f"the batch passed its deadline of {self.deadline_seconds:.0f}s")
@@ -266,12 +271,23 @@ class BatchRunner:
                 break
             if active and not self._poll_active(active, pace):
                 break
+            if self.task_slots.waiting and any(s.unverified for s in self.states):
+                self._look_for_unverified()  # their slots stay taken until Cloud Run says whether they started
             if self.progress:
                 self.progress(self.counts())
-            self.cancel_event.wait(pace.next(waiting_for_launches=not active))
+            self.cancel_event.wait(pace.next(waiting_for_launches=not active or self.task_slots.waiting))
+        if not self.cancel_event.is_set():  # nothing frees slots any more: launches still waiting never start
+            self.task_slots.close(self._why_stopped())
         self._look_for_unverified()
         if self.cancel_event.is_set():
             self.cancel()
+
+    def _why_stopped(self) -> str:
+        if self.cloud_lost:
+            return f"not started: Cloud Run stopped answering ({self.cloud_lost})"
+        if self.lease is not None and self.lease.lost:
+            return f"not started: this controller no longer holds the batch ({self.lease.lost})"
+        return "not started: the batch stopped before a running task made room"
 
     def _lease_lost(self) -> bool:
         if self.lease is None or self.lease.lost is None:
@@ -279,7 +295,7 @@ class BatchRunner:
         self.problems.append(f"stopped watching: {self.lease.lost}")
         return True
 
-    def _poll_active(self, active: list[LaunchState], pace: _Pace) -> bool:
+    def _poll_active(self, active: list[LaunchState], pace: Pace) -> bool:
         """One poll of the running executions; False (and the reason recorded) when Cloud Run is lost."""
         try:
             statuses = self.cloud.poll(_names_by_job(active), since=self.started_at)
@@ -296,6 +312,7 @@ class BatchRunner:
                 if status is not None:
                     state.execution = status
                     pace.observe(status, now)
+        self.task_slots.changed()
         return True
 
     def _lose_cloud(self, problem: str, active: list[LaunchState]) -> None:
@@ -325,12 +342,16 @@ class BatchRunner:
             for state in unverified:
                 if (execution := found.get(state.launch.key)) is not None:
                     state.execution, state.unverified, state.adopted = execution, None, True
+                elif state.launch.job == job:  # Cloud Run answered and it is not there: it holds no tasks
+                    self.task_slots.forget(state)
+        self.task_slots.changed()
 
     def cancel(self, *, wait_seconds: float = 60.0) -> None:
         """Cancel every execution of the batch still running, then wait (bounded) until they have stopped.
         What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
         self.cancelled = True
         self.cancel_event.set()
+        self.task_slots.close(_CANCELLED_BEFORE_START)
         # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
         deadline = self.clock() + wait_seconds
         taken = 0
@@ -544,53 +565,7 @@ def _keyed(launch: Launch, key: str) -> Launch:
     return replace(launch, key=key, env=env)
 
 
-class _Pace:
-    """How long to wait before the next poll (see PollPolicy)."""
-
-    def __init__(self, policy: PollPolicy) -> None:
-        self.policy = policy
-        # The first polls come after ``policy.first``, growing by ``backoff`` to ``fastest``.
-        self.warm = self.interval = min(policy.first, policy.fastest)
-        self._changed = False
-        self._ends_in: float | None = None
-        self._last: dict[str, tuple[bool, bool]] = {}
-        self._first_seen: dict[str, tuple[float, int]] = {}  # execution -> (clock, finished tasks) at first poll
-
-    def observe(self, status: ExecutionStatus, now: float) -> None:
-        # Only a start or an end resets to the fastest pace: the task counts of a packed execution change at
-        # every poll, and resetting on them polled a 10,000-task execution every `fastest` seconds.
-        signature = (status.start_time is not None, status.done)
-        self._changed |= self._last.get(status.name) != signature
-        self._last[status.name] = signature
-        remaining = _remaining_seconds(
-            status, self._first_seen.setdefault(status.name, (now, status.finished_tasks)), now
-        )
-        if remaining is not None:
-            self._ends_in = remaining if self._ends_in is None else min(self._ends_in, remaining)
-
-    def next(self, *, waiting_for_launches: bool) -> float:
-        policy = self.policy
-        if waiting_for_launches:
-            self.interval = self.warm  # only waiting for launches to register
-        else:
-            self.interval = self.warm if self._changed else min(self.interval * policy.backoff, policy.slowest)
-            if self._ends_in is not None:
-                self.interval = min(self.interval, max(policy.fastest, self._ends_in / policy.polls_per_remaining))
-        self.warm = min(self.warm * policy.backoff, policy.fastest)
-        self._changed, self._ends_in = False, None
-        return self.interval
-
-
-def _remaining_seconds(status: ExecutionStatus, first: tuple[float, int], now: float) -> float | None:
-    """Seconds until the execution's last task ends at the pace its tasks have finished since it was
-    first polled; None while that pace is unknown (no task finished yet, or a single-task execution)."""
-    since, finished_then = first
-    finished = status.finished_tasks - finished_then
-    if status.done or finished <= 0 or now <= since:
-        return None
-    return (status.task_count - status.finished_tasks) * (now - since) / finished
-
-
+_CANCELLED_BEFORE_START = "the batch was cancelled before this launch started"
 _ITEM_STATE_OF = {ExecutionOutcome.SUCCEEDED: ItemState.SUCCEEDED, ExecutionOutcome.CANCELLED: ItemState.CANCELLED}
 
 __all__ = ["BatchConflict", "BatchOwned", "BatchRunner", "BatchStatus", "LaunchState", "PollPolicy"]

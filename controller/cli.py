@@ -215,7 +215,14 @@ def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
     """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
     catalog = _catalog(options)
     batch = load_batch(source, catalog, batch_id=options.batch_id)
-    return catalog, batch, plan(batch, catalog, mode=Mode(options.mode), manifest_root="<report-to>/manifests")
+    the_plan = plan(
+        batch,
+        catalog,
+        mode=Mode(options.mode),
+        manifest_root="<report-to>/manifests",
+        max_running_tasks=options.max_running_tasks,
+    )
+    return catalog, batch, the_plan
 
 
 def _plan_json(batch: Batch, the_plan: Plan) -> dict[str, Any]:
@@ -226,6 +233,8 @@ def _plan_json(batch: Batch, the_plan: Plan) -> dict[str, Any]:
         "items": len(batch.items),
         "mode": str(the_plan.mode),
         "one_off_jobs": [job.name for job in the_plan.one_off_jobs],
+        "max_running_tasks": the_plan.max_running_tasks,
+        "waves": the_plan.waves,
         "launches": [
             {
                 "index": launch.index,
@@ -266,6 +275,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"{plural(len(the_plan.launches), 'execution')} ({packed:,} packed, "
         f"{len(the_plan.launches) - packed:,} per item), mode {the_plan.mode}"
     )
+    if the_plan.max_running_tasks is not None:
+        print(
+            f"at most {plural(the_plan.max_running_tasks, 'task')} running at once: "
+            f"{plural(len(the_plan.launches), 'launch', 'launches')} in about {plural(the_plan.waves, 'wave')} "
+            "(tasks of equal length)"
+        )
     for job in the_plan.one_off_jobs:
         print(f"  creates one-off job {job.name} ({job.image}: {' '.join(job.command)})")
     shown = the_plan.launches[:20]

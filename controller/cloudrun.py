@@ -335,7 +335,7 @@ class CloudRun:
             job_id=job.name,
             job=run_v2.Job(
                 labels={"managed-by": "fanout"},
-                template=run_v2.ExecutionTemplate(template=template),
+                template=run_v2.ExecutionTemplate(template=template, parallelism=job.parallelism),
             ),
         )
 

@@ -80,6 +80,7 @@ class Options:
     poll: PollPolicy = field(default_factory=PollPolicy)
     service_account: str | None = None  # identity of the one-off jobs the controller creates
     log_resource: str | None = None  # where to read job logs: the project, or a log view
+    max_running_tasks: int | None = None  # the batch's cap on tasks running at once (controller.slots)
 
     @classmethod
     def resolve(cls, run: RunOptions, catalog: Catalog, *, project: str, report_to: str) -> Options:
@@ -96,6 +97,7 @@ class Options:
             poll=PollPolicy(fastest=run.poll_interval, slowest=max(30.0, run.poll_interval)),
             service_account=catalog.jobs_service_account,
             log_resource=catalog.log_view,
+            max_running_tasks=run.max_running_tasks,
         )
 
 
@@ -165,6 +167,7 @@ def execute(
         manifest_root=manifests.url(batch.batch_id, "manifests"),
         results_root=store.url(batch.batch_id, results.FOLDER),
         results_volume=_results_volume(store, batch.batch_id, clients),
+        max_running_tasks=options.max_running_tasks,
     )
     budget = Budget.for_project(options.rates, project=options.project, region=options.region)
     cloud = CloudRun(clients, options.project, options.region, budget)
@@ -200,8 +203,7 @@ def execute(
         else:
             runner.prepare(service_account=options.service_account)
             adopted = runner.adopt_existing()
-            runner.launch_all()
-            runner.watch()
+            runner.launch_all(watch=True)
         if resumed and finished is None:
             log.info("resumed batch %s: %s already running or done", batch.batch_id, plural(adopted, "execution"))
     except BaseException as exc:

@@ -32,6 +32,7 @@ Command = Literal["run", "plan"]
 # integer literals over 4,300 digits, and a float that long is as wrong.
 _MAX_NUMBER_CHARS = 32
 MAX_CONCURRENCY = 1000
+MAX_RUNNING_TASKS = 1_000_000
 MIN_POLL_SECONDS, MAX_POLL_SECONDS = 0.05, 600.0
 MAX_DEADLINE_SECONDS = 30 * 86400
 MAX_RATE_PER_MINUTE = 1_000_000
@@ -127,6 +128,14 @@ class RunOptions(BaseModel):
         flag="--concurrency",
         env="FANOUT_CONCURRENCY",
     )
+    max_running_tasks: int | None = option(
+        None,
+        f"at most this many tasks of the batch running at any moment, 1 to {MAX_RUNNING_TASKS:,}: packed launches "
+        "are split to fit and launches wait for running ones to end; default: no cap",
+        flag="--max-running-tasks",
+        env="FANOUT_MAX_RUNNING_TASKS",
+        commands=("run", "plan"),
+    )
     deadline: str | None = option(
         None, "cancel the batch after this long, e.g. 2h or 45m (at most 30 days)", flag="--deadline"
     )
@@ -174,7 +183,7 @@ class RunOptions(BaseModel):
         False, "print the launches and their overrides as JSON", flag="--json", commands=("plan",), flow=False
     )
 
-    @field_validator("concurrency", "poll_interval", mode="before")
+    @field_validator("concurrency", "max_running_tasks", "poll_interval", mode="before")
     @classmethod
     def _short_number(cls, value: Any) -> Any:
         if isinstance(value, str) and len(value.strip()) > _MAX_NUMBER_CHARS:
@@ -186,6 +195,13 @@ class RunOptions(BaseModel):
     def _concurrency(cls, value: int) -> int:
         if not 1 <= value <= MAX_CONCURRENCY:
             raise ValueError(f"between 1 and {MAX_CONCURRENCY}, got {value}")
+        return value
+
+    @field_validator("max_running_tasks")
+    @classmethod
+    def _max_running_tasks(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= MAX_RUNNING_TASKS:
+            raise ValueError(f"between 1 and {MAX_RUNNING_TASKS:,}, got {value}")
         return value
 
     @field_validator("poll_interval")

@@ -70,6 +70,7 @@ class OneOffJob:
     max_retries: int
     secret_env: tuple[tuple[str, str, str], ...]
     results: ResultsVolume | None = None  # mounted at RESULTS_MOUNT_PATH
+    parallelism: int = 0  # 0: Cloud Run runs as many tasks at once as it can
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,12 @@ class Launch:
     manifest: str | None  # URL prefix of the manifest chunks (packed launches)
     cpu: str = "1"  # the job's limits, which a task is billed for (controller.pricing)
     memory: str = "512Mi"
+    parallelism: int = 0  # the job's; RunJob cannot override it (0: as many tasks at once as Cloud Run can)
+
+    @property
+    def concurrent_tasks(self) -> int:
+        """The most tasks of this launch that can run at once: its task count, capped by the job's parallelism."""
+        return min(self.task_count, self.parallelism or self.task_count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +106,24 @@ class Plan:
     mode: Mode
     launches: tuple[Launch, ...]
     one_off_jobs: tuple[OneOffJob, ...]
+    max_running_tasks: int | None = None  # the batch-wide cap on tasks running at once
 
     @property
     def task_total(self) -> int:
         return sum(launch.task_count for launch in self.launches)
+
+    @property
+    def waves(self) -> int:
+        """How many rounds of launches the cap makes if tasks took equal time: launches in spec order, each
+        round as many as fit the cap together (1 without a cap)."""
+        if self.max_running_tasks is None or not self.launches:
+            return 1 if self.launches else 0
+        waves, used = 1, 0
+        for launch in self.launches:
+            if used + launch.concurrent_tasks > self.max_running_tasks:
+                waves, used = waves + 1, 0
+            used += launch.concurrent_tasks
+        return waves
 
 
 def launch_key(batch_id: str, index: int) -> str:
@@ -122,12 +143,16 @@ def manifest_chunks(launch: Launch, chunk: int = MANIFEST_CHUNK) -> Iterator[tup
         yield f"{start // chunk:05d}.json", json.dumps(body, separators=(",", ":")).encode()
 
 
-def one_off_job_for(item: Item, results: ResultsVolume | None = None) -> OneOffJob:
+def one_off_job_for(
+    item: Item, results: ResultsVolume | None = None, max_running_tasks: int | None = None
+) -> OneOffJob:
     """The job an image/command item runs on.
 
     The job's command is only the program (``command[0]``); the rest of the command travels with each run
     as args, which RunJob can override. So items that share image, program and resources share one job
     however their arguments differ (Cloud Run allows 1,000 jobs per region: one per item would not do).
+    An item of more tasks than ``max_running_tasks`` gets a job whose parallelism is that cap: RunJob cannot
+    lower a job's parallelism, and the controller makes this job.
     """
     if item.image is None or not item.command:
         raise ValueError(f"item {item.key!r} names a job, not an image and a command")
@@ -140,9 +165,11 @@ def one_off_job_for(item: Item, results: ResultsVolume | None = None) -> OneOffJ
         max_retries=item.retries if item.retries is not None else 0,
         secret_env=item.secret_env,
         results=results,
+        parallelism=max_running_tasks if max_running_tasks and (item.task_count or 1) > max_running_tasks else 0,
     )
     mount = [results.bucket, results.folder] if results else None
-    identity = json.dumps([job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env, mount])
+    fields: list[object] = [job.image, job.command, job.cpu, job.memory, job.max_retries, job.secret_env, mount]
+    identity = json.dumps([*fields, job.parallelism] if job.parallelism else fields)
     return replace(job, name=f"fanout-oneoff-{hashlib.sha256(identity.encode()).hexdigest()[:16]}")
 
 
@@ -164,13 +191,15 @@ def _packable(item: Item, job: JobDefinition | None) -> str | None:
     return None
 
 
-def _jobs_of(batch: Batch, results: ResultsVolume | None) -> tuple[dict[str, OneOffJob], list[str]]:
+def _jobs_of(
+    batch: Batch, results: ResultsVolume | None, max_running_tasks: int | None
+) -> tuple[dict[str, OneOffJob], list[str]]:
     """The one-off jobs the batch needs, and the job each item runs on, by item index."""
     one_offs: dict[str, OneOffJob] = {}
     job_of_item: list[str] = []
     for item in batch.items:
         if item.job is None:
-            one_off = one_off_job_for(item, results)
+            one_off = one_off_job_for(item, results, max_running_tasks)
             one_offs.setdefault(one_off.name, one_off)
             job_of_item.append(one_off.name)
         else:
@@ -234,13 +263,17 @@ def _packed_launch(
         manifest=manifest,
         cpu=job.resources.cpu,
         memory=job.resources.memory,
+        parallelism=job.parallelism,
     )
 
 
-def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, item: Item) -> Launch:
+def _single_launch(
+    batch: Batch, catalog: Catalog, index: int, job_name: str, item: Item, one_offs: dict[str, OneOffJob]
+) -> Launch:
     key = launch_key(batch.batch_id, index)
     args = one_off_args(item) if item.job is None else item.args
     resources = catalog.jobs[job_name].resources if job_name in catalog.jobs else None
+    parallelism = catalog.jobs[job_name].parallelism if job_name in catalog.jobs else one_offs[job_name].parallelism
     return Launch(
         index=index,
         key=key,
@@ -257,6 +290,7 @@ def _single_launch(batch: Batch, catalog: Catalog, index: int, job_name: str, it
         manifest=None,
         cpu=resources.cpu if resources else item.cpu or "1",
         memory=resources.memory if resources else item.memory or "512Mi",
+        parallelism=parallelism,
     )
 
 
@@ -283,6 +317,28 @@ def _result_paths(launch: Launch, mounted: bool) -> tuple[tuple[str, str], ...]:
     return ((ENV_RESULT_DIR, folder), *one_file)
 
 
+def _pack_size(job: JobDefinition, max_tasks_per_execution: int, max_running_tasks: int | None) -> int:
+    """Items per packed launch: Cloud Run's task limit, and under a running-task cap no more tasks than run
+    at once within it, unless the job's own parallelism already keeps the launch within the cap."""
+    if max_running_tasks is None or 0 < job.parallelism <= max_running_tasks:
+        return max_tasks_per_execution
+    return min(max_tasks_per_execution, max_running_tasks)
+
+
+def _over_cap(launches: list[Launch], max_running_tasks: int | None) -> list[str]:
+    """Why a launch cannot keep to the cap: an item whose job runs more of its tasks at once than allowed."""
+    if max_running_tasks is None:
+        return []
+    return [
+        f"items[{launch.items[0].index}] ({launch.items[0].key}): job {launch.job!r} would run "
+        f"{launch.concurrent_tasks:,} of its {launch.task_count:,} tasks at once (parallelism "
+        f"{launch.parallelism or 'unlimited'}), over --max-running-tasks {max_running_tasks:,}; RunJob cannot "
+        "lower a job's parallelism: set the job's parallelism to at most the cap, or give fewer tasks"
+        for launch in launches
+        if launch.concurrent_tasks > max_running_tasks
+    ]
+
+
 def plan(
     batch: Batch,
     catalog: Catalog,
@@ -292,26 +348,38 @@ def plan(
     max_tasks_per_execution: int = limits.MAX_TASKS_PER_EXECUTION,
     results_root: str = "",
     results_volume: ResultsVolume | None = None,
+    max_running_tasks: int | None = None,
 ) -> Plan:
     """Decide the launches for a batch. ``manifest_root`` is where packed launches' manifests will live
     (``gs://bucket/prefix/<batch>/manifests`` or a local folder), ``results_root`` where item results go
     (given to every launch as ``FANOUT_RESULTS_URI``, with ``FANOUT_ITEM_KEY`` when it carries one item);
-    ``results_volume`` the same folder as one-off jobs mount it (``FANOUT_RESULT_FILE`` in their tasks)."""
-    one_offs, job_of_item = _jobs_of(batch, results_volume)
+    ``results_volume`` the same folder as one-off jobs mount it (``FANOUT_RESULT_FILE`` in their tasks).
+    With ``max_running_tasks``, no launch may run more tasks at once than that (PlanError when a job's
+    parallelism makes it impossible); the runner then holds launches until running ones leave room."""
+    one_offs, job_of_item = _jobs_of(batch, results_volume, max_running_tasks)
     groups, single = _grouped(batch, catalog, job_of_item, mode)
     # Launch order follows the spec: a group starts where its first item stands.
     units: list[tuple[int, str, list[Item] | Item]] = [(item.index, job_of_item[item.index], item) for item in single]
     for (job_name, _timeout), items in groups.items():
-        for start in range(0, len(items), max_tasks_per_execution):
-            chunk = items[start : start + max_tasks_per_execution]
+        size = _pack_size(catalog.jobs[job_name], max_tasks_per_execution, max_running_tasks)
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
             units.append((chunk[0].index, job_name, chunk))
     units.sort(key=lambda unit: unit[0])
     launches = [
         _packed_launch(batch, catalog, index, job_name, unit, manifest_root)
         if isinstance(unit, list)
-        else _single_launch(batch, catalog, index, job_name, unit)
+        else _single_launch(batch, catalog, index, job_name, unit, one_offs)
         for index, (_, job_name, unit) in enumerate(units)
     ]
+    if problems := _over_cap(launches, max_running_tasks):
+        raise PlanError(problems)
     if results_root:
         launches = [_with_results(launch, results_root, results_volume is not None) for launch in launches]
-    return Plan(batch=batch, mode=mode, launches=tuple(launches), one_off_jobs=tuple(one_offs.values()))
+    return Plan(
+        batch=batch,
+        mode=mode,
+        launches=tuple(launches),
+        one_off_jobs=tuple(one_offs.values()),
+        max_running_tasks=max_running_tasks,
+    )
