@@ -19,8 +19,8 @@ import threading
 from typing import NoReturn
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the process with ``code`` after what a normal exit does before tearing the interpreter down."""
+def settle() -> None:
+    """What a normal exit does before tearing the interpreter down."""
     current = threading.current_thread()
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:
@@ -28,10 +28,24 @@ def exit_now(code: int) -> NoReturn:
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` after what a normal exit does before tearing the interpreter down."""
+    settle()
     os._exit(code)
 
 
 def main() -> NoReturn:
+    from controller import warm  # standard library only: whether the command runs in the warm host
+
+    try:
+        code = warm.run(sys.argv[1:])
+    except warm.WarmSettingError as exc:
+        print(f"fanout: error: {exc}", file=sys.stderr)
+        code = 2
+    if code is not None:
+        exit_now(code)
     from controller.cli import main as cli_main
 
     exit_now(cli_main())
