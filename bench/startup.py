@@ -116,7 +116,7 @@ def _served(log: Path) -> list[float]:
         lines = log.read_text().splitlines()
     except OSError:
         return []
-    return [_seconds(line.split()[0]) for line in lines if "serving a command" in line]
+    return [_seconds(line.split()[0]) for line in lines if "took the command of pid" in line]
 
 
 def wait_for_warm_host(env: Mapping[str, str], timeout: float = WARM_READY_TIMEOUT) -> None:

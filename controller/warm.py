@@ -271,12 +271,13 @@ class _Stop(Exception):
     """``fanout server stop`` asked this host to stop."""
 
 
-def _peer_is_us(conn: socket.socket) -> bool:
+def _peer_pid(conn: socket.socket) -> int | None:
+    """The connected command's pid (0 where the system does not say); None if another user's."""
     option = getattr(socket, "SO_PEERCRED", None)
     if option is None:
-        return True  # no SO_PEERCRED (macOS): the socket file's mode (0600) is the guard
-    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
-    return bool(uid == os.getuid())
+        return 0  # no SO_PEERCRED (macOS): the socket file's mode (0600) is the guard
+    pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    return int(pid) if uid == os.getuid() else None
 
 
 class Host:
@@ -316,6 +317,7 @@ class Host:
         listener.listen(64)
         listener.settimeout(TICK)
         self.listener = listener
+        self.last_used = time.monotonic()  # idle from now, not from before the imports
         self.inode = self.path.stat().st_ino
 
     def serve(self) -> None:
@@ -370,7 +372,8 @@ class Host:
         conn.settimeout(REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
-            if not _peer_is_us(conn):
+            peer = _peer_pid(conn)
+            if peer is None:
                 return
             _msg, fds, _flags, _addr = socket.recv_fds(conn, 1, 3)
             reader = conn.makefile("rb")
@@ -383,14 +386,14 @@ class Host:
             if request.get("protocol") != PROTOCOL or request.get("digest") != self.digest:
                 conn.sendall(b'{"refused": "other code"}\n')
                 return
-            self._fork(conn, reader, fds, request)
+            self._fork(conn, reader, fds, request, peer)
         except (OSError, ValueError) as exc:
             _said(f"a command could not be handed over: {exc}")
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _fork(self, conn: socket.socket, reader: IO[bytes], fds: list[int], request: dict[str, Any]) -> None:
+    def _fork(self, conn: socket.socket, reader: IO[bytes], fds: list[int], request: dict[str, Any], peer: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -400,7 +403,7 @@ class Host:
             finally:
                 os._exit(1)  # never back into the host's loop
         self.children.add(pid)
-        _said(f"serving a command in pid {pid}")
+        _said(f"took the command of pid {peer} (its process: {pid})")
 
 
 def _said(message: str) -> bool:
