@@ -113,6 +113,20 @@ def _lock_path(directory: Path, digest: str) -> Path:
     return directory / f"warm-{digest}.lock"
 
 
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """An address for the socket at ``path``: the path itself, or where it is too long for a socket address
+    (104-108 bytes), the same file through a descriptor of its folder (``/proc/self/fd``, Linux)."""
+    if len(str(path)) <= MAX_SOCKET_PATH or not os.path.isdir("/proc/self/fd"):
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
 # -- the command's side ------------------------------------------------------------------------------------
 
 
@@ -135,12 +149,13 @@ def run(argv: list[str]) -> int | None:
 
 def _connect(directory: Path, digest: str) -> socket.socket | None:
     path = socket_path(directory, digest)
-    if len(str(path)) > MAX_SOCKET_PATH or not path.exists():
+    if not path.exists():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(HANDSHAKE_TIMEOUT)
     try:
-        sock.connect(str(path))
+        with _address(path) as address:
+            sock.connect(address)
     except OSError:  # a socket left by a host that died: the next host replaces it
         sock.close()
         return None
@@ -311,7 +326,8 @@ class Host:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         umask = os.umask(0o177)  # the socket file is 0600: only this user may hand commands over
         try:
-            listener.bind(str(self.path))
+            with _address(self.path) as address:
+                listener.bind(address)
         finally:
             os.umask(umask)
         listener.listen(64)
@@ -509,8 +525,8 @@ def serve(directory: Path) -> int:
     """``python -m controller.warm serve``: import, then host commands until told or time to stop."""
     digest = code_digest()
     host = Host(directory, digest, idle_seconds_from_env())
-    if len(str(host.path)) > MAX_SOCKET_PATH or not host.claim():
-        return 0
+    if not host.claim():
+        return 0  # another host serves this code
     for name in PRELOAD:
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
@@ -539,7 +555,8 @@ def stop_all(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> in
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(REQUEST_TIMEOUT)
             try:
-                sock.connect(str(path))
+                with _address(path) as address:
+                    sock.connect(address)
                 socket.send_fds(sock, [b"\0"], [])
                 sock.sendall(b'{"op": "stop"}\n')
                 sock.makefile("rb").readline()

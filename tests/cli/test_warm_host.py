@@ -106,6 +106,13 @@ def env(tmp_path: Path, api_url: str) -> Iterator[dict[str, str]]:
         yield environ
 
 
+@pytest.fixture
+def host_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """For a host that runs no command: no Prefect API needed."""
+    with _command_env(tmp_path / "c", "http://127.0.0.1:9/api") as environ:
+        yield environ
+
+
 @pytest.fixture(scope="module")
 def warm_env(tmp_path_factory: pytest.TempPathFactory, api_url: str) -> Iterator[dict[str, str]]:
     """An environment whose warm host runs: started the way users get one, by a first command (which runs
@@ -125,9 +132,14 @@ def _spawned_host(env: dict[str, str]) -> tuple[Host, subprocess.Popen[bytes]]:
     """A warm host started directly (``python -m controller.warm serve`` in the state dir), once it listens."""
     host = Host(Path(env["FANOUT_CACHE_DIR"]))
     host.directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.warm", "serve"], cwd=host.directory, env=env, start_new_session=True
-    )
+    with host.log.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.warm", "serve"],
+            cwd=host.directory,
+            env=env,
+            stdout=log,
+            start_new_session=True,
+        )
     wait_for(lambda: host.socket().exists() or proc.poll() is not None, HOST_READY, 0.2, "the warm host")
     assert proc.poll() is None, host.lines()
     return host, proc
@@ -136,7 +148,8 @@ def _spawned_host(env: dict[str, str]) -> tuple[Host, subprocess.Popen[bytes]]:
 def _summary(report_dir: Path, batch_id: str) -> dict[str, Any]:
     report = json.loads((report_dir / batch_id / "report.json").read_text())
     items = {item["key"]: (item["state"], item["exit_code"]) for item in report["items"]}
-    return {"status": report["status"], "summary": report["summary"], "items": items}
+    counts = {name: report["summary"][name] for name in ("total", "by_state", "launches")}
+    return {"status": report["status"], "summary": counts, "items": items}
 
 
 def test_a_run_through_the_warm_host_is_the_run_in_process(warm_env: dict[str, str], tmp_path: Path) -> None:
@@ -179,7 +192,10 @@ def test_with_no_prefect_api_configured_the_warm_run_finds_the_local_server(tmp_
     host = Host(Path(env["FANOUT_CACHE_DIR"]))
     if not host.socket().exists():
         host.directory.mkdir(parents=True, exist_ok=True)
-        subprocess.Popen([sys.executable, "-m", "controller.warm", "serve"], cwd=host.directory, env=env)
+        with host.log.open("ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "controller.warm", "serve"], cwd=host.directory, env=env, stdout=log
+            )
         host.wait_ready()
     spec = _write_spec(tmp_path, "no-api", [{"job": "hello", "args": ["Ada"]}])
     result, pid = _run(["run", str(spec), "--report-to", str(tmp_path / "reports"), "--quiet"], env)
@@ -287,18 +303,18 @@ def test_a_dead_warm_hosts_socket_means_a_run_in_process_and_a_new_host(env: dic
     wait_for(lambda: any("hosting `fanout run`" in line for line in host.lines()), HOST_READY, 0.2, "a new host")
 
 
-def test_the_warm_host_stops_with_the_server(env: dict[str, str]) -> None:
-    host, proc = _spawned_host(env)
+def test_the_warm_host_stops_with_the_server(host_env: dict[str, str]) -> None:
+    host, proc = _spawned_host(host_env)
     stopped = subprocess.run(
-        [FANOUT, "server", "stop"], env=env, capture_output=True, text=True, timeout=120, check=False
+        [FANOUT, "server", "stop"], env=host_env, capture_output=True, text=True, timeout=120, check=False
     )
     assert stopped.returncode == 0, stopped.stderr
     assert proc.wait(timeout=10) == 0  # gone when `fanout server stop` returns
     assert not host.socket().exists()
 
 
-def test_an_idle_warm_host_stops_by_itself(env: dict[str, str]) -> None:
-    host, proc = _spawned_host({**env, "FANOUT_SERVER_IDLE_MINUTES": "0.05"})
+def test_an_idle_warm_host_stops_by_itself(host_env: dict[str, str]) -> None:
+    host, proc = _spawned_host({**host_env, "FANOUT_SERVER_IDLE_MINUTES": "0.05"})
     assert proc.wait(timeout=120) == 0
     assert not host.socket().exists()
     assert any("idle for 0.05 min: stopping" in line for line in host.lines())
