@@ -1,5 +1,8 @@
 """The ``fanout`` console script: ``controller.cli.main``, then an exit without the interpreter's teardown.
 
+A ``fanout run`` goes first to the warm host (``controller.warm``), a process that has imported everything
+already; this process then only waits for its exit code. Without one, it runs here.
+
 After the report is printed, a normal exit spent 1-7 s here (more under load) tearing down the modules of
 Prefect, pydantic and the Google clients, which nobody waits for. What an exit must still do is done
 explicitly and in the interpreter's order: wait for the threads that keep a process alive (as

@@ -13,10 +13,12 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -101,9 +103,15 @@ def _command_env(cache: Path, api_url: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, api_url: str) -> Iterator[dict[str, str]]:
-    with _command_env(tmp_path / "c", api_url) as environ:
-        yield environ
+def env(api_url: str) -> Iterator[dict[str, str]]:
+    """A state dir with a short path, so that a test can bind a socket in it (pytest's tmp_path is too long
+    for a socket address; the host itself copes, see the host_env tests)."""
+    folder = Path(tempfile.mkdtemp(prefix="fanout-warm-"))
+    try:
+        with _command_env(folder / "c", api_url) as environ:
+            yield environ
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -174,7 +182,7 @@ def test_a_run_through_the_warm_host_is_the_run_in_process(warm_env: dict[str, s
     for result, label in ((warm_run, "warm"), (local_run, "in-process")):
         assert f"report: {tmp_path / f'reports-{label}' / f'same-{label}' / 'report.json'}" in result.stdout
         assert "1 of 2 items did not succeed" in result.stdout
-        assert "report:" not in result.stderr
+        assert "1 failed" in result.stderr  # the progress display
 
 
 def _flow_run(api_url: str, report_dir: Path) -> dict[str, Any]:
