@@ -1,5 +1,8 @@
 """The ``fanout`` console script: ``controller.cli.main``, then an exit without the interpreter's teardown.
 
+A ``fanout run`` goes first to the warm host (``controller.warm``), a process that has imported everything
+already; this process then only waits for its exit code. Without one, it runs here.
+
 After the report is printed, a normal exit spent 1-7 s here (more under load) tearing down the modules of
 Prefect, pydantic and the Google clients, which nobody waits for. What an exit must still do is done
 explicitly and in the interpreter's order: wait for the threads that keep a process alive (as
@@ -19,8 +22,8 @@ import threading
 from typing import NoReturn
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the process with ``code`` after what a normal exit does before tearing the interpreter down."""
+def settle() -> None:
+    """What a normal exit does before tearing the interpreter down."""
     current = threading.current_thread()
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:
@@ -28,10 +31,24 @@ def exit_now(code: int) -> NoReturn:
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` after what a normal exit does before tearing the interpreter down."""
+    settle()
     os._exit(code)
 
 
 def main() -> NoReturn:
+    from controller import warm  # standard library only: whether the command runs in the warm host
+
+    try:
+        code = warm.run(sys.argv[1:])
+    except warm.WarmSettingError as exc:
+        print(f"fanout: error: {exc}", file=sys.stderr)
+        code = 2
+    if code is not None:
+        exit_now(code)
     from controller.cli import main as cli_main
 
     exit_now(cli_main())

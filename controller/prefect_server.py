@@ -295,11 +295,14 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> None:
 
 
 def stop(directory: Path | None = None) -> ServerState | None:
-    """Stop the local server if one runs; returns what was stopped."""
+    """Stop the local server if one runs, and the warm hosts beside it; returns the server stopped."""
+    from controller.warm import stop_all
+
     directory = directory or state_dir()
     with _locked(directory / "start.lock", fcntl.LOCK_EX, START_TIMEOUT, "stopping the Prefect server"):
         state = read_state(directory)
         (directory / "state.json").unlink(missing_ok=True)
+        stop_all(directory)
         if state is None or not _is_our_server(state.pid):
             return None
         _terminate(state.pid)
@@ -311,7 +314,8 @@ def local_api() -> Iterator[ServerState | None]:
     """For one command: when no Prefect API is configured, point ``PREFECT_API_URL`` at the local server
     (started if needed) and keep it in use until the block ends. Yields it, or None when one is configured.
 
-    Must run before Prefect is imported: Prefect reads its settings once.
+    Prefect reads its settings from the environment once, at import; in a process that imported it before
+    (the warm host's, ``controller.warm``) they are read again here.
     """
     if configured_api_url() is not None:
         yield None
@@ -321,11 +325,20 @@ def local_api() -> Iterator[ServerState | None]:
     with _locked(directory / "users.lock", fcntl.LOCK_SH, START_TIMEOUT, "using the Prefect server"):
         state, _started = ensure(directory, idle)
         os.environ["PREFECT_API_URL"] = state.api_url
+        refresh_prefect_settings()
         try:
             yield state
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+            refresh_prefect_settings()
             _touch(directory / "last-used")
+
+
+def refresh_prefect_settings() -> None:
+    """Have an imported Prefect read its settings from the environment again (a no-op before its import)."""
+    context = sys.modules.get("prefect.context")
+    if context is not None:
+        context.refresh_global_settings_context()
 
 
 # -- the server process ------------------------------------------------------------------------------------
@@ -480,6 +493,7 @@ __all__ = [
     "ensure",
     "local_api",
     "main",
+    "refresh_prefect_settings",
     "stop",
 ]
 
