@@ -11,7 +11,8 @@ settings again from that environment, runs the CLI's ``main`` and sends the exit
 
 The command side (``fanout`` console script, standard library only): ``run`` connects, hands the command
 over and waits for its exit code, forwarding SIGINT, SIGTERM and SIGHUP to the child, so Ctrl-C and
-``kill`` cancel the batch as they do in-process. It runs the command in its own process instead, with no
+``kill`` cancel the batch as they do in-process, and a command killed outright (SIGKILL) takes its batch's
+controller with it, as in-process. It runs the command in its own process instead, with no
 message, whenever the host is absent (and starts one in the background for the next command), refuses
 (other code), does not answer, or ``FANOUT_WARM=0``. Once the child has the command, the child owns it.
 
@@ -499,11 +500,14 @@ def _text_stream(fd: int, mode: str, encoding: str | None, errors: str | None, *
 
 
 def _relay_signals(reader: IO[bytes]) -> None:
-    """Signals the command received, raised here; if the command is gone (killed), cancel as on SIGTERM."""
+    """Signals the command received, raised here. A command that is gone without a word was killed
+    (SIGKILL, a crash): this process ends the same way, at once and without cancelling, as a controller run
+    in the command's own process would have. Its executions keep running, its lease expires, and the next
+    ``fanout run`` of the batch resumes it (docs/reliability.md, "Resume")."""
     for line in reader:
         if line.startswith(b"signal "):
             os.kill(os.getpid(), int(line.split()[1]))
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _run_cli(argv: list[str]) -> int:

@@ -26,6 +26,9 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     for name in [n for n in os.environ if n.startswith("FANOUT_")]:
         monkeypatch.delenv(name)
+    # A run that gets as far as choosing its Cloud Run sets it for its flow: undone after the test (an empty
+    # value means unset), not left to the next test of this worker.
+    monkeypatch.setenv("FANOUT_EMULATOR_HOST", "")
 
 
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
