@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from controller.offline import apply_quiet_defaults
 
@@ -324,13 +324,16 @@ def local_api() -> Iterator[ServerState | None]:
     idle = idle_seconds_from_env()  # a bad setting is refused before anything starts
     with _locked(directory / "users.lock", fcntl.LOCK_SH, START_TIMEOUT, "using the Prefect server"):
         state, _started = ensure(directory, idle)
+        context: Any = sys.modules.get("prefect.context")  # imported already (the warm host), or not yet
+        before = context.GLOBAL_SETTINGS_CONTEXT if context is not None else None
         os.environ["PREFECT_API_URL"] = state.api_url
         refresh_prefect_settings()
         try:
             yield state
         finally:
             os.environ.pop("PREFECT_API_URL", None)
-            refresh_prefect_settings()
+            if context is not None:  # the process's settings as they were, not as the environment says now
+                context.GLOBAL_SETTINGS_CONTEXT = before
             _touch(directory / "last-used")
 
 
