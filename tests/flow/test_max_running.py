@@ -256,9 +256,12 @@ def test_a_cancelled_batch_starts_nothing_that_waited_and_leaves_nothing_running
         _summary, report = run_flow(spec, mode="per-item", max_running_tasks=1, deadline="3s")
 
     assert time.monotonic() - started < 60  # the launches waiting for a slot did not hold the flow
-    states = [item.state for item in report.items]
-    assert states == [ItemState.CANCELLED, ItemState.NOT_LAUNCHED, ItemState.NOT_LAUNCHED]
-    assert all(item.reason == "the batch was cancelled before this launch started" for item in report.items[1:]), [
+    # Whichever launch reached its slot first ran and was cancelled at the deadline; the two that waited for
+    # the slot were never launched.
+    cancelled = [item for item in report.items if item.state == ItemState.CANCELLED]
+    waited = [item for item in report.items if item.state == ItemState.NOT_LAUNCHED]
+    assert (len(cancelled), len(waited)) == (1, 2), [item.state for item in report.items]
+    assert all(item.reason == "the batch was cancelled before this launch started" for item in waited), [
         item.reason for item in report.items
     ]
     assert len(running.executions()) == 1
