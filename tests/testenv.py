@@ -3,7 +3,9 @@ the tests start fake-gcs-server."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,3 +41,17 @@ def fake_gcs_server() -> Iterator[Any]:
 class _Discard:
     def write(self, data: bytes) -> int:
         return len(data)
+
+
+@contextmanager
+def cli_changes_undone(monkeypatch: Any) -> Iterator[None]:
+    """For a ``fanout`` command run in the test's process: the log handlers and the SIGTERM handler it sets
+    are undone after the block (``monkeypatch`` restores the rest at the test's end)."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

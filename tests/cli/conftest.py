@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testenv import cli_changes_undone
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,9 +17,5 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     (log handlers, the SIGTERM handler, FANOUT_* variables) undone."""
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("FANOUT_EMULATOR_HOST", "")
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        if isinstance(logger, logging.Logger):
-            monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
+    with cli_changes_undone(monkeypatch):
+        yield

@@ -3,15 +3,13 @@ progress artifact, read back through the Prefect API of the test server."""
 
 from __future__ import annotations
 
-import logging
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
-from testenv import PROJECT, REGION
+from testenv import PROJECT, REGION, cli_changes_undone
 
 from cloudrun_emulator import Emulator
 
@@ -109,12 +107,8 @@ def no_target(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.chdir(REPO)
     for name in ("FANOUT_EMULATOR_HOST", "FANOUT_PROJECT", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(name, raising=False)
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        if isinstance(logger, logging.Logger):
-            monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
+    with cli_changes_undone(monkeypatch):
+        yield
 
 
 @pytest.mark.usefixtures("no_target")
