@@ -13,11 +13,13 @@ session (these hooks live here, in a conftest the terminal-owning xdist controll
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +33,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # a deadline for the server to answer (a start returns as soon as it does), so it is generous.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 
-from testenv import BUCKET, PROJECT, REGION, fake_gcs_server  # noqa: E402
+from testenv import (  # noqa: E402
+    BUCKET,
+    PREFECT_DB_TEMPLATE,
+    PROJECT,
+    REGION,
+    fake_gcs_server,
+    migrated_prefect_database,
+)
 
 _SHARED_STATE = "FANOUT_CACHE_DIR"  # where the `fanout run` subprocesses of this test run find their server
 _owned_state = pytest.StashKey[str]()
@@ -45,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # an xdist worker, or a caller that chose the folder (and stops its server itself)
     root = tempfile.mkdtemp(prefix="fanout-tests-")
     os.environ[_SHARED_STATE] = os.path.join(root, "cache")
+    os.makedirs(os.path.join(root, "prefect-db"))
+    os.environ[PREFECT_DB_TEMPLATE] = os.path.join(root, "prefect-db")
     os.environ.setdefault("PREFECT_HOME", os.path.join(root, "prefect-home"))
     config.stash[_owned_state] = root
 
@@ -141,15 +152,25 @@ def clients(emulator: Emulator, gcs: Any) -> Clients:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A throwaway Prefect API server on SQLite for the whole session (~20 s of CPU to start on a fresh database)."""
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED
+    """A throwaway Prefect API server on SQLite for the whole session: Prefect's test harness, on a copy of
+    the test run's migrated database (tests/testenv.py) in the folder the harness makes for its own."""
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.settings.context import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.testing import utilities
 
-    with (
-        temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-        prefect_test_harness(
-            server_startup_timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
-        ),
-    ):
+    folders: list[str] = []
+
+    def folder_with_database() -> str:
+        folders.append(tempfile.mkdtemp(prefix="prefect-harness-"))
+        migrated_prefect_database(Path(folders[-1]) / "prefect-test.db")
+        return folders[-1]
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}))
+        with pytest.MonkeyPatch.context() as patch:  # only while the harness starts
+            patch.setattr(utilities, "mkdtemp", folder_with_database)
+            timeout = int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+            stack.enter_context(utilities.prefect_test_harness(server_startup_timeout=timeout))
+        # The harness names its database file itself: a rename in Prefect must not go unnoticed.
+        assert PREFECT_SERVER_DATABASE_CONNECTION_URL.value() == f"sqlite+aiosqlite:///{folders[0]}/prefect-test.db"
         yield

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testenv import PROJECT, REGION
+from testenv import PROJECT, REGION, migrated_prefect_database
 
 from controller import prefect_server
 from controller.prefect_server import ServerState, configured_api_url, local_api, read_state
@@ -32,9 +32,11 @@ START_TIMEOUT = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECON
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A private cache dir and PREFECT_HOME, and no configured Prefect API."""
+    """A private cache dir and PREFECT_HOME (with the test run's migrated database), and no configured
+    Prefect API."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
-    (tmp_path / "home").mkdir(exist_ok=True)
+    if not (tmp_path / "home" / "prefect.db").exists():
+        migrated_prefect_database(tmp_path / "home" / "prefect.db")
     env.update(FANOUT_CACHE_DIR=str(tmp_path / "cache"), PREFECT_HOME=str(tmp_path / "home"), **extra)
     return env
 

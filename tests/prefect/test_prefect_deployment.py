@@ -29,7 +29,7 @@ from prefectsupport import (
     run_cli,
     wait_for,
 )
-from testenv import PROJECT
+from testenv import PROJECT, migrated_prefect_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-e2e")]
 
@@ -57,6 +57,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     kind: str = request.param
     with contextlib.ExitStack() as stack:
         if kind == "sqlite":
+            migrated_prefect_database(tmp_path / "prefect.db")
             database_url = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
         else:
             bindir = postgres_bin()
