@@ -181,6 +181,7 @@ def run_controller(request: dict[str, Any]) -> dict[str, Any]:
             "succeeded": by_state.get(ItemState.SUCCEEDED, 0),
             "failed": report.summary.total - by_state.get(ItemState.SUCCEEDED, 0),
             "log_tails": sum(1 for item in report.items if item.log_tail),
+            "results": sum(1 for item in report.items if item.result is not None),
             "launches": len(report.launches),
             "problems": report.problems,
         },

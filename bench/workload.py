@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 JOB = "hello"
-COMMANDS = ("noop", "sleep1")
+# "results": a no-op greeting that also stores itself as the item's result (hello --result), run packed
+# only, beside the no-op case of the same size: the difference is what collecting results costs.
+COMMANDS = ("noop", "sleep1", "results")
+COMMAND_LABELS = {"noop": "no-op", "sleep1": "1 s", "results": "no-op + result"}
 # Every 100th item fails (``hello --sleep -1`` is an argparse error, exit 2, retried once by the job's
 # max_retries: 1), so reports hold log tails and the log-call target is measured on real work.
 FAIL_EVERY = 100
@@ -43,6 +46,8 @@ def item_args(index: int, command: str) -> list[str]:
         return [f"n{index}"]
     if command == "sleep1":
         return ["--sleep", "1", f"n{index}"]
+    if command == "results":
+        return ["--result", f"n{index}"]
     raise ValueError(f"unknown command {command!r}; expected one of {COMMANDS}")
 
 
@@ -70,7 +75,7 @@ class Case:
 
     @property
     def label(self) -> str:
-        return f"{self.size} x {'no-op' if self.command == 'noop' else '1 s'}"
+        return f"{self.size} x {COMMAND_LABELS[self.command]}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Matrix:
     per_item_max: int
     threads_max: int
     default_poll_cases: tuple[tuple[int, str], ...]
+    results_sizes: tuple[int, ...] = ()  # the "results" command, packed only
 
     def cases(self) -> list[tuple[Case, str | None]]:
         """Every case in run order (small first, so targets at small sizes are known early), each with
@@ -100,6 +106,7 @@ class Matrix:
                 out.append((Case(size, command, mode), skip))
             if (size, command) in self.default_poll_cases:
                 out.append((Case(size, command, PACKED_DEFAULT_POLL), None))
+        out.extend((Case(size, "results", PACKED), None) for size in self.results_sizes)
         return out
 
 
@@ -109,6 +116,7 @@ FULL = Matrix(
     per_item_max=1000,
     threads_max=10_000,
     default_poll_cases=((1000, "sleep1"),),
+    results_sizes=(10_000,),
 )
 QUICK = Matrix(
     sizes={"noop": (20, 100), "sleep1": (20, 100)},
@@ -116,4 +124,5 @@ QUICK = Matrix(
     per_item_max=100,
     threads_max=100,
     default_poll_cases=(),
+    results_sizes=(100,),
 )

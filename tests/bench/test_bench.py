@@ -55,3 +55,20 @@ def test_slow_baselines_are_skipped_above_their_limits() -> None:
 
 def test_targets_without_data_are_not_applicable() -> None:
     assert {check["result"] for check in targets([])} == {"n/a"}
+
+
+def test_the_results_case_passes_only_when_every_succeeded_item_brought_its_result() -> None:
+    measured = {"status": "ok", "calls": {"run": 1, "logs": 1}, "cloud_run_calls": 15, "wall_seconds": 2.0}
+    measured |= {"cpu_seconds": 0.5, "rss_peak_bytes": 2**27, "succeeded": 99}
+    noop = {"size": 100, "command": "noop", "mode": PACKED} | measured
+    every = {"size": 100, "command": "results", "mode": PACKED, "results": 99} | measured
+
+    def check(rows: list[dict[str, object]]) -> dict[str, str]:
+        found = [c for c in targets(rows) if c["target"].startswith("packed with a result from every item")]
+        assert len(found) == 1
+        return found[0]
+
+    assert check([noop, every])["result"] == "PASS"
+    assert "beside the no-op case" in check([noop, every])["detail"]
+    assert check([noop, every | {"results": 98}])["result"] == "FAIL"
+    assert check([noop])["result"] == "n/a"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -27,3 +29,15 @@ def test_negative_sleep_is_a_usage_error(job_module):
     with pytest.raises(SystemExit) as exc:
         job_module("hello").main(["--sleep", "-1"])
     assert exc.value.code == 2
+
+
+def test_with_result_the_greetings_are_written_where_the_controller_says(job_module, capsys, monkeypatch, tmp_path):
+    hello = job_module("hello")
+    monkeypatch.setenv("GREETING", "Hi")
+    monkeypatch.setenv("FANOUT_RESULT_FILE", str(tmp_path / "result.json"))
+
+    assert hello.main(["Ada"]) == 0
+    assert not (tmp_path / "result.json").exists()  # only when asked
+    assert hello.main(["--result", "Ada", "Grace"]) == 0
+
+    assert json.loads((tmp_path / "result.json").read_text()) == ["Hi, Ada!", "Hi, Grace!"]
