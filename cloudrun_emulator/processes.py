@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloudrun_emulator import supervisor
 from cloudrun_emulator.supervisor import kill_group
@@ -39,6 +40,46 @@ class Outcome:
 
 
 LineSink = Callable[[str, str], None]
+
+
+async def _ended(proc: asyncio.subprocess.Process, pipes: set[str]) -> None:
+    """Until the command has ended and its output is closed.
+
+    ``proc.wait()`` returns only once nothing holds the command's output open. When the command has ended
+    (Linux: its pidfd turns readable) and something it left running still holds its output after a short
+    drain, that goes: it would have ended with the container on Cloud Run.
+    """
+    waiting: asyncio.Future[Any] = asyncio.ensure_future(proc.wait())
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        fd = None  # ended and reaped already: only the output can be left
+    except (AttributeError, OSError):
+        await waiting  # no pidfds here: as asyncio does
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[Any] = loop.create_future()
+
+    def ended() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    if fd is None:
+        ended()
+    else:
+        loop.add_reader(fd, ended)
+    try:
+        await asyncio.wait([waiting, exited], return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            await asyncio.wait([waiting], timeout=_READ_DRAIN_SECONDS)
+        if not waiting.done():
+            supervisor.kill_container(proc.pid)
+            supervisor.kill_pipe_holders(pipes)
+        await waiting
+    finally:
+        if fd is not None:
+            loop.remove_reader(fd)
+            os.close(fd)
 
 
 class ProcessGroups:
@@ -89,6 +130,7 @@ class ProcessGroups:
             kill_group(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise RuntimeError("the task supervisor is gone; the attempt was stopped") from None
+        pipes = supervisor.output_pipes(proc.pid)
         if on_start is not None:
             on_start(proc.pid)
         assert proc.stdout is not None
@@ -102,12 +144,10 @@ class ProcessGroups:
             fault = asyncio.get_running_loop().call_later(kill_after, kill_group, proc.pid, signal.SIGKILL)
         timed_out = False
         try:
-            await proc.wait()
+            await _ended(proc, pipes)
             timed_out = self._supervisor.timed_out(proc.pid)
-            if timed_out:
-                # Whatever the command left behind in its group goes too.
-                kill_group(proc.pid, signal.SIGKILL)
-            # A grandchild that left the process group can hold the pipes open: do not wait for it forever.
+            # The container ends with its command: whatever the command left running goes too.
+            supervisor.kill_container(proc.pid)
             _done, pending = await asyncio.wait(readers, timeout=_READ_DRAIN_SECONDS)
             for reader in pending:
                 reader.cancel()

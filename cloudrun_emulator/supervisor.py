@@ -10,6 +10,12 @@ It does two things the emulator cannot promise on its own:
   ends, however it ends (SIGKILL included), the pipe closes and the supervisor SIGKILLs every group it watches.
   A parent that changed (checked every ``CHECK_SECONDS``) counts the same.
 
+A group is the task's command and what it spawned; a descendant that left it (``setsid``, ``setpgid``) is found
+from /proc by its parent, while that parent lives, and killed with the group: when the emulator dies, and when
+a timed-out task is killed (found at the SIGTERM, before its parent can exit). One that was orphaned first
+(a double fork) or was born while the supervisor was killing is not found here; the emulator finds one that
+still holds the task's output open when the task ends (``kill_pipe_holders``).
+
 One supervisor serves one emulator: a task's start costs one line on a pipe, not a process. It runs as a
 script (``python -I -S supervisor.py``, standard library only) in its own session, so no signal meant for the
 emulator's process group reaches it before it has done its work.
@@ -32,6 +38,7 @@ import select
 import signal
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 # How often the supervisor checks that its parent is still the emulator, between deadlines and input.
@@ -46,6 +53,7 @@ class Watched:
     grace: float
     terminated: bool = False
     settled: bool = False  # nothing left to do but forget it (or kill it when the emulator dies)
+    strays: dict[int, str] | None = None  # descendants outside the group at the SIGTERM: pid -> start time
 
     @property
     def due(self) -> float:
@@ -84,6 +92,83 @@ def _still_ours(pgid: int, watched: Watched) -> bool:
     return stat is None or stat[1] == watched.started
 
 
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, start time) of every process, from /proc (empty without it)."""
+    table: dict[int, tuple[int, int, str]] = {}
+    if not _HAVE_PROC:
+        return table
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        table[int(name)] = (int(fields[1]), int(fields[2]), fields[19])
+    return table
+
+
+def strays(groups: set[int]) -> dict[int, str]:
+    """Live descendants of the members of ``groups`` that left them: pid -> start time."""
+    table = _process_table()
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _, _) in table.items():
+        children[ppid].append(pid)
+    found: dict[int, str] = {}
+    pending = [pid for pid, (_, pgid, _) in table.items() if pgid in groups]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if table[child][1] not in groups and child not in found:
+                found[child] = table[child][2]
+            pending.append(child)
+    return found
+
+
+def kill_strays(found: dict[int, str]) -> None:
+    """SIGKILL each process of ``found`` that is still the one found (its pid not taken again)."""
+    for pid, started in found.items():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def kill_container(pgid: int) -> None:
+    """A task's command ended, and with it its container, as on Cloud Run: SIGKILL what it left running in its
+    group and what left the group from there (found by its parent, so only while a group member lives)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return  # the group is empty: nothing left, and nothing that left it can be told by its parent
+    found = strays({pgid})
+    kill_group(pgid, signal.SIGKILL)
+    kill_strays(found)
+
+
+def output_pipes(pid: int) -> set[str]:
+    """The pipes a process writes its standard output and error to (``pipe:[inode]``), from /proc."""
+    found = set()
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if (link := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith("pipe:"):
+                found.add(link)
+    return found
+
+
+def kill_pipe_holders(pipes: set[str]) -> int:
+    """SIGKILL every other process that holds one of ``pipes`` open; how many there were."""
+    killed = 0
+    for name in os.listdir("/proc") if pipes and _HAVE_PROC else ():
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{name}/fd/{fd}") in pipes for fd in os.listdir(f"/proc/{name}/fd")):
+                os.kill(int(name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """Signal a process group that may be gone already."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -97,9 +182,11 @@ def _enforce(watched: dict[int, Watched], now: float) -> None:
         if entry.terminated:
             if _still_ours(pgid, entry):
                 kill_group(pgid, signal.SIGKILL)
+            kill_strays(entry.strays or {})
             entry.settled = True
         elif _leader_running(pgid, entry):
             os.write(1, f"timeout {pgid}\n".encode())
+            entry.strays = strays({pgid})
             kill_group(pgid, signal.SIGTERM)
             entry.terminated = True
         else:
@@ -141,9 +228,13 @@ def supervise(stdin: int = 0) -> None:
                     _apply(line.decode("ascii"), watched)
             _enforce(watched, time.monotonic())
     finally:
-        for pgid, entry in watched.items():
-            if _still_ours(pgid, entry):
-                kill_group(pgid, signal.SIGKILL)
+        ours = {pgid for pgid, entry in watched.items() if _still_ours(pgid, entry)}
+        found = strays(ours)
+        for pgid in ours:
+            kill_group(pgid, signal.SIGKILL)
+        kill_strays(found)
+        for entry in watched.values():
+            kill_strays(entry.strays or {})
 
 
 def _exit(signum: int, frame: object) -> None:

@@ -23,6 +23,9 @@ from tests.emulator.conftest import FAST_POLL, PY, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+# A bound for a hung command, not a guess at its time: an emulator process's imports alone took over 60 s on
+# a 2-core machine at load 20.
+HUNG = 300.0
 
 
 def _free_port() -> int:
@@ -79,7 +82,7 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
                 return False
             return True
 
-        wait_until(serving, timeout=60, what="the emulator to serve")
+        wait_until(serving, timeout=HUNG, what="the emulator to serve")
         jobs.run_job(name=name)
         wait_until(pid_file.exists, what="the task to start")
         wait_until(lambda: pid_file.read_text().isdigit(), what="the task pid")
@@ -87,7 +90,7 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
         assert psutil.pid_exists(task_pid)
 
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=HUNG)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -111,7 +114,7 @@ def test_cli_rejects_a_bad_faults_file(tmp_path: Path) -> None:
         [PY, "-m", "cloudrun_emulator", "--port", "0", "--faults", str(bad), "--jobs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HUNG,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=False,
     )
@@ -139,7 +142,7 @@ def test_repository_catalog_job_runs_through_its_local_entrypoint() -> None:
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, env=ENV, check=False)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=HUNG, env=ENV, check=False)
 
 
 def test_every_option_has_help_that_states_its_default() -> None:

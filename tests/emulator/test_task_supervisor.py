@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from cloudrun_emulator import supervisor
 from cloudrun_emulator.processes import Outcome, ProcessGroups
@@ -62,3 +63,31 @@ def test_a_group_number_taken_by_another_process_is_left_alone() -> None:
     stat = supervisor._proc_stat(me)
     assert stat is not None
     assert supervisor._still_ours(me, supervisor.Watched(started=stat[1], deadline=0.0, grace=0.0))
+
+
+def test_a_timed_out_task_takes_the_process_that_left_its_group_with_it(tmp_path: Path) -> None:
+    """Cloud Run stops the whole container at a timeout: a descendant in a session of its own goes too."""
+    pidfile = tmp_path / "stray.pid"
+    outcome, _lines = _attempt(["sh", "-c", f'setsid sh -c \'echo $$ > {pidfile}; exec sleep 300\' & sleep 30'])
+    assert outcome.timed_out, outcome
+    stray = int(pidfile.read_text())
+    deadline = time.monotonic() + 20
+    while (stat := supervisor._proc_stat(stray)) is not None and stat[0] not in ("Z", "X"):
+        assert time.monotonic() < deadline, f"process {stray}, in a session of its own, outlived the timeout"
+        time.sleep(0.05)
+
+
+def test_what_a_task_left_running_ends_with_it_as_its_container_would(tmp_path: Path) -> None:
+    """On Cloud Run a task's container stops when its command exits: background processes go with it, in
+    its group or in a session of their own."""
+    pids = tmp_path / "pids"
+    script = f"sleep 300 & echo $! >> {pids}; setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & sleep 0.5; echo done"
+    outcome, lines = _attempt(["sh", "-c", script])
+    assert outcome == Outcome(exit_code=0), outcome
+    assert lines == ["done"]
+    left = [int(pid) for pid in pids.read_text().split()]
+    assert len(left) == 2
+    deadline = time.monotonic() + 20
+    while running := [pid for pid in left if (stat := supervisor._proc_stat(pid)) and stat[0] not in ("Z", "X")]:
+        assert time.monotonic() < deadline, f"processes {running} outlived the task that started them"
+        time.sleep(0.05)

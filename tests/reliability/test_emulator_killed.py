@@ -1,7 +1,8 @@
 """The emulator SIGKILLed while tasks run: no task process, and none of their descendants, is left.
 
 A SIGKILLed emulator cannot clean up; its task supervisor (cloudrun_emulator.supervisor) sees the emulator's pipe
-close and kills every task process group. One task's command leaves a background grandchild in its group.
+close and kills every task process group, and every process that left a group for a session of its own
+(``setsid``). Task 0's command leaves a background grandchild in its group, task 1's one in a new session.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-emulator-ki
 
 BATCH = "emulator-killed"
 TASKS = 3
-# Task 0 starts a background sleep (a grandchild of the emulator) beside its own: one more than a task each.
-SLEEPS = TASKS + 1
-COMMAND = 'if [ "$CLOUD_RUN_TASK_INDEX" = 0 ]; then sleep 300 & fi; sleep 300'
+# Task 0 starts a background sleep (a grandchild of the emulator) beside its own, task 1 one that leaves
+# the group for a session of its own: two more than a task each.
+SLEEPS = TASKS + 2
+COMMAND = (
+    'if [ "$CLOUD_RUN_TASK_INDEX" = 0 ]; then sleep 300 & fi; '
+    'if [ "$CLOUD_RUN_TASK_INDEX" = 1 ]; then setsid sleep 300 & fi; sleep 300'
+)
 # The supervisor acts on the pipe's end at once, on a parent that changed at its next check; the rest is the
 # kernel delivering SIGKILL on a machine that may be busy.
 GONE_WITHIN = 20 * CHECK_SECONDS
@@ -89,6 +94,6 @@ def test_no_task_process_outlives_a_sigkilled_emulator(tmp_path: Path, figures: 
                 os.kill(pid, signal.SIGKILL)
     figures(
         "emulator SIGKILLed",
-        f"{len(tasks)} task processes ({SLEEPS} sleeps, one a grandchild) gone {gone_after:.2f} s after the "
+        f"{len(tasks)} task processes ({SLEEPS} sleeps, two grandchildren, one in its own session) gone {gone_after:.2f} s after the "
         "SIGKILL; no process left",
     )
