@@ -46,10 +46,18 @@ def report_html_link(report_url: str) -> str:
 
 class ProgressArtifact:
     """A Prefect progress artifact of a running batch: done/total items, updated at most every
-    ``interval`` seconds (and always when the count reaches the total). A no-op outside a flow run."""
+    ``interval`` seconds of ``clock`` (and always when the count reaches the total). A no-op outside a flow
+    run."""
 
-    def __init__(self, batch_id: str, total: int, *, interval: float = PROGRESS_INTERVAL_SECONDS) -> None:
-        self.batch_id, self.total, self.interval = batch_id, total, interval
+    def __init__(
+        self,
+        batch_id: str,
+        total: int,
+        *,
+        interval: float = PROGRESS_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.batch_id, self.total, self.interval, self.clock = batch_id, total, interval, clock
         self.artifact_id: UUID | None = None
         self._last_sent = -1
         self._last_time = 0.0
@@ -58,7 +66,7 @@ class ProgressArtifact:
     def record(self, counts: Mapping[str, int]) -> None:
         """Take the runner's counts by state; sends when due."""
         done = self.total - sum(counts.get(name, 0) for name in _NOT_DONE)
-        now = time.monotonic()
+        now = self.clock()
         if self._broken or done == self._last_sent:
             return
         if done < self.total and self.artifact_id is not None and now - self._last_time < self.interval:

@@ -304,11 +304,9 @@ def _finish(
     report = runner.report(items, flow_run_id=flow_run_id)
     batch_id = report.batch_id
     store.write(batch_id, results.JSONL, results.jsonl_chunks(report.items))
-    url = store.write(batch_id, "report.json", report.json_chunks())
+    report, url, generation = reruns.store_report(store, report)  # a resumed batch keeps the reruns listed
     try:
-        from controller.html_report import render_html_chunks
-
-        store.write(batch_id, "report.html", render_html_chunks(report), content_type="text/html")
+        reruns.write_html(store, report, generation)
     except Exception as exc:
         log.warning("report.html not written: %s", runner.redact(str(exc)))
     # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running
@@ -463,8 +461,8 @@ def _batch_to_run(
     job_catalog: Catalog,
     clients: Clients,
     rerun: tuple[str, list[str] | None] | None,
-) -> tuple[Batch, RunOptions, BatchLink | None]:
-    """The batch to run, the options to run it with and, for a rerun, the batch it reruns: a rerun's report
+) -> tuple[Batch, RunOptions, reruns.StartedRerun | None]:
+    """The batch to run, the options to run it with and, for a rerun, the rerun as listed: a rerun's report
     goes beside its parent's unless the options say where, and is listed in the parent's report here."""
     spec = None if batch is None else _load_batch(batch, options, job_catalog, clients)
     if rerun is None:
@@ -481,7 +479,8 @@ def _batch_to_run(
     if not (options.report_to or options.report_block):
         options = options.model_copy(update={"report_to": todo.parent.root})
     store, _ = _stores(options, job_catalog, clients)
-    return todo.start(job_catalog, store, options.batch_id), options, todo.link
+    started = todo.start(job_catalog, store, options.batch_id)
+    return started.batch, options, started
 
 
 def _run_batch(
@@ -494,41 +493,45 @@ def _run_batch(
     logger = get_run_logger()
     credentials = load_credentials(options.gcp_credentials_block)
     clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
-    the_batch, options, rerun_link = _batch_to_run(batch, options, job_catalog, clients, rerun)
+    the_batch, options, started = _batch_to_run(batch, options, job_catalog, clients, rerun)
     store, manifest_store = _stores(options, job_catalog, clients)
-    _name_flow_run(the_batch.batch_id)
-    runtime = Options.resolve(options, job_catalog, project=project, report_to=store.url("").rstrip("/"))
-    logger.info(
-        "batch %s: %s -> %s", the_batch.batch_id, plural(len(the_batch.items), "item"), store.url(the_batch.batch_id)
-    )
-    from controller.artifacts import ProgressArtifact, publish_artifacts
-
-    artifact = ProgressArtifact(the_batch.batch_id, len(the_batch.items))
-    outer = progress_sink.get()
-
-    def progress(counts: Mapping[str, int]) -> None:
-        artifact.record(counts)
-        if outer is not None:
-            outer(counts)
-
-    token = progress_sink.set(progress)
-    try:
-        report, url = execute(
-            the_batch,
-            job_catalog,
-            runtime,
-            clients=clients,
-            store=store,
-            manifest_store=manifest_store,
-            flow_run_id=current_flow_run.id,
-            rerun_of=rerun_link,
+    with reruns.withdrawn_unless_opened(started, store):
+        _name_flow_run(the_batch.batch_id)
+        runtime = Options.resolve(options, job_catalog, project=project, report_to=store.url("").rstrip("/"))
+        logger.info(
+            "batch %s: %s -> %s",
+            the_batch.batch_id,
+            plural(len(the_batch.items), "item"),
+            store.url(the_batch.batch_id),
         )
-    finally:
-        progress_sink.reset(token)
-    artifact.finish(report.summary.total)
-    publish_artifacts(report, report_url=url)
-    logger.info("batch %s %s: %s", report.batch_id, report.status, url)
-    return report, url
+        from controller.artifacts import ProgressArtifact, publish_artifacts
+
+        artifact = ProgressArtifact(the_batch.batch_id, len(the_batch.items))
+        outer = progress_sink.get()
+
+        def progress(counts: Mapping[str, int]) -> None:
+            artifact.record(counts)
+            if outer is not None:
+                outer(counts)
+
+        token = progress_sink.set(progress)
+        try:
+            report, url = execute(
+                the_batch,
+                job_catalog,
+                runtime,
+                clients=clients,
+                store=store,
+                manifest_store=manifest_store,
+                flow_run_id=current_flow_run.id,
+                rerun_of=None if started is None else started.link,
+            )
+        finally:
+            progress_sink.reset(token)
+        artifact.finish(report.summary.total)
+        publish_artifacts(report, report_url=url)
+        logger.info("batch %s %s: %s", report.batch_id, report.status, url)
+        return report, url
 
 
 # The flow's parameters are the batch and every flow option of RunOptions, with their defaults and the

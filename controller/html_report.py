@@ -22,7 +22,15 @@ from importlib import resources
 from typing import Any
 
 from controller.report import ItemResult, ItemState, Report, TaskResult
-from controller.summary import batch_duration, cost_text, format_seconds, headline, printable, state_label
+from controller.summary import (
+    batch_duration,
+    cost_text,
+    format_seconds,
+    headline,
+    printable,
+    rerun_lines,
+    state_label,
+)
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
@@ -208,6 +216,8 @@ def _summary_html(report: Report) -> str:
         ),
         "</ul>",
     ]
+    if lines := rerun_lines(report):  # the batch this one reruns, the batches that rerun it
+        parts += ['<ul class="lineage" id="lineage">', *(f"<li>{escape(printable(ln))}</li>" for ln in lines), "</ul>"]
     if report.problems:
         parts += [
             '<ul class="problems" id="problems">',

@@ -14,28 +14,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from controller.catalog import Catalog
+from controller.html_report import render_html_chunks
+from controller.ownership import BATCH_STATE
 from controller.report import BatchLink, ItemState, Report, Rerun
 from controller.spec import Batch, Item, load_batch, new_batch_id
-from controller.store import Store, StoreConflict, open_store, read_url
+from controller.store import Store, StoreConflict, StoreError, open_store, read_url
 
 SPEC_FILE = "spec.json"
 SPEC_SCHEMA = "fanout.spec/v1"
 REPORT_FILE = "report.json"
+HTML_FILE = "report.html"
 WITHHELD = "withheld"  # the key that marks a literal secret left out of spec.json
 MAX_REPORT_BYTES = 2 * 1024**3
 # Each lost race for the parent's report means another rerun listed itself meanwhile; only many reruns
 # started at the same moment lose this often.
 RESERVE_ATTEMPTS = 8
 DEFAULT_STATES = tuple(state for state in ItemState if state is not ItemState.SUCCEEDED)
+_RERUNS: TypeAdapter[list[Rerun]] = TypeAdapter(list[Rerun])
+
+log = logging.getLogger(__name__)
 
 
 class RerunError(Exception):
@@ -277,30 +284,26 @@ class RerunPlan:
         listed = {rerun.batch_id for rerun in self.parent.report.reruns}
         n = len(listed) + 1
         while (candidate := rerun_batch_id(self.parent.batch_id, n)) in listed or (
-            store is not None and store.read(candidate, "batch.json") is not None
+            store is not None and store.read(candidate, BATCH_STATE) is not None
         ):
             n += 1
         return candidate
 
     def start(
         self, catalog: Catalog, store: Store, batch_id: str | None = None, now: Callable[[], datetime] | None = None
-    ) -> Batch:
+    ) -> StartedRerun:
         """List the rerun in the parent's report (a generation-matched write: a concurrent rerun makes this
-        one read again and take the next id) and return its batch. A rerun already listed under ``batch_id``
-        (resumed) is not listed twice."""
+        one read again and take the next id) and return it with its batch. A rerun already listed under
+        ``batch_id`` (resumed) is not listed twice."""
         clock = now or (lambda: datetime.now(UTC))
-        for _ in range(RESERVE_ATTEMPTS):
-            found = self.parent.store.read_versioned(self.parent.batch_id, REPORT_FILE)
-            if found is None:
-                raise RerunError(f"{self.parent.url} no longer exists")
-            data, generation = found
-            current = _parse_report(data, self.parent.url)
-            parent = Parent(current, self.parent.url, self.parent.root, self.parent.store)
-            plan = RerunPlan(parent, self.states, self.entries, self.keep_jobs)
+        started: list[StartedRerun] = []
+
+        def listed(current: Report) -> Report | None:
+            plan = RerunPlan(replace(self.parent, report=current), self.states, self.entries, self.keep_jobs)
             new_id = plan.candidate_id(store, batch_id)
-            the_batch = plan.batch(catalog, new_id)
             if any(rerun.batch_id == new_id for rerun in current.reruns):
-                return the_batch
+                started[:] = [StartedRerun(self, plan.batch(catalog, new_id), None)]
+                return None
             entry = Rerun(
                 batch_id=new_id,
                 report=store.url(new_id, REPORT_FILE),
@@ -308,14 +311,83 @@ class RerunPlan:
                 items=len(self.entries),
                 started_at=clock(),
             )
-            updated = current.model_copy(update={"reruns": [*current.reruns, entry]})
+            started[:] = [StartedRerun(self, plan.batch(catalog, new_id), entry)]
+            return current.model_copy(update={"reruns": [*current.reruns, entry]})
+
+        self._update_parent(listed, "list itself")
+        return started[0]
+
+    def withdraw(self, entry: Rerun) -> None:
+        """Take ``entry`` off the parent's reruns."""
+
+        def unlisted(current: Report) -> Report | None:
+            kept = [rerun for rerun in current.reruns if rerun != entry]
+            return current.model_copy(update={"reruns": kept}) if len(kept) < len(current.reruns) else None
+
+        self._update_parent(unlisted, "take a refused rerun off its list")
+
+    def _update_parent(self, change: Callable[[Report], Report | None], what: str) -> None:
+        """Write ``change`` of the parent's stored report (None: nothing to write), generation-matched: when
+        another writer got there first, read again and change that. Then its report.html shows the change."""
+        where = self.parent.store
+        for _ in range(RESERVE_ATTEMPTS):
+            found = where.read_versioned(self.parent.batch_id, REPORT_FILE)
+            if found is None:
+                raise RerunError(f"{self.parent.url} no longer exists")
+            data, generation = found
+            updated = change(_parse_report(data, self.parent.url))
+            if updated is None:
+                return
             try:
-                data = b"".join(updated.json_chunks())
-                self.parent.store.write_if(self.parent.batch_id, REPORT_FILE, data, generation)
+                generation = where.write_if(
+                    self.parent.batch_id, REPORT_FILE, b"".join(updated.json_chunks()), generation
+                )
             except StoreConflict:
                 continue
-            return the_batch
-        raise RerunError(f"{self.parent.url} changed {RESERVE_ATTEMPTS} times while this rerun tried to list itself")
+            try:
+                write_html(where, updated, generation)
+            except Exception as exc:  # the page is a view of report.json, which stands: never a failed rerun
+                log.warning("%s not written: %s", where.url(self.parent.batch_id, HTML_FILE), exc)
+            return
+        raise RerunError(f"{self.parent.url} changed {RESERVE_ATTEMPTS} times while this rerun tried to {what}")
+
+
+@dataclass(frozen=True)
+class StartedRerun:
+    """A rerun listed in its parent's report: its plan, its batch, and the entry this run added to the list
+    (None when the rerun was listed before: resumed under its id)."""
+
+    plan: RerunPlan
+    batch: Batch
+    entry: Rerun | None
+
+    @property
+    def link(self) -> BatchLink:
+        return self.plan.link
+
+    def opened(self, store: Store) -> bool:
+        """Whether ``store`` holds this batch's batch.json, of its spec: the batch was opened to run."""
+        record = store.read(self.batch.batch_id, BATCH_STATE)
+        try:
+            return record is not None and json.loads(record).get("spec_digest") == self.batch.digest
+        except (ValueError, AttributeError):  # not JSON, or not an object: no batch of this spec
+            return False
+
+
+@contextlib.contextmanager
+def withdrawn_unless_opened(started: StartedRerun | None, store: Store) -> Iterator[None]:
+    """Around running a rerun (``started``; None: not a rerun, nothing to do): when that raises before its
+    batch was opened (its id is another batch's, its input is bad), the entry this run listed is taken off
+    the parent's reruns again. Whether it could be is a warning, never a second error."""
+    try:
+        yield
+    except BaseException:
+        if started is not None and started.entry is not None and not started.opened(store):
+            try:
+                started.plan.withdraw(started.entry)
+            except (RerunError, StoreError) as exc:
+                log.warning("%s stays listed as a rerun of %s: %s", started.batch.batch_id, started.link.batch_id, exc)
+        raise
 
 
 def plan_rerun(
@@ -359,10 +431,56 @@ def rerun(
     return fan_out(batch=spec, rerun_of=report, rerun_states=listed, **parameters)
 
 
+# -- a report written again keeps its links ----------------------------------------------------------------
+
+
+def store_report(store: Store, report: Report) -> tuple[Report, str, str | None]:
+    """Write ``report`` as its batch's report.json; return it as written, where, and its generation when it
+    replaced one. A report already stored there (the batch is resumed) is replaced only at the generation
+    read, with the reruns it lists kept: ``fanout rerun`` listed them, and one listed meanwhile makes this
+    read again."""
+    batch_id = report.batch_id
+    for _ in range(RESERVE_ATTEMPTS):
+        found = store.read_versioned(batch_id, REPORT_FILE)
+        if found is None:  # no report yet, so no rerun can have listed itself in one: streamed, never joined
+            return report, store.write(batch_id, REPORT_FILE, report.json_chunks()), None
+        data, generation = found
+        kept = report.model_copy(update={"reruns": _listed_reruns(data)})
+        try:
+            generation = store.write_if(batch_id, REPORT_FILE, b"".join(kept.json_chunks()), generation)
+        except StoreConflict:
+            continue
+        return kept, store.url(batch_id, REPORT_FILE), generation
+    raise StoreError(f"{store.url(batch_id, REPORT_FILE)} changed {RESERVE_ATTEMPTS} times while it was written")
+
+
+def _listed_reruns(data: bytes) -> list[Rerun]:
+    """The reruns a stored report lists; none when it is not a report this version can read."""
+    try:
+        return _RERUNS.validate_python(json.loads(data).get("reruns", []))
+    except (ValueError, AttributeError):  # not JSON, not an object, or not reruns as this schema has them
+        return []
+
+
+def write_html(store: Store, report: Report, generation: str | None) -> None:
+    """Write the batch's report.html from ``report``, which is report.json at ``generation``; when that is
+    known, again from the stored report.json while it changed meanwhile (a rerun listed itself), so that the
+    last page written shows the last report."""
+    for _ in range(RESERVE_ATTEMPTS):
+        store.write(report.batch_id, HTML_FILE, render_html_chunks(report), content_type="text/html")
+        found = None if generation is None else store.read_versioned(report.batch_id, REPORT_FILE)
+        if found is None or found[1] == generation:
+            return
+        data, generation = found
+        report = Report.from_json(data)
+    log.warning("%s may not show every rerun: report.json kept changing", store.url(report.batch_id, HTML_FILE))
+
+
 __all__ = [
     "NothingToRerun",
     "RerunError",
     "RerunPlan",
+    "StartedRerun",
     "finished_notice",
     "open_parent",
     "parse_states",
@@ -370,4 +488,7 @@ __all__ = [
     "rerun",
     "save_spec",
     "standing_report",
+    "store_report",
+    "withdrawn_unless_opened",
+    "write_html",
 ]

@@ -136,6 +136,19 @@ def headline(report: Report) -> str:
     return f"{summary.not_succeeded:,} of {summary.total:,} items did not succeed"
 
 
+def rerun_lines(report: Report) -> list[str]:
+    """The batches linked to this one by reruns, in words, each medium escaping them: "rerun of B (report:
+    L)" when this batch reruns another's items, "rerun as B1, B2 (reports: L1, L2)" when others rerun its."""
+    lines = []
+    if (parent := report.rerun_of) is not None:
+        lines.append(f"rerun of {parent.batch_id} (report: {parent.report})")
+    if report.reruns:
+        ids = ", ".join(rerun.batch_id for rerun in report.reruns)
+        where = ", ".join(rerun.report for rerun in report.reruns)
+        lines.append(f"rerun as {ids} ({'report' if len(report.reruns) == 1 else 'reports'}: {where})")
+    return lines
+
+
 def cost_text(report: Report) -> str | None:
     """What the batch's tasks were billed for, and its estimated price, in one line; None in old reports."""
     cost = report.summary.cost
@@ -183,6 +196,8 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
     ]
     if cost := cost_text(report):
         lines += ["", f"Cost: {_md(cost)}"]
+    for line in rerun_lines(report):
+        lines += ["", _md(line[0].upper() + line[1:])]
     if report_url:
         link = _md_link("report", report_url) or _md(report_url)
         lines += ["", f"Full report: {link}"]
@@ -303,6 +318,8 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20, max
     )
     if cost := cost_text(report):
         console.print(Text(f"cost {cost}", style="dim"))
+    for line in rerun_lines(report):
+        console.print(Text(printable(line)))
     console.print(_counts_table(report))
     for problem in report.problems:
         console.print(Text.assemble(("problem: ", "bold red"), printable(problem)))

@@ -33,6 +33,7 @@ def test_run_again_and_rerun_from_the_command_line(
     from prefect.settings import PREFECT_API_URL
 
     monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the session's server, not another
+    monkeypatch.setenv("COLUMNS", "400")  # summaries on lines of their own, whatever the paths' length
     batch_id = f"cli-{uuid.uuid4().hex[:8]}"
     items = [{"key": f"ok-{i}", "job": "hello", "args": [f"n{i}"]} for i in range(2)]
     items.append({"key": "bad", "job": "flaky", "args": ["--exit-code", "3"], "env": {"TOKEN": {"value": SECRET}}})
@@ -67,6 +68,8 @@ def test_run_again_and_rerun_from_the_command_line(
         (["rerun", str(tmp_path / "missing")], f"fanout: {tmp_path / 'missing'}: no such report"),
         (["rerun", str(bad)], f"fanout: {bad / 'report.json'} is not a fanout report: "),
         (["rerun", str(url)], "need literal secret values that were never stored (bad: TOKEN); give the batch's spec"),
+        # Refused once listed in the parent's report (the id is the parent's own): taken off the list again.
+        (["rerun", str(url), "--states", "succeeded", "--batch-id", batch_id], "was already used for a different spec"),
     ]:
         assert main([*argv, *common]) == 2, argv
         captured = capsys.readouterr()
@@ -74,6 +77,7 @@ def test_run_again_and_rerun_from_the_command_line(
         assert "Traceback" not in captured.err and SECRET not in captured.err + captured.out
     assert not (reports / f"{batch_id}-rerun-1").exists()
     assert Report.from_json(url.read_bytes()).reruns == []
+    assert b'id="lineage"' not in (reports / batch_id / "report.html").read_bytes()
 
     # Nothing to rerun: a plain message, exit 0.
     assert main(["rerun", str(url), "--states", "cancelled", *common]) == 0
@@ -85,4 +89,14 @@ def test_run_again_and_rerun_from_the_command_line(
     assert [item.key for item in child.items] == ["ok-0", "ok-1"]
     assert child.rerun_of is not None and child.rerun_of.report == str(url)
     assert [r.batch_id for r in Report.from_json(url.read_bytes()).reruns] == [f"{batch_id}-rerun-1"]
-    assert f"report: {reports / f'{batch_id}-rerun-1' / 'report.json'}" in capsys.readouterr().out
+    child_url = reports / f"{batch_id}-rerun-1" / "report.json"
+    printed = capsys.readouterr().out.splitlines()
+    assert f"report: {child_url}" in printed
+    # Both ends of the link are shown: in the rerun's summary, and by ``fanout report show`` of either report.
+    assert f"rerun of {batch_id} (report: {url})" in printed
+    assert main(["report", "show", str(child_url)]) == 0
+    assert f"rerun of {batch_id} (report: {url})" in capsys.readouterr().out.splitlines()
+    assert main(["report", "show", str(reports / batch_id)]) == 0
+    assert f"rerun as {batch_id}-rerun-1 (report: {child_url})" in capsys.readouterr().out.splitlines()
+    page = (reports / batch_id / "report.html").read_bytes()
+    assert f"rerun as {batch_id}-rerun-1 (report: {child_url})".encode() in page

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from google.cloud import run_v2
@@ -17,9 +18,10 @@ from testenv import BUCKET, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
 from controller.catalog import Catalog
+from controller.ownership import BatchConflict
 from controller.report import BatchLink, ItemState, Report
-from controller.rerun import RerunError, plan_rerun, rerun
-from controller.store import open_store
+from controller.rerun import RerunError, plan_rerun, rerun, rerun_batch_id, store_report
+from controller.store import Store, open_store
 
 pytestmark = [pytest.mark.xdist_group("emulator-flow"), pytest.mark.usefixtures("prefect_server")]
 
@@ -140,7 +142,7 @@ def test_reruns_started_at_once_are_all_listed_with_different_ids(
 
     def begin(index: int) -> None:
         start.wait()
-        ids.append(plans[index].start(catalog, store).batch_id)
+        ids.append(plans[index].start(catalog, store).batch.batch_id)
 
     threads = [threading.Thread(target=begin, args=(i,)) for i in range(len(plans))]
     for thread in threads:
@@ -209,3 +211,91 @@ def test_a_finished_batch_run_again_launches_nothing_and_says_so_in_its_state(
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.state is not None and run.state.is_failed() and run.state.message == state.message
+
+
+def test_a_resumed_parent_keeps_the_reruns_listed_in_its_report(
+    on_emulator: Emulator, where: str, gcs: Any, catalog: Catalog
+) -> None:
+    """A batch cut short by its deadline leaves a report; a rerun is listed in it; running the batch again
+    resumes it (some launches never started) and rewrites its report, with that rerun still listed."""
+    from controller.flow import fan_out
+
+    parent_id = _unique("resume")
+    items = [{"key": "bad-0", "job": "flaky", "args": ["--exit-code", "3"]}]
+    items += [{"key": f"slow-{i}", "job": "hello", "args": ["x", "--sleep", "6"]} for i in range(2)]
+    spec = {"batch_id": parent_id, "defaults": {"timeout": "30s"}, "items": items}
+    cut = fan_out(batch=spec, **{**_params(where), "max_running_tasks": 1, "deadline": "2s"})
+    first = _report(cut["report"], gcs)
+    assert any(item.state is ItemState.NOT_LAUNCHED for item in first.items), [i.state for i in first.items]
+
+    storage = gcs if where.startswith("gs://") else None
+    listed = plan_rerun(cut["report"], storage_client=storage).start(catalog, open_store(where, gcs))
+    resumed = fan_out(batch=spec, **_params(where))
+
+    report = _report(resumed["report"], gcs)
+    assert report.flow_run_id != first.flow_run_id  # written again, by the run that resumed the batch
+    states = {item.key: item.state for item in report.items}
+    assert ItemState.NOT_LAUNCHED not in states.values(), states  # what never started has run now
+    assert [(r.batch_id, r.items) for r in report.reruns] == [(listed.batch.batch_id, 3)]
+    page = open_store(where, gcs).read(parent_id, "report.html")
+    assert page is not None and f"rerun as {listed.batch.batch_id} (report: ".encode() in page
+
+
+class _ListsARerunFirst:
+    """The store, where another rerun lists itself in the report just before this writer's first
+    conditional write: the race that the generation-matched write must not lose."""
+
+    def __init__(self, store: Store, list_rerun: Callable[[], object]) -> None:
+        self.store, self.list_rerun, self.raced = store, list_rerun, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+        if not self.raced:
+            self.raced = True
+            self.list_rerun()
+        return self.store.write_if(batch_id, name, data, generation)
+
+
+def test_a_report_written_again_keeps_a_rerun_listed_while_it_was_written(
+    on_emulator: Emulator, where: str, gcs: Any, catalog: Catalog
+) -> None:
+    from controller.flow import fan_out
+
+    parent = fan_out(batch=_spec(_unique("race-resume")), **_params(where))
+    store = open_store(where, gcs)
+    storage = gcs if where.startswith("gs://") else None
+    first = plan_rerun(parent["report"], storage_client=storage).start(catalog, store)
+    stored = _report(parent["report"], gcs)
+    again = stored.model_copy(update={"reruns": [], "problems": ["written again"]})
+
+    another = plan_rerun(parent["report"], storage_client=storage)
+    racing = _ListsARerunFirst(store, lambda: another.start(catalog, store))
+    written, url, generation = store_report(cast(Store, racing), again)
+
+    assert racing.raced and url == parent["report"] and generation is not None
+    assert [r.batch_id for r in written.reruns] == [first.batch.batch_id, rerun_batch_id(stored.batch_id, 2)]
+    assert _report(url, gcs) == written and written.problems == ["written again"]
+
+
+def test_a_refused_rerun_is_not_listed(on_emulator: Emulator, where: str, gcs: Any) -> None:
+    """A rerun refused after it was listed (here its id is the parent's own, a batch of another spec) is
+    taken off the parent's list, in report.json and report.html; a refused resume of a rerun that ran is not."""
+    from controller.flow import fan_out
+
+    parent_id = _unique("refused")
+    parent = fan_out(batch=_spec(parent_id), **_params(where))
+
+    with pytest.raises(BatchConflict, match="already used for a different spec"):
+        rerun(parent["report"], batch_id=parent_id, **_params(where))
+    assert _report(parent["report"], gcs).reruns == []
+    page = open_store(where, gcs).read(parent_id, "report.html")
+    assert page is not None and b'id="lineage"' not in page
+
+    child = rerun(parent["report"], states="failed", **_params(where))
+    page = open_store(where, gcs).read(parent_id, "report.html")
+    assert page is not None and f'rerun as {child["batch_id"]} (report: '.encode() in page
+    with pytest.raises(BatchConflict):  # the rerun's id again, for items of another state: refused, kept
+        rerun(parent["report"], states="succeeded", batch_id=child["batch_id"], **_params(where))
+    assert [r.batch_id for r in _report(parent["report"], gcs).reruns] == [child["batch_id"]]

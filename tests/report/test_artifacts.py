@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
 from uuid import UUID
@@ -15,12 +16,12 @@ import httpx
 import pytest
 from prefect import Flow, flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact
 from prefect.context import get_run_context
 
 from controller import artifacts
-from controller.artifacts import FAILED_ITEMS_KEY, REPORT_KEY, publish_artifacts
+from controller.artifacts import FAILED_ITEMS_KEY, REPORT_KEY, ProgressArtifact, publish_artifacts
 from controller.report import ItemState, Report
 from controller.summary import failed_first
 
@@ -126,6 +127,59 @@ def test_a_failing_artifact_call_is_a_warning_and_does_not_stop_the_other(
     ]
     assert warnings[0].exc_info is not None
     assert set(read_artifacts(run_id)) == {REPORT_KEY}
+
+
+# What the Prefect API holds of a progress artifact: its percentage, its description, when it last changed.
+Shown = tuple[float, str, datetime]
+
+
+def _progress_in_a_flow(steps: list[tuple[float, int]], total: int) -> list[Shown]:
+    """Run a ProgressArtifact of ``total`` items in a flow, on a clock that reads each step's time: the
+    artifact as the API holds it after each ``(seconds, items done)`` step, and after ``finish``."""
+    now = [0.0]
+    shown: list[Shown] = []
+
+    def read_back(artifact: ProgressArtifact) -> None:
+        assert artifact.artifact_id is not None
+        by_id = ArtifactFilter(id=ArtifactFilterId(any_=[artifact.artifact_id]))
+        with get_client(sync_client=True) as client:
+            found = client.read_artifacts(artifact_filter=by_id)
+        assert len(found) == 1 and found[0].updated is not None
+        shown.append((float(str(found[0].data)), str(found[0].description), found[0].updated))
+
+    @flow(name="progress-throttle")
+    def progress() -> None:
+        artifact = ProgressArtifact("throttled", total, interval=2.0, clock=lambda: now[0])
+        for at, done in steps:
+            now[0] = at
+            artifact.record({"succeeded": done, "pending": total - done})
+            read_back(artifact)
+        artifact.finish(total)
+        read_back(artifact)
+
+    progress()
+    return shown
+
+
+def test_the_progress_artifact_is_updated_at_most_once_an_interval_and_last_with_every_item() -> None:
+    steps = [(0.0, 1), (0.5, 2), (1.9, 3), (2.0, 4), (9.0, 4), (9.1, 7), (9.2, 9)]
+    shown = _progress_in_a_flow(steps, 10)
+    # Created at the first count; the next two come within 2 s of it; 4 is due; 4 again is no change; 7 is
+    # due; 9 comes 0.1 s after it. finish() writes every item, throttled or not.
+    assert [percent for percent, _, _ in shown] == [10.0, 10.0, 10.0, 40.0, 40.0, 70.0, 70.0, 100.0]
+    assert [description for _, description, _ in shown][-2:] == [
+        "batch throttled: 7 of 10 items done",
+        "batch throttled: 10 of 10 items done",
+    ]
+    # Each write the API took changed the artifact's time: four writes, none while throttled.
+    assert len({updated for _, _, updated in shown}) == 4
+
+
+def test_the_count_reaching_the_total_is_written_at_once_and_finish_writes_it_no_more() -> None:
+    shown = _progress_in_a_flow([(0.0, 1), (0.1, 5)], 5)
+    assert [percent for percent, _, _ in shown] == [20.0, 100.0, 100.0]
+    assert shown[1] == shown[2]  # finish() found every item written: no second write
+    assert shown[2][1] == "batch throttled: 5 of 5 items done"
 
 
 # Text a task controls (log lines, reasons) that Markdown would turn into a fetch, a script or a link.

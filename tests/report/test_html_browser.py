@@ -196,6 +196,24 @@ def test_a_clean_small_batch_renders_without_errors(
     assert browser.problems() == []
 
 
+def test_the_batch_it_reruns_and_its_reruns_are_shown_as_text(
+    browser: Browser, make_report: MakeReport, linked: Callable[[Report, str], Report], tmp_path: Path, hostile: str
+) -> None:
+    report = linked(make_report(5, states=[ItemState.FAILED]), hostile)
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    browser.open_page()
+    browser.load(path)
+    shown = browser.evaluate("[...document.querySelectorAll('#lineage li')].map((li) => li.textContent)")
+    assert shown == [
+        "rerun of nightly (report: gs://bucket/fanout/nightly/report.json)",
+        "rerun as batch-demo-rerun-1, batch-demo-rerun-2 (reports: gs://bucket/fanout/batch-demo-rerun-1/report.json, "
+        f"/reports/{printable(hostile)}/report.json)",
+    ]
+    assert browser.evaluate("document.querySelectorAll('img').length") == 0
+    assert browser.problems() == []
+
+
 def test_an_items_result_is_folded_in_its_detail_row_and_shown_as_text(
     browser: Browser, make_report: MakeReport, tmp_path: Path, hostile: str
 ) -> None:

@@ -156,3 +156,19 @@ def test_page_size_stays_close_to_the_compact_json(make_report: MakeReport) -> N
     report = make_report(2000)
     overhead = len(render_html(report)) - sum(len(chunk) for chunk in page_data_chunks(report))
     assert overhead < 40_000  # template and summary; the data is the page
+
+
+def test_rerun_links_are_in_the_summary_escaped_and_point_nowhere(
+    make_report: MakeReport, linked: Callable[[Report, str], Report], hostile: str
+) -> None:
+    markup = DATA.sub("", render_html(linked(make_report(10), hostile)))
+    lineage = re.search(r'<ul class="lineage" id="lineage">\n<li>(.*)</li>\n<li>(.*)</li>\n</ul>', markup)
+    assert lineage is not None
+    assert lineage.group(1) == "rerun of nightly (report: gs://bucket/fanout/nightly/report.json)"
+    assert lineage.group(2).startswith(
+        "rerun as batch-demo-rerun-1, batch-demo-rerun-2 (reports: gs://bucket/fanout/batch-demo-rerun-1/report.json, "
+        "/reports/&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+    )
+    assert "<img" not in markup and "\x1b" not in markup
+    assert not re.search(r"<[a-z][^>]*\s(?:src|href)\s*=", markup, re.IGNORECASE)
+    assert 'id="lineage"' not in render_html(make_report(10))

@@ -209,3 +209,29 @@ def test_one_launch_reads_in_the_singular(make_report: MakeReport) -> None:
     print_summary(report, Console(file=out, width=80, color_system=None))
     assert "· 1 launch" in out.getvalue()
     assert "1 launches" not in out.getvalue()
+
+
+def test_the_summary_names_the_batch_it_reruns_and_the_reruns_of_it(
+    make_report: MakeReport, linked: Callable[[Report, str], Report], hostile: str
+) -> None:
+    report = linked(make_report(4, states=[ItemState.FAILED]), hostile)
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=400, color_system=None))
+    lines = out.getvalue().splitlines()
+    assert "rerun of nightly (report: gs://bucket/fanout/nightly/report.json)" in lines
+    assert (
+        "rerun as batch-demo-rerun-1, batch-demo-rerun-2 (reports: gs://bucket/fanout/batch-demo-rerun-1/report.json, "
+        f"/reports/{printable(hostile)}/report.json)"
+    ) in lines
+    assert "\x1b" not in out.getvalue()
+
+    markdown = render_markdown(report)
+    assert "Rerun of nightly (report: gs://bucket/fanout/nightly/report.json)" in markdown
+    assert "Rerun as batch-demo-rerun-1, batch-demo-rerun-2 (reports: " in markdown
+    assert "<img" not in markdown and "&lt;img src=x onerror=alert(1)&gt; \\[red\\]markup" in markdown
+
+
+def test_a_batch_without_reruns_says_nothing_of_them(make_report: MakeReport) -> None:
+    out = io.StringIO()
+    print_summary(make_report(4), Console(file=out, width=200, color_system=None))
+    assert "rerun" not in out.getvalue() + render_markdown(make_report(4))
