@@ -36,6 +36,7 @@ from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
+from controller.gc_pause import gc_paused  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
@@ -277,6 +278,7 @@ def _delete_one_off_jobs(runner: BatchRunner) -> None:
             log.warning("one-off job %s not deleted: %s", job.name, exc)
 
 
+@gc_paused()  # the report's per-item objects all live on until it is written
 def _finish(
     runner: BatchRunner, clients: Clients, store: Store, options: Options, flow_run_id: str | None
 ) -> tuple[Report, str]:

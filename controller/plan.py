@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from controller import limits
 from controller.catalog import Catalog, JobDefinition
+from controller.gc_pause import gc_paused
 from controller.spec import Batch, Item
 
 MANIFEST_SCHEMA = "fanout.manifest/v1"
@@ -356,30 +357,33 @@ def plan(
     ``results_volume`` the same folder as one-off jobs mount it (``FANOUT_RESULT_FILE`` in their tasks).
     With ``max_running_tasks``, no launch may run more tasks at once than that (PlanError when a job's
     parallelism makes it impossible); the runner then holds launches until running ones leave room."""
-    one_offs, job_of_item = _jobs_of(batch, results_volume, max_running_tasks)
-    groups, single = _grouped(batch, catalog, job_of_item, mode)
-    # Launch order follows the spec: a group starts where its first item stands.
-    units: list[tuple[int, str, list[Item] | Item]] = [(item.index, job_of_item[item.index], item) for item in single]
-    for (job_name, _timeout), items in groups.items():
-        size = _pack_size(catalog.jobs[job_name], max_tasks_per_execution, max_running_tasks)
-        for start in range(0, len(items), size):
-            chunk = items[start : start + size]
-            units.append((chunk[0].index, job_name, chunk))
-    units.sort(key=lambda unit: unit[0])
-    launches = [
-        _packed_launch(batch, catalog, index, job_name, unit, manifest_root)
-        if isinstance(unit, list)
-        else _single_launch(batch, catalog, index, job_name, unit, one_offs)
-        for index, (_, job_name, unit) in enumerate(units)
-    ]
-    if problems := _over_cap(launches, max_running_tasks):
-        raise PlanError(problems)
-    if results_root:
-        launches = [_with_results(launch, results_root, results_volume is not None) for launch in launches]
-    return Plan(
-        batch=batch,
-        mode=mode,
-        launches=tuple(launches),
-        one_off_jobs=tuple(one_offs.values()),
-        max_running_tasks=max_running_tasks,
-    )
+    with gc_paused():  # a plan of 100,000 per-item launches is as many new objects that all live on
+        one_offs, job_of_item = _jobs_of(batch, results_volume, max_running_tasks)
+        groups, single = _grouped(batch, catalog, job_of_item, mode)
+        # Launch order follows the spec: a group starts where its first item stands.
+        units: list[tuple[int, str, list[Item] | Item]] = [
+            (item.index, job_of_item[item.index], item) for item in single
+        ]
+        for (job_name, _timeout), items in groups.items():
+            size = _pack_size(catalog.jobs[job_name], max_tasks_per_execution, max_running_tasks)
+            for start in range(0, len(items), size):
+                chunk = items[start : start + size]
+                units.append((chunk[0].index, job_name, chunk))
+        units.sort(key=lambda unit: unit[0])
+        launches = [
+            _packed_launch(batch, catalog, index, job_name, unit, manifest_root)
+            if isinstance(unit, list)
+            else _single_launch(batch, catalog, index, job_name, unit, one_offs)
+            for index, (_, job_name, unit) in enumerate(units)
+        ]
+        if problems := _over_cap(launches, max_running_tasks):
+            raise PlanError(problems)
+        if results_root:
+            launches = [_with_results(launch, results_root, results_volume is not None) for launch in launches]
+        return Plan(
+            batch=batch,
+            mode=mode,
+            launches=tuple(launches),
+            one_off_jobs=tuple(one_offs.values()),
+            max_running_tasks=max_running_tasks,
+        )

@@ -26,7 +26,9 @@ _Path = tuple[str | int, ...]
 _MAP_TAG = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 _SEQ_TAG = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
 _KEY_TYPES = (str, int, float, bool, type(None))
+_ALIAS_PROBLEM = "YAML aliases (*name) are not allowed in batch specs"
 
 
 def _refuse(problem: str, event: Any) -> ConstructorError:
@@ -34,14 +36,23 @@ def _refuse(problem: str, event: Any) -> ConstructorError:
 
 
 class _Walk:
-    """One pass over the events of one document; ``lines`` (when given) receives path -> 1-based line."""
+    """One pass over the events of one document; ``lines`` (when given) receives path -> 1-based line.
+
+    A 100,000-item spec is about a million events, so the common ones take a short path: a scalar that is a
+    string as written (quoted, or plain and starting with a character no implicit type starts with) is
+    taken as it is in the loop of the mapping or sequence that holds it, with no node and no constructor.
+    """
 
     def __init__(self, text: str, lines: dict[_Path, int] | None) -> None:
         self._loader = _Loader(text)
         self._next = self._loader.get_event
         self._lines = lines
         self._plain: dict[str, Any] = {}
-        self._resolved_first = frozenset(k for k in self._loader.yaml_implicit_resolvers if k)
+        # First character ("" for the empty scalar) -> the implicit resolvers that may type a plain scalar
+        # starting with it, in the order BaseResolver.resolve tries them. The safe loader's resolvers all
+        # name their first characters; a plain scalar that none of its character's resolvers match is a str.
+        self._resolvers: dict[str, list[tuple[str, Any]]] = dict(self._loader.yaml_implicit_resolvers)
+        self._typed_first = frozenset(self._resolvers)
 
     def document(self) -> Any:
         self._next()  # StreamStartEvent
@@ -72,52 +83,80 @@ class _Walk:
             return self._mapping(path)
         if kind is yaml.SequenceStartEvent:
             self._collection_tag(event, _SEQ_TAG)
-            items: list[Any] = []
-            while type(child := self._next()) is not yaml.SequenceEndEvent:
-                items.append(self._node(child, (*path, len(items)) if self._lines is not None else path))
-            return items
-        raise _refuse("YAML aliases (*name) are not allowed in batch specs", event)
+            return self._sequence(path)
+        raise _refuse(_ALIAS_PROBLEM, event)
+
+    def _sequence(self, path: _Path) -> list[Any]:
+        items: list[Any] = []
+        nxt, scalar, typed, tracked = self._next, yaml.ScalarEvent, self._typed_first, self._lines is not None
+        while (kind := type(event := nxt())) is not yaml.SequenceEndEvent:
+            if kind is not scalar or tracked:
+                items.append(self._node(event, (*path, len(items)) if tracked else path))
+            elif event.tag is None and (not event.implicit[0] or event.value[:1] not in typed):
+                items.append(event.value)  # a string as written
+            else:
+                items.append(self._scalar(event))
+        return items
 
     def _mapping(self, path: _Path) -> dict[Any, Any]:
         mapping: dict[Any, Any] = {}
-        while type(key_event := self._next()) is not yaml.MappingEndEvent:
-            if type(key_event) is yaml.AliasEvent:
-                raise _refuse("YAML aliases (*name) are not allowed in batch specs", key_event)
-            if type(key_event) is not yaml.ScalarEvent:
-                raise _refuse("mapping keys must be plain strings", key_event)
-            if (key_event.value == "<<" or key_event.tag is not None) and self._tag(key_event) == _MERGE_TAG:
-                raise _refuse("YAML merge keys (<<) are not allowed in batch specs", key_event)
-            key = self._scalar(key_event)
-            if not isinstance(key, _KEY_TYPES):
-                raise _refuse("mapping keys must be plain strings", key_event)
+        nxt, scalar, typed, tracked = self._next, yaml.ScalarEvent, self._typed_first, self._lines is not None
+        while (kind := type(key_event := nxt())) is not yaml.MappingEndEvent:
+            if kind is not scalar:
+                problem = _ALIAS_PROBLEM if kind is yaml.AliasEvent else "mapping keys must be plain strings"
+                raise _refuse(problem, key_event)
+            key = key_event.value
+            if key_event.tag is not None or (key_event.implicit[0] and key[:1] in typed):
+                key = self._key(key_event)
             if key in mapping:
                 raise _refuse(f"duplicate key {key!r}", key_event)
-            child = (*path, key_event.value) if self._lines is not None else path
-            mapping[key] = self._node(self._next(), child)
+            event = nxt()
+            if type(event) is not scalar or tracked:
+                mapping[key] = self._node(event, (*path, key_event.value) if tracked else path)
+            elif event.tag is None and (not event.implicit[0] or event.value[:1] not in typed):
+                mapping[key] = event.value  # a string as written
+            else:
+                mapping[key] = self._scalar(event)
         return mapping
+
+    def _key(self, event: Any) -> Any:
+        """A key that is not a string as written: a merge key is refused, other keys must be plain data."""
+        if self._tag(event) == _MERGE_TAG:
+            raise _refuse("YAML merge keys (<<) are not allowed in batch specs", event)
+        key = self._scalar(event)
+        if not isinstance(key, _KEY_TYPES):
+            raise _refuse("mapping keys must be plain strings", event)
+        return key
 
     def _collection_tag(self, event: Any, default: str) -> None:
         if event.tag not in (None, "!", default):
             raise _refuse(f"YAML tag {event.tag!r} is not allowed in batch specs", event)
 
     def _tag(self, event: Any) -> str:
-        if event.tag is None or event.tag == "!":
-            return str(self._loader.resolve(yaml.ScalarNode, event.value, event.implicit))
+        value: str = event.value
+        if event.tag is None:
+            if not event.implicit[0]:
+                return _STR_TAG  # quoted, or a block
+            for tag, regexp in self._resolvers.get(value[:1], ()):
+                if regexp.match(value):
+                    return str(tag)
+            return _STR_TAG
+        if event.tag == "!":
+            return str(self._loader.resolve(yaml.ScalarNode, value, event.implicit))
         return str(event.tag)
 
     def _scalar(self, event: Any) -> Any:
         value: str = event.value
-        if event.tag is None:
-            if not event.implicit[0]:
-                return value  # quoted or a block: a string
-            if value and value[0] not in self._resolved_first:
-                return value  # plain, and no implicit type (number, bool, null, date) starts with this
-            if value in self._plain:
-                return self._plain[value]
-        node = yaml.ScalarNode(self._tag(event), value, event.start_mark, event.end_mark, event.style)
+        plain = event.tag is None and event.implicit[0]
+        if plain and value in self._plain:
+            return self._plain[value]
+        tag = self._tag(event)
+        if tag == _STR_TAG:
+            return value
+        node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
         constructed = self._loader.construct_object(node)
         self._loader.constructed_objects.pop(node, None)
-        if event.tag is None:
+        if plain:
             # A plain scalar's type depends on its text alone (YAML 1.1 implicit resolution): construct once.
             self._plain[value] = constructed
         return constructed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -76,6 +77,24 @@ def test_every_problem_is_reported_with_its_location_and_line(catalog: Catalog, 
     assert "line 10: items[6].colour: unknown field" in text
     assert "line 11: items[7].timeout" in text and "168h" in text
     assert len(problems) == 8
+    # Schema problems (found by reading each item alone once the whole list fails) and the checks after it
+    # come in item order.
+    indices = [int(problem.split("items[", 1)[1].split("]", 1)[0]) for problem in problems]
+    assert indices == sorted(indices)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_leaves_the_garbage_collector_as_it_found_it(catalog: Catalog, enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        load_batch({"items": [{"job": "hello"}]}, catalog)
+        assert gc.isenabled() is enabled
+        with pytest.raises(SpecError):
+            load_batch({"items": [{"job": "nope"}]}, catalog)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,10 @@ PYYAML: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         "# only a comment\n",
         "scalar\n",
         "---\nitems: []\n...\n",
+        # Plain strings that start like a number, bool, null or date without being one.
+        "a: [n1, no1, nulls, yes-man, true2, Off-by-one, ~x, .5x, -x, +x, 0x, 1-2, 2020-1-1x, =x, <<x]\n",
+        "{n1: a, no1: b, 0x: c, .x: d, '<<': e}\n",
+        "!!str 5\n",
     ],
 )
 def test_reads_what_pyyaml_reads(text: str) -> None:
