@@ -94,6 +94,6 @@ def test_no_task_process_outlives_a_sigkilled_emulator(tmp_path: Path, figures: 
                 os.kill(pid, signal.SIGKILL)
     figures(
         "emulator SIGKILLed",
-        f"{len(tasks)} task processes ({SLEEPS} sleeps, two grandchildren, one in its own session) gone {gone_after:.2f} s after the "
-        "SIGKILL; no process left",
+        f"{len(tasks)} task processes ({SLEEPS} sleeps, two grandchildren, one in its own session) gone "
+        f"{gone_after:.2f} s after the SIGKILL; no process left",
     )
