@@ -10,15 +10,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _plan_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.plan ARGS`` to its end (bounded: a hung run fails the test, it does not stall it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.plan", *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
 def test_small_plan_bench_writes_every_step_and_a_cpu_verdict(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.plan", "--items", "50", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _plan_bench("--items", "50", "--out", str(out))
     assert done.returncode == 0, done.stderr
     row = json.loads(out.read_text())
     assert row["items"] == 50
@@ -30,13 +31,7 @@ def test_small_plan_bench_writes_every_step_and_a_cpu_verdict(tmp_path: Path) ->
 
 def test_profile_saves_stats_and_prints_the_costliest_functions(tmp_path: Path) -> None:
     stats = tmp_path / "plan.prof"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.plan", "--items", "20", "--profile", str(stats)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _plan_bench("--items", "20", "--profile", str(stats))
     assert done.returncode == 0, done.stderr
     assert stats.stat().st_size > 0
     assert "tottime" in done.stdout and "function calls" in done.stdout
