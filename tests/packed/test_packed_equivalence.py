@@ -87,7 +87,8 @@ def test_packed_and_per_item_reports_agree(catalog: Catalog, clients: Clients) -
     assert outcome(packed) == outcome(single)
     counts = packed.summary.by_state
     assert (counts[ItemState.SUCCEEDED], counts[ItemState.FAILED], counts[ItemState.TIMED_OUT]) == (350, 140, 10)
-    failed = [item for item in packed.items if not item.state.ok]
+    # A timed-out item may have been stopped before it printed anything; every other failure printed.
+    failed = [item for item in packed.items if item.state is ItemState.FAILED]
     assert all(item.log_tail for item in failed), "every failed item carries its output"
     exit_item = next(item for item in packed.items if item.key == "exit-30")
     assert exit_item.exit_code == 1
