@@ -62,6 +62,7 @@ class Scheduler:
         for ex in executions:
             if not ex.finished:
                 ex.cancelling = True
+                ex.version += 1
                 ex.cancel_event.set()
         if drivers:
             await asyncio.wait(drivers, timeout=5.0)

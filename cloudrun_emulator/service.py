@@ -9,6 +9,7 @@ import bisect
 import contextlib
 import itertools
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 
 from google.protobuf import json_format
@@ -17,7 +18,7 @@ from cloudrun_emulator import limits, render
 from cloudrun_emulator.errors import ApiError, invalid
 from cloudrun_emulator.faults import FaultInjector
 from cloudrun_emulator.logstore import LogStore
-from cloudrun_emulator.records import EXECUTION_TYPE, JOB_TYPE, JobSeed, Operation, Wire
+from cloudrun_emulator.records import EXECUTION_TYPE, JOB_TYPE, Execution, JobSeed, Operation, Wire
 from cloudrun_emulator.registry import Registry, parent_name
 from cloudrun_emulator.runtime import TaskRuntime
 from cloudrun_emulator.scheduler import Scheduler
@@ -71,6 +72,9 @@ class CloudRunService:
             local_buckets=local_buckets,
         )
         self.scheduler = Scheduler(self.runtime, max_running_tasks)
+        self._renders: weakref.WeakKeyDictionary[Execution, tuple[tuple[int, int], Wire]] = (
+            weakref.WeakKeyDictionary()
+        )
         for seed in jobs:
             body = json_format.MessageToDict(type(seed.job).pb(seed.job), preserving_proto_field_name=False)
             self.registry.add_job(project, region, seed.job_id, parse_job(body))
@@ -162,7 +166,7 @@ class CloudRunService:
         return render.operation(op)
 
     def get_execution(self, project: str, location: str, job_id: str, exec_id: str) -> Wire:
-        return render.execution(self.registry.execution(project, location, job_id, exec_id))
+        return self._rendered(self.registry.execution(project, location, job_id, exec_id))
 
     def list_executions(self, project: str, location: str, job_id: str, size: object, token: str) -> Wire:
         """ListExecutions of one job, newest first (as Cloud Run orders them)."""
@@ -176,9 +180,19 @@ class CloudRunService:
         end = len(executions)
         if before:
             end = bisect.bisect_left(executions, before, key=lambda e: e.seq)
-        page = [render.execution(e) for e in reversed(executions[max(0, end - limit) : end])]
+        page = [self._rendered(e) for e in reversed(executions[max(0, end - limit) : end])]
         next_token = make_token("executions", executions[end - limit].seq) if end > limit else ""
         return render.list_body("executions", page, next_token)
+
+    def _rendered(self, ex: Execution) -> Wire:
+        """``render.execution``, kept until the execution (or its job) changes: a poll lists every execution of
+        a job, most of them unchanged since the last list. What it returns is shared: never change it."""
+        version = (ex.version, ex.job.generation)
+        kept = self._renders.get(ex)
+        if kept is None or kept[0] != version:
+            kept = (version, render.execution(ex))
+            self._renders[ex] = kept
+        return kept[1]
 
     def cancel_execution(self, project: str, location: str, job_id: str, exec_id: str, body: object) -> Wire:
         """CancelExecution: stops the tasks; the operation is done once they are all gone."""

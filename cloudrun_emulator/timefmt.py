@@ -9,13 +9,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def rfc3339(epoch_seconds: float) -> str:
     """``2026-11-28T16:09:48.123456Z`` for a POSIX time."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _iso(datetime.fromtimestamp(epoch_seconds, UTC))
 
 
 def rfc3339_micros(epoch_micros: int) -> str:
     """``rfc3339`` for a POSIX time in whole microseconds (exact: no float rounding)."""
     seconds, micros = divmod(epoch_micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _iso(datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros))
+
+
+def _iso(stamp: datetime) -> str:
+    # isoformat, not strftime: several times faster, and the emulator writes a timestamp per field it renders.
+    return stamp.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_rfc3339_micros(text: str) -> int:

@@ -48,6 +48,9 @@ EXECUTION_FIELDS = (
     f"startTime,completionTime,{_CONDITION},logUri,template.containers.env(name,value)"
 )
 TASK_FIELDS = f"index,{_CONDITION},lastAttemptResult,retried,startTime,completionTime"
+# What a look-up for launch keys reads of each execution it lists: the whole job is read, several times
+# after each lost RunJob answer, so it parses no more than the key, the name and the creation time.
+LOOKUP_FIELDS = "name,createTime,template.containers.env(name,value)"
 FIELD_MASK_HEADER = "x-goog-fieldmask"
 
 
@@ -94,40 +97,39 @@ class ExecutionStatus:
 
     @classmethod
     def from_message(cls, execution: run_v2.Execution) -> ExecutionStatus:
-        completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
+        return cls.from_pb(run_v2.Execution.pb(execution))
+
+    @classmethod
+    def from_pb(cls, pb: Any) -> ExecutionStatus:
+        """From the raw protobuf Execution (``run_v2.Execution.pb``): proto-plus converts on every field read."""
+        completed = next((c for c in pb.conditions if c.type_ == "Completed"), None)
         outcome: ExecutionOutcome | None = None
         message = completed.message if completed is not None else None
-        if execution.completion_time:
+        completion_time = _stamp(pb, "completion_time")
+        if completion_time is not None:
             reason = completed.execution_reason if completed is not None else None
-            if reason == run_v2.Condition.ExecutionReason.CANCELLED or (
-                execution.cancelled_count and not execution.failed_count
-            ):
+            if reason == run_v2.Condition.ExecutionReason.CANCELLED or (pb.cancelled_count and not pb.failed_count):
                 outcome = ExecutionOutcome.CANCELLED
             elif completed is not None and completed.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
                 outcome = ExecutionOutcome.SUCCEEDED
             else:
                 outcome = ExecutionOutcome.FAILED
-        key = None
-        for container in execution.template.containers:
-            for env in container.env:
-                if env.name == ENV_LAUNCH_KEY:
-                    key = env.value
         return cls(
-            name=execution.name,
-            job=execution.job,
-            key=key,
-            task_count=execution.task_count,
-            running=execution.running_count,
-            succeeded=execution.succeeded_count,
-            failed=execution.failed_count,
-            cancelled=execution.cancelled_count,
-            retried=execution.retried_count,
-            create_time=_time(execution.create_time),
-            start_time=_time(execution.start_time),
-            completion_time=_time(execution.completion_time),
+            name=pb.name,
+            job=pb.job,
+            key=_launch_key(pb),
+            task_count=pb.task_count,
+            running=pb.running_count,
+            succeeded=pb.succeeded_count,
+            failed=pb.failed_count,
+            cancelled=pb.cancelled_count,
+            retried=pb.retried_count,
+            create_time=_stamp(pb, "create_time"),
+            start_time=_stamp(pb, "start_time"),
+            completion_time=completion_time,
             outcome=outcome,
             message=message or None,
-            log_uri=execution.log_uri or None,
+            log_uri=pb.log_uri or None,
         )
 
 
@@ -209,6 +211,16 @@ def _task_message(completed: _PbCondition | None, result: _PbResult | None) -> s
     return "; ".join(parts) or None
 
 
+def _launch_key(execution: Any) -> str | None:
+    """The FANOUT_LAUNCH_KEY a raw protobuf Execution was started with, if any."""
+    key = None
+    for container in execution.template.containers:
+        for env in container.env:
+            if env.name == ENV_LAUNCH_KEY:
+                key = env.value
+    return key
+
+
 def _stamp(message: Any, name: str) -> datetime | None:
     """A raw protobuf Timestamp field as a plain UTC datetime (microseconds), None when unset or epoch 0."""
     if not message.HasField(name):
@@ -217,19 +229,6 @@ def _stamp(message: Any, name: str) -> datetime | None:
     if not (stamp.seconds or stamp.nanos):
         return None
     return datetime.fromtimestamp(stamp.seconds, UTC).replace(microsecond=stamp.nanos // 1000)
-
-
-def _time(value: Any) -> datetime | None:
-    """Proto-plus gives timestamps as datetimes (epoch 0 when unset), of a subclass that keeps nanoseconds and
-    takes twice the memory; the report needs microseconds, so this returns plain UTC datetimes."""
-    if not value or not isinstance(value, datetime):
-        return None
-    stamp = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    if stamp.timestamp() == 0:
-        return None
-    return datetime(
-        stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second, stamp.microsecond, tzinfo=UTC
-    )
 
 
 def _secret_env(refs: Iterable[tuple[str, str, str]]) -> list[run_v2.EnvVar]:
@@ -433,39 +432,53 @@ class CloudRun:
 
     def list_executions(self, job: str, *, since: datetime | None = None) -> Iterator[ExecutionStatus]:
         """The job's executions, newest first, stopping at the first one created before ``since``."""
+        for pb in self._executions(job, EXECUTION_FIELDS):
+            status = ExecutionStatus.from_pb(pb)
+            if since is not None and status.create_time is not None and status.create_time < since - SKEW:
+                return
+            yield status
+
+    def find_launched(self, job: str, keys: set[str], *, since: datetime) -> dict[str, ExecutionStatus]:
+        """Executions of ``job`` created since ``since`` that carry one of ``keys``.
+
+        The job's executions are listed with ``LOOKUP_FIELDS`` only; the few that carry a key are then read
+        in full (``poll``)."""
+        names: dict[str, str] = {}
+        try:
+            for execution in self._executions(job, LOOKUP_FIELDS):
+                created = _stamp(execution, "create_time")
+                if created is not None and created < since - SKEW:
+                    break
+                key = _launch_key(execution)
+                if key in keys and key not in names:
+                    names[key] = execution.name
+                    if len(names) == len(keys):
+                        break
+            statuses = self.poll({job: set(names.values())}, since=since) if names else {}
+        except gexc.NotFound:  # no such job, or an execution deleted since it was listed
+            return {}
+        return {key: statuses[name] for key, name in names.items()}
+
+    def _executions(self, job: str, fields: str) -> Iterator[Any]:
+        """The job's executions as raw protobuf messages, newest first; each page charged and retried."""
         token = ""
         while True:
             request = run_v2.ListExecutionsRequest(parent=self.job_path(job), page_size=PAGE_SIZE, page_token=token)
-            page = self._call(self.budget.read, f"list executions of {job}", self._lister(request))
-            for message in page.executions:
-                status = ExecutionStatus.from_message(message)
-                if since is not None and status.create_time is not None and status.create_time < since - SKEW:
-                    return
-                yield status
+            page = self._call(self.budget.read, f"list executions of {job}", self._lister(request, fields))
+            yield from (run_v2.Execution.pb(message) for message in page.executions)
             token = page.next_page_token
             if not token:
                 return
 
-    def find_launched(self, job: str, keys: set[str], *, since: datetime) -> dict[str, ExecutionStatus]:
-        """Executions of ``job`` created since ``since`` that carry one of ``keys``."""
-        found: dict[str, ExecutionStatus] = {}
-        try:
-            for status in self.list_executions(job, since=since):
-                if status.key in keys and status.key not in found:
-                    found[status.key] = status
-                    if len(found) == len(keys):
-                        break
-        except gexc.NotFound:
-            return {}
-        return found
-
-    def _lister(self, request: run_v2.ListExecutionsRequest | run_v2.ListTasksRequest) -> Callable[[], Any]:
+    def _lister(
+        self, request: run_v2.ListExecutionsRequest | run_v2.ListTasksRequest, fields: str = EXECUTION_FIELDS
+    ) -> Callable[[], Any]:
         """One page of a list call. Only the first page of a pager is read: later pages are requested by
         the caller, each through ``_call``, so every page is charged and retried."""
         if isinstance(request, run_v2.ListTasksRequest):
             tasks = self._mask(f"tasks({TASK_FIELDS}),nextPageToken")
             return lambda: self.clients.tasks.list_tasks(request=request, retry=None, metadata=tasks)
-        executions = self._mask(f"executions({EXECUTION_FIELDS}),nextPageToken")
+        executions = self._mask(f"executions({fields}),nextPageToken")
         return lambda: self.clients.executions.list_executions(request=request, retry=None, metadata=executions)
 
     def _mask(self, fields: str) -> tuple[tuple[str, str], ...]:
