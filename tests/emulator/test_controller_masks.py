@@ -10,7 +10,7 @@ from google.cloud import run_v2
 from cloudrun_emulator import Emulator
 from controller.clients import Clients as ControllerClients
 from controller.clients import Endpoints
-from controller.cloudrun import CloudRun
+from controller.cloudrun import LOOKUP_FIELDS, CloudRun
 from controller.plan import ENV_LAUNCH_KEY
 from controller.quota import Budget, Rates
 from tests.emulator.conftest import Clients
@@ -68,3 +68,20 @@ def test_masks_drop_what_the_controller_does_not_read(emu: Emulator, clients: Cl
     assert page.next_page_token  # kept by the mask, so paging still works
     assert not task.log_uri and not task.containers and not task.job
     assert task.index == 0 and task.conditions
+
+
+def test_a_look_up_for_launch_keys_reads_only_the_key_the_name_and_the_creation_time(
+    emu: Emulator, clients: Clients
+) -> None:
+    clients.create_job("keyed", "pass", env={ENV_LAUNCH_KEY: "k9"})
+    name = str(clients.run("keyed").metadata.name)
+    clients.finished(name)
+    cloud = _cloud(emu, masks=True)
+    page = cloud._lister(run_v2.ListExecutionsRequest(parent=cloud.job_path("keyed")), LOOKUP_FIELDS)()
+    [listed] = page.executions
+    assert listed.name == name and listed.create_time and listed.template.containers[0].env[0].value == "k9"
+    assert not listed.conditions and not listed.completion_time and not listed.succeeded_count
+    # What the look-up returns is still the full status, read for the one execution it found.
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    assert cloud.find_launched("keyed", {"k9", "absent"}, since=since) == {"k9": cloud.get_execution(name)}
+    assert cloud.find_launched("keyed", {"k9"}, since=since)["k9"].succeeded == 1
