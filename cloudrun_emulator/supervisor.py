@@ -65,7 +65,7 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             fields = stat.read().rpartition(")")[2].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between the open and the read
         return None
     return fields[0], fields[19]
 

@@ -9,9 +9,12 @@ that fires late, sees a command that already ended by itself and calls it a succ
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 from pathlib import Path
+
+import pytest
 
 from cloudrun_emulator import supervisor
 from cloudrun_emulator.processes import Outcome, ProcessGroups
@@ -91,3 +94,14 @@ def test_what_a_task_left_running_ends_with_it_as_its_container_would(tmp_path: 
     while running := [pid for pid in left if (stat := supervisor._proc_stat(pid)) and stat[0] not in ("Z", "X")]:
         assert time.monotonic() < deadline, f"processes {running} outlived the task that started them"
         time.sleep(0.05)
+
+
+def test_a_process_that_exits_while_its_status_is_read_is_gone_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /proc/PID/stat of a process that exits between the open and the read answers ESRCH to the read. Seen on
+    # a loaded CI machine: the supervisor died of it, and with it every timeout it was enforcing.
+    class Vanishing(io.StringIO):
+        def read(self, size: int | None = -1) -> str:
+            raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(supervisor, "open", lambda *args, **kwargs: Vanishing(), raising=False)
+    assert supervisor._proc_stat(os.getpid()) is None
