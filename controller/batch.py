@@ -347,8 +347,8 @@ class BatchRunner:
         self.task_slots.changed()
 
     def cancel(self, *, wait_seconds: float = 60.0) -> None:
-        """Cancel every execution of the batch still running, then wait (bounded) until they have stopped.
-        What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
+        """Cancel every execution of the batch still running, then wait until they have stopped, all within
+        ``wait_seconds``. What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
         self.cancelled = True
         self.cancel_event.set()
         self.task_slots.close(_CANCELLED_BEFORE_START)
@@ -364,7 +364,7 @@ class BatchRunner:
         with self._lock:
             active = [s for s in self.states if s.active]
         self._request_cancellation(active)
-        self._wait_stopped(active, wait_seconds)
+        self._wait_stopped(active, max(0.0, deadline - self.clock()))
 
     def _request_cancellation(self, active: list[LaunchState]) -> None:
         for state in active:

@@ -25,6 +25,7 @@ apply_quiet_defaults()
 from prefect import Flow, flow, get_run_logger, task  # noqa: E402 - quiet defaults must precede Prefect
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.client.schemas.objects import State  # noqa: E402
+from prefect.exceptions import TerminationSignal  # noqa: E402
 from prefect.futures import PrefectFuture, wait  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from prefect.states import Completed, Failed  # noqa: E402
@@ -211,7 +212,9 @@ def execute(
         # Ctrl-C, SIGTERM, a Prefect cancellation or a crash: stop what runs, then report below.
         runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
         runner.cancel_event.set()
-        runner.cancel()
+        # A Prefect runner or worker SIGKILLs a cancelled flow run's process 30 s after its SIGTERM: half of
+        # that for the executions, the rest for the report.
+        runner.cancel(**({"wait_seconds": 15.0} if isinstance(exc, TerminationSignal) else {}))
         raise
     finally:
         _running.pop(batch.batch_id, None)
