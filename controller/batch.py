@@ -43,6 +43,8 @@ from controller.store import Store
 
 log = logging.getLogger(__name__)
 
+CANCEL_SECONDS = 60.0  # a cancelled batch's wait for RunJob calls in flight and its executions to stop
+
 
 def cloud_error(exc: Exception) -> str | None:
     """What went wrong, if ``exc`` says Cloud Run refused or could not be reached (after the retry policy
@@ -346,7 +348,7 @@ class BatchRunner:
                     self.task_slots.forget(state)
         self.task_slots.changed()
 
-    def cancel(self, *, wait_seconds: float = 60.0) -> None:
+    def cancel(self, *, wait_seconds: float = CANCEL_SECONDS) -> None:
         """Cancel every execution of the batch still running, then wait until they have stopped, all within
         ``wait_seconds``. What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
         self.cancelled = True

@@ -33,7 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from controller import rerun as reruns  # noqa: E402
 from controller import results  # noqa: E402
-from controller.batch import BatchRunner, LaunchState, PollPolicy  # noqa: E402
+from controller.batch import CANCEL_SECONDS, BatchRunner, LaunchState, PollPolicy  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
@@ -214,7 +214,7 @@ def execute(
         runner.cancel_event.set()
         # A Prefect runner or worker SIGKILLs a cancelled flow run's process 30 s after its SIGTERM: half of
         # that for the executions, the rest for the report.
-        runner.cancel(**({"wait_seconds": 15.0} if isinstance(exc, TerminationSignal) else {}))
+        runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
         raise
     finally:
         _running.pop(batch.batch_id, None)
