@@ -17,12 +17,13 @@ directory) the task picks its item from the chunked manifest the controller wrot
 
 Results: with ``FANOUT_RESULTS_URI`` (the batch's results folder or ``gs://`` prefix) and an item key (the
 manifest's, or ``FANOUT_ITEM_KEY`` for an item with an execution of its own), the program runs as a child with
-``FANOUT_RESULT_FILE`` set to a path in a fresh private folder under ``TMPDIR``. When it exits 0 having written there, the
-runner uploads the file create-only to ``{FANOUT_RESULTS_URI}/{key}/{task}.json`` (``task``: 0 for a packed
-item, ``CLOUD_RUN_TASK_INDEX`` otherwise): the GCS JSON API with ``ifGenerationMatch=0``, or a local folder
-by a copy linked into place. Create-only makes a retried upload safe and keeps the first result written of a
-task that ran twice; a failed attempt uploads nothing, so a retry that succeeds is the one whose result
-counts. SIGTERM and SIGINT are passed on to the program, as Cloud Run sends them to the container.
+``FANOUT_RESULT_FILE`` set to a path in a fresh private folder under ``TMPDIR``. When it exits 0 having
+written there, the runner uploads the file create-only to ``{FANOUT_RESULTS_URI}/{key}/{task}.json``
+(``task``: 0 for a packed item, ``CLOUD_RUN_TASK_INDEX`` otherwise): the GCS JSON API with
+``ifGenerationMatch=0``, or a local folder by a copy linked into place. Create-only makes a retried upload
+safe and keeps the first result written of a task that ran twice; a failed attempt uploads nothing, so a retry
+that succeeds is the one whose result counts. SIGTERM and SIGINT are passed on to the program, as Cloud Run
+sends them to the container.
 
 Exit codes of the runner itself (anything else is the program's own exit code):
 
