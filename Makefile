@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test workers: the suite waits on processes (tasks that sleep, servers that start, polls) about a third of
+# its time on 2 cores, so more workers than cores fill those waits.
+PYTEST_WORKERS ?= 4
 
 .PHONY: install run test lint bench bench-startup clean
 
@@ -25,7 +28,7 @@ lint: install
 
 ## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
 test: lint
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=40 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=40 $(PYTEST_ARGS)
 
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install

@@ -12,7 +12,7 @@ import pytest
 
 from cloudrun_emulator import Emulator
 
-pytestmark = pytest.mark.xdist_group("emulator-flow")
+pytestmark = pytest.mark.xdist_group("cli-fanout-cli")
 
 REPO = Path(__file__).resolve().parents[2]
 FANOUT = [sys.executable, "-m", "controller.cli"]

@@ -12,7 +12,7 @@ from flowsupport import executions_with_key
 from cloudrun_emulator import Emulator, Faults, MethodFaults
 from controller.report import BatchStatus, ItemState, Report
 
-pytestmark = pytest.mark.xdist_group("emulator-flow")
+pytestmark = pytest.mark.xdist_group("flow-fan-out")
 
 Run = Callable[..., tuple[dict[str, Any], Report]]
 

@@ -10,7 +10,7 @@ import pytest
 from cloudrun_emulator import Emulator
 from controller.report import ItemState, Report
 
-pytestmark = pytest.mark.xdist_group("emulator-flow")
+pytestmark = pytest.mark.xdist_group("flow-log-tails")
 
 LINES = 80  # each failing item prints this many lines; the report keeps the last 50
 

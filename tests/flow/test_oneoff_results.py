@@ -22,7 +22,7 @@ from controller.redact import MASK
 from controller.report import ItemState, Report
 from controller.results import read_results
 
-pytestmark = pytest.mark.xdist_group("emulator-flow")
+pytestmark = pytest.mark.xdist_group("flow-oneoff-results")
 
 Run = Callable[..., tuple[dict[str, Any], Report]]
 

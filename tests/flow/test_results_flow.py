@@ -15,7 +15,7 @@ from testenv import BUCKET
 from controller.report import ItemState, Report
 from controller.results import read_results
 
-pytestmark = pytest.mark.xdist_group("emulator-flow")
+pytestmark = pytest.mark.xdist_group("flow-results-flow")
 
 Run = Callable[..., tuple[dict[str, Any], Report]]
 
