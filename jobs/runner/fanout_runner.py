@@ -431,5 +431,16 @@ def _cannot_start(program: str, exc: OSError) -> int:
     return EX_NOEXEC
 
 
+def _leave(code: int) -> None:
+    """Exit with ``code`` once the standard streams are flushed, without tearing the interpreter down: a
+    runner that waited for its program would spend ~8 ms of CPU freeing modules, per task."""
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 (contextlib.suppress would import contextlib in every task)
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more can reach it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())
