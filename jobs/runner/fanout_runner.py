@@ -356,18 +356,23 @@ def run_with_result(argv: list[str], env: dict[str, str], location: str) -> int:
         print(f"fanout_runner: no folder for the result: {exc}", file=sys.stderr)
         return EX_IOERR
     path = os.path.join(folder, "result.json")
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)  # never ignored, whatever was inherited
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)  # from now on taken by sigwait alone
     try:
         try:
-            # Python ignores SIGPIPE and SIGXFSZ for itself; the program gets the defaults back, as
-            # subprocess gives them back.
+            # The program starts with no signal blocked, and with the default action for SIGPIPE and SIGXFSZ,
+            # which Python ignores for itself (subprocess gives them back too).
             pid = os.posix_spawnp(
-                argv[0], argv, {**env, ENV_RESULT_FILE: path}, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)
+                argv[0],
+                argv,
+                {**env, ENV_RESULT_FILE: path},
+                setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
             )
         except (FileNotFoundError, PermissionError) as exc:
             return _cannot_start(argv[0], exc)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda received, _frame: os.kill(pid, received))
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = _wait_passing_on(pid, watched)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
         if code != 0 or not os.path.isfile(path) or os.path.getsize(path) == 0:
             return code
@@ -379,6 +384,24 @@ def run_with_result(argv: list[str], env: dict[str, str], location: str) -> int:
         return code
     finally:
         _remove(folder)
+
+
+def _wait_passing_on(pid: int, watched: Iterable[int]) -> int:
+    """The program's exit status once it has ended, SIGTERM and SIGINT passed on to it meanwhile.
+
+    The signals are blocked and taken with sigwait, not by handlers: a handler can run after the wait has
+    reaped the program, and its pid may be another process's by then. Here a signal is passed on only while
+    the program has not been reaped (running, or a zombie that ignores it)."""
+    import signal
+
+    while True:
+        received = signal.sigwait(watched)
+        if received != signal.SIGCHLD:
+            os.kill(pid, received)
+            continue
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return os.waitstatus_to_exitcode(status)
 
 
 def _private_folder() -> str:

@@ -102,6 +102,32 @@ def test_sigterm_reaches_the_program(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 7
 
 
+def test_a_signal_as_the_program_ends_is_never_a_traceback(tmp_path: Path) -> None:
+    """SIGTERM after SIGTERM while the program ends, as a container's stop can meet its task's end: a
+    signal handled after the program was reaped once made the runner raise ProcessLookupError (and could
+    have signalled whatever process had its pid by then). The program ignores SIGTERM, so it ends by itself."""
+    marker = tmp_path / "started"
+    program = (
+        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(marker)!r}).touch(); time.sleep(0.02)"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FANOUT_", "CLOUD_RUN_"))}
+    runner = Path(__file__).resolve().parents[2] / "jobs" / "runner" / "fanout_runner.py"
+    env = {**clean, "FANOUT_RESULTS_URI": str(tmp_path / "r"), "FANOUT_ITEM_KEY": "k"}
+    for _ in range(20):
+        marker.unlink(missing_ok=True)
+        argv = [sys.executable, "-S", str(runner), sys.executable, "-S", "-c", program]
+        with subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True) as proc:
+            deadline = time.monotonic() + 20
+            while not marker.exists():
+                assert time.monotonic() < deadline and proc.poll() is None, "the program never started"
+                time.sleep(0.001)
+            while proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                time.sleep(0.0005)
+            stderr = proc.communicate(timeout=20)[1]
+        assert (proc.returncode, stderr) == (0, ""), "the runner ends as its program did"
+
 
 def test_a_result_is_uploaded_create_only_to_gcs(fake_gcs: str, tmp_path: Path) -> None:
     client = storage.Client(
