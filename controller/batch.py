@@ -20,7 +20,7 @@ from google.api_core import exceptions as gexc
 
 from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, LaunchUnverified, TaskStatus, short_name
 from controller.logs import Tail, TailTarget, fetch_tails
-from controller.outcomes import Outcomes
+from controller.outcomes import INTERIM_PROBLEM, Outcomes
 from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
 from controller.pace import Pace, PollPolicy
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
@@ -354,8 +354,11 @@ class BatchRunner:
         self.cancelled = True
         self.cancel_event.set()
         self.task_slots.close(_CANCELLED_BEFORE_START)
-        # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
         deadline = self.clock() + wait_seconds
+        with self._lock:
+            first = [s for s in self.states if s.active]
+        self._request_cancellation(first)  # at once: the wait below may be cut short (SIGKILL)
+        # Let RunJob calls already in flight finish, so the executions they start are cancelled too.
         taken = 0
         for _ in range(max(1, self.concurrency)):
             if not self._slots.acquire(timeout=max(0.0, deadline - self.clock())):
@@ -363,9 +366,10 @@ class BatchRunner:
             taken += 1
         for _ in range(taken):
             self._slots.release()
+        asked = {id(s) for s in first}
         with self._lock:
             active = [s for s in self.states if s.active]
-        self._request_cancellation(active)
+        self._request_cancellation([s for s in active if id(s) not in asked])
         self._wait_stopped(active, max(0.0, deadline - self.clock()))
 
     def _request_cancellation(self, active: list[LaunchState]) -> None:
@@ -512,6 +516,19 @@ class BatchRunner:
         """One result per item of the batch, every one in a terminal state, in spec order."""
         return self.outcomes().item_results(self.states)
 
+    def interim_report(self, *, flow_run_id: str | None = None) -> Report:
+        """The report as the batch stands when it is interrupted, before it is cancelled, made without a
+        call to Cloud Run: what ended and was read reads as it ended, the rest "outcome unknown". Stored
+        first, so that a controller killed while cancelling (a Prefect runner SIGKILLs 30 s after its
+        SIGTERM) still leaves a report with every item; the report made after the cancellation replaces it."""
+        outcomes = replace(self.outcomes(), cancelled=True, interim=True)
+        return self.report(
+            outcomes.item_results(self.states),
+            flow_run_id=flow_run_id,
+            outcomes=outcomes,
+            problems=[INTERIM_PROBLEM],
+        )
+
     def launch_results(self) -> list[LaunchResult]:
         return self.outcomes().launch_results(self.states)
 
@@ -524,13 +541,23 @@ class BatchRunner:
             f"{short_name(execution)}/tasks?project={self.cloud.project}"
         )
 
-    def report(self, items: list[ItemResult], *, flow_run_id: str | None = None) -> Report:
+    def report(
+        self,
+        items: list[ItemResult],
+        *,
+        flow_run_id: str | None = None,
+        outcomes: Outcomes | None = None,
+        problems: Iterable[str] = (),
+    ) -> Report:
+        """The batch's report of ``items``; launches read with ``outcomes`` (default: as the runner knows
+        them now), ``problems`` listed before the runner's own."""
+        outcomes = outcomes or self.outcomes()
         finished = self.now()
         duration = (finished - self.started_at).total_seconds()
         summary = summarize(items, launches=len(self.states), duration_seconds=duration)
         return Report(
             batch_id=self.plan.batch.batch_id,
-            status=batch_status(summary, cancelled=self.cancelled),
+            status=batch_status(summary, cancelled=outcomes.cancelled),
             flow_run_id=flow_run_id,
             spec_digest=self.plan.batch.digest,
             project=self.cloud.project,
@@ -539,9 +566,9 @@ class BatchRunner:
             started_at=self.started_at,
             finished_at=finished,
             summary=summary,
-            launches=self.launch_results(),
+            launches=outcomes.launch_results(self.states),
             items=items,
-            problems=[self.redact(p) for p in self.problems],
+            problems=[self.redact(p) for p in [*problems, *self.problems]],
             rerun_of=self.rerun_of,
         )
 

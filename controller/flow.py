@@ -191,7 +191,9 @@ def execute(
     launch_task_runs: dict[int, UUID] = {}
     futures: list[PrefectFuture[str | None]] = []
     try:
-        finished = _finished_report(runner, store) if resumed else None
+        # A batch that ran to its end starts nothing: its one-off jobs, and with them their executions, were
+        # deleted, so looking executions up by launch key would not find them and would run items again.
+        finished = reruns.standing_report(store, runner.plan.batch, len(runner.states)) if resumed else None
         if finished is not None:
             log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
         elif use_prefect_tasks:
@@ -209,12 +211,7 @@ def execute(
         if resumed and finished is None:
             log.info("resumed batch %s: %s already running or done", batch.batch_id, plural(adopted, "execution"))
     except BaseException as exc:
-        # Ctrl-C, SIGTERM, a Prefect cancellation or a crash: stop what runs, then report below.
-        runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
-        runner.cancel_event.set()
-        # A Prefect runner or worker SIGKILLs a cancelled flow run's process 30 s after its SIGTERM: half of
-        # that for the executions, the rest for the report.
-        runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
+        _stop(runner, store, exc, flow_run_id)  # then the report below
         raise
     finally:
         _running.pop(batch.batch_id, None)
@@ -234,6 +231,19 @@ def execute(
         return finished, store.url(batch.batch_id, "report.json")
     _fail_launch_tasks(report, launch_task_runs)
     return report, url
+
+
+def _stop(runner: BatchRunner, store: Store, exc: BaseException, flow_run_id: str | None) -> None:
+    """Ctrl-C, SIGTERM, a Prefect cancellation or a crash: store an interim report, then cancel what runs.
+    A Prefect runner or worker SIGKILLs a cancelled flow run 30 s after its SIGTERM: the interim report
+    first, then half of those 30 s for the executions, the rest for the report that replaces it."""
+    runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
+    runner.cancel_event.set()
+    try:
+        reruns.store_report(store, runner.interim_report(flow_run_id=flow_run_id))
+    except Exception as error:
+        log.warning("interim report not written: %s", runner.redact(str(error)))
+    runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
 
 
 def _fail_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
@@ -259,16 +269,6 @@ def _fail_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
                 client.set_task_run_state(task_runs[index], Failed(message=message), force=True)
     except Exception as exc:  # the report is the record; the task states are a view of it
         log.warning("launch task runs of batch %s not marked failed: %s", report.batch_id, exc)
-
-
-def _finished_report(runner: BatchRunner, store: Store) -> Report | None:
-    """The stored report of this batch if every launch in it ran to its end, else None.
-
-    Running such a batch again must start nothing: its one-off jobs, and with them their executions, were
-    deleted at its end, so looking executions up by launch key would not find them and would run the items
-    a second time.
-    """
-    return reruns.standing_report(store, runner.plan.batch, len(runner.states))
 
 
 def _delete_one_off_jobs(runner: BatchRunner) -> None:

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from controller.batch import LaunchState
 
 
+INTERIM_PROBLEM = (
+    "interim report: written as the batch was interrupted, before its cancellation; the controller was stopped "
+    "before it could write the report that replaces this one, so executions it lists unfinished may still run"
+)
+
+
 @dataclass(frozen=True)
 class Outcomes:
     """What the runner knows of the batch as a whole, which decides how an unfinished launch reads."""
@@ -30,6 +36,9 @@ class Outcomes:
     cancel_failed: frozenset[str]  # executions whose cancellation Cloud Run never accepted
     redact: Callable[[str], str]
     console_url: Callable[[str], str | None]  # None where no Cloud Console can show it (an emulator)
+    # Read as the batch is interrupted, before its cancellation and without reading tasks: what had not
+    # ended, or whose tasks were not read, is "outcome unknown".
+    interim: bool = False
 
     def item_results(self, states: Iterable[LaunchState]) -> list[ItemResult]:
         """One result per item of the batch, every one in a terminal state, in spec order."""
@@ -109,9 +118,13 @@ class Outcomes:
     def _unfinished(self, execution: ExecutionStatus) -> tuple[ItemState, str | None]:
         """The state of a task not seen ending, and why, when that needs saying. Cancelled only when Cloud Run
         accepted the cancellation; an execution whose end was never seen is not known to have failed or not."""
+        seen = "running" if execution.start_time else "pending"
+        if self.interim and execution.done:
+            return ItemState.FAILED, "outcome unknown: the batch was interrupted before its tasks were read"
+        if self.interim:
+            return ItemState.FAILED, f"outcome unknown: the batch was interrupted; it was last seen {seen}"
         if execution.done:
             return (ItemState.CANCELLED if self.cancelled else ItemState.FAILED), None
-        seen = "running" if execution.start_time else "pending"
         if execution.name in self.cancel_failed:
             return ItemState.FAILED, f"outcome unknown: its cancellation was not confirmed; it was last seen {seen}"
         if self.cloud_lost:

@@ -1,11 +1,13 @@
 """Cancellation: Ctrl-C (SIGINT) and SIGTERM to ``fanout run``, and a batch deadline. Every execution of the
 batch is cancelled through the API; none is left running 10 s after the controller says it cancelled; the
-report lists the cancelled items; signals end the command with exit code 130.
+report lists the cancelled items; signals end the command with exit code 130. A controller killed while it
+cancels (as a Prefect runner SIGKILLs 30 s after its SIGTERM) still leaves a report with every item.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import signal
 import time
@@ -16,12 +18,14 @@ import pytest
 
 from controller import prefect_server
 from controller.batch import BatchRunner
+from controller.outcomes import INTERIM_PROBLEM
 from tests.reliability.harness import (
     CloudRunView,
     EmulatorProcess,
     fanout,
     load_report,
     mixed_spec,
+    task_processes,
     wait_for,
 )
 
@@ -124,3 +128,43 @@ def test_deadline_cancels_every_execution(
     assert any("deadline" in problem for problem in report["problems"]), report["problems"]
     assert {item["state"] for item in report["items"]} <= {"cancelled", "not_launched"}
     assert f"report: {reports / batch_id / 'report.json'}" in out
+
+
+def test_a_controller_killed_while_it_cancels_leaves_an_interim_report(tmp_path: Path, figures: Any) -> None:
+    """SIGTERM, then SIGKILL while the cancellation waits on Cloud Run (CancelExecution answers after a
+    minute here): the report stored before the cancellation lists every item, none as cancelled."""
+    batch_id = "cancel-killed"
+    trial = mixed_spec(
+        random.Random(4), batch_id, hello=3, flaky=2, multi_task=1, one_off=0, min_sleep=60, max_sleep=61
+    )
+    spec = trial.write(tmp_path)
+    reports = tmp_path / "reports"
+    slow_cancel = {"methods": {"Executions.CancelExecution": {"latency_seconds": 60}}}
+    emulator = EmulatorProcess(tmp_path / "emulator", faults=slow_cancel).start()
+    cloud_run = CloudRunView(emulator.url)
+    # FANOUT_WARM=0: the controller is this process, not a warm host's child that a SIGKILL would not reach.
+    args = ["run", str(spec), "--emulator", emulator.url, "--report-to", str(reports), "--quiet"]
+    proc = fanout(args, env={"FANOUT_WARM": "0"})
+    try:
+        wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 3, RUNNING_WITHIN, 0.3, "runs")
+        proc.send_signal(signal.SIGTERM)
+        path = reports / batch_id / "report.json"
+        wait_for(path.exists, EXIT_AFTER_SIGNAL, 0.2, "the interim report")
+        wait_for(lambda: emulator.stats()["requests"].get("Executions.CancelExecution"), 60, 0.2, "a cancel call")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        report = load_report(reports, batch_id)
+        states = sorted({item["state"] for item in report["items"]})
+        figures("cancel (killed while cancelling): interim report", f"status {report['status']}, states {states}")
+        assert report["problems"][0] == INTERIM_PROBLEM
+        assert report["status"] == "cancelled"
+        assert sorted(item["key"] for item in report["items"]) == sorted(trial.expected)
+        launched = [item for item in report["items"] if item["execution"]]
+        assert launched and all(item["state"] != "cancelled" for item in report["items"])
+        unknown = [i for i in launched if i["reason"].startswith("outcome unknown: the batch was interrupted; it was")]
+        assert unknown, [item["reason"] for item in launched]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        emulator.stop()
+    assert not task_processes(batch_id), "the emulator stopped every task it ran"

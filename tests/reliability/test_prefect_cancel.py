@@ -2,7 +2,8 @@
 in its own process, as a process worker would run a deployment), a flow run is created from the
 deployment, and once its executions run it is set to Cancelling through the Prefect API. The runner then
 terminates the flow-run process (SIGTERM), and the flow cancels every execution of the batch through the
-Cloud Run API and writes the report with the cancelled items before it exits.
+Cloud Run API and writes the report with the cancelled items before it exits; if the runner's SIGKILL comes
+first, the interim report written before the cancellation lists every item.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 
 from controller.batch import BatchRunner
+from controller.outcomes import INTERIM_PROBLEM
 from tests.reliability.harness import (
     PROJECT,
     PY,
@@ -92,15 +94,18 @@ def test_prefect_cancellation_cancels_every_execution(
         executions = cloud_run.all_executions(batch_id)
         report = load_report(reports, batch_id)
         states = sorted({item["state"] for item in report["items"]})
+        # Prefect's runner SIGKILLs the flow-run process 30 s after its SIGTERM; a loaded machine can reach
+        # that before the final report, and then the interim one stands (controller.flow._stop).
+        interim = report["problems"][:1] == [INTERIM_PROBLEM]
         figures(
             "cancel (Prefect): flow run / executions running after it ended / report",
             f"{final.name} after {ended_after:.1f}s / {len(running)} of {len(executions)} / "
-            f"{report['status']} {states}",
+            f"{'interim' if interim else 'final'}, {report['status']} {states}",
         )
         assert final.is_cancelled(), final
         assert not running, [e.name for e in running]
-        assert report["status"] == "cancelled" and set(states) <= {"cancelled", "not_launched"}
-        assert len(report["items"]) == len(trial.expected)
+        assert report["status"] == "cancelled" and len(report["items"]) == len(trial.expected)
+        assert set(states) <= ({"failed", "not_launched"} if interim else {"cancelled", "not_launched"})
     finally:
         runner.terminate()
         try:
