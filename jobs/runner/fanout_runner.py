@@ -33,7 +33,8 @@ Exit codes of the runner itself (anything else is the program's own exit code):
 * 77 (EX_NOPERM): the storage server refused access to the chunk or the result's folder (401/403).
 * 78 (EX_CONFIG): the manifest is unusable: chunk missing, not JSON, wrong schema, item out of range,
   bad field types, or the task index / chunk size env vars are not integers.
-* 126 / 127: the program is not executable / not found, as a shell reports them.
+* 126 / 127: the program cannot be run (not executable, not a format the kernel runs) / is not found, as a
+  shell reports them.
 
 Standard library only and no work at import time: it starts once per task, up to 10,000 times per
 execution.
@@ -370,7 +371,7 @@ def run_with_result(argv: list[str], env: dict[str, str], location: str) -> int:
                 setsigmask=(),
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
             )
-        except (FileNotFoundError, PermissionError) as exc:
+        except OSError as exc:
             return _cannot_start(argv[0], exc)
         code = _wait_passing_on(pid, watched)
         code = 128 - code if code < 0 else code  # killed by a signal: as a shell reports it
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_with_result(program_argv, env, location)
     try:
         os.execvpe(program_argv[0], program_argv, env)
-    except (FileNotFoundError, PermissionError) as exc:
+    except OSError as exc:
         return _cannot_start(program_argv[0], exc)
     return 0  # unreachable: exec replaced this process
 
@@ -450,7 +451,10 @@ def _cannot_start(program: str, exc: OSError) -> int:
     if isinstance(exc, FileNotFoundError):
         print(f"fanout_runner: {program}: not found", file=sys.stderr)
         return EX_NOTFOUND
-    print(f"fanout_runner: {program}: not executable", file=sys.stderr)
+    if isinstance(exc, PermissionError):
+        print(f"fanout_runner: {program}: not executable", file=sys.stderr)
+    else:  # e.g. ENOEXEC: a file with no interpreter line that the kernel cannot run
+        print(f"fanout_runner: {program}: cannot be run: {exc.strerror or exc}", file=sys.stderr)
     return EX_NOEXEC
 
 

@@ -127,6 +127,16 @@ def test_a_missing_program_exits_127():
     assert run({}, ["/nonexistent/program"]).returncode == 127
 
 
+@pytest.mark.parametrize("results", [False, True], ids=["exec", "with-results"])
+def test_a_program_the_kernel_cannot_run_exits_126_with_one_line(tmp_path, results):
+    program = tmp_path / "no-interpreter-line"
+    program.write_bytes(b"\x00\x01 not a script, not a binary\n")
+    program.chmod(0o755)
+    env = {"FANOUT_RESULTS_URI": str(tmp_path / "r"), "FANOUT_ITEM_KEY": "k"} if results else {}
+    result = run(env, [str(program)])
+    assert (result.returncode, result.stderr) == (126, f"fanout_runner: {program}: cannot be run: Exec format error\n")
+
+
 # --- gs:// manifests ------------------------------------------------------------------------------
 
 
