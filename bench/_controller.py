@@ -167,7 +167,8 @@ def run_controller(request: dict[str, Any]) -> dict[str, Any]:
 
         controller.flow.CloudRun = functools.partial(CloudRun, field_masks=False)  # type: ignore[assignment,attr-defined]
     start_cpu, start_rss, start = _cpu_seconds(), _maxrss_bytes(), time.perf_counter()
-    batch = load_batch(request["spec"], catalog)
+    # Popped: the CLI holds the parsed spec only until it is validated, and so does this run.
+    batch = load_batch(request.pop("spec"), catalog)
     clients = Clients(project=request["project"], endpoints=Endpoints(cloud_run=url, logging=url))
     report, _ = execute(
         batch, catalog, options, clients=clients, store=LocalStore(request["report_dir"]), use_prefect_tasks=False

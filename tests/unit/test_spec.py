@@ -83,6 +83,25 @@ def test_every_problem_is_reported_with_its_location_and_line(catalog: Catalog, 
     assert indices == sorted(indices)
 
 
+def test_problems_in_every_slice_of_a_long_spec_keep_their_own_index(catalog: Catalog) -> None:
+    # Items are read against the schema a slice at a time (spec._ITEMS_PER_READ): a bad item in the first,
+    # the middle and the last slice, next to good ones, each reported at its own place and in order.
+    size = 2 * spec_module._ITEMS_PER_READ + 7
+    items: list[dict[str, object]] = [{"key": f"k{i}", "job": "hello"} for i in range(size)]
+    bad = [3, spec_module._ITEMS_PER_READ, size - 1]
+    for index in bad:
+        items[index]["colour"] = "blue"
+    items[spec_module._ITEMS_PER_READ + 1]["key"] = "k2"
+    problems = problems_of({"items": items}, catalog)
+    assert problems == [
+        "items[3].colour: unknown field (check the spelling; see `fanout run --help` for the spec format)",
+        f"items[{bad[1]}].colour: unknown field (check the spelling; see `fanout run --help` for the spec format)",
+        f"items[{bad[1] + 1}].key: duplicate key 'k2' (also items[2])",
+        f"items[{bad[2]}].colour: unknown field (check the spelling; see `fanout run --help` for the spec format)",
+    ]
+    assert len(load_batch({"items": items[4 : bad[1]]}, catalog).items) == bad[1] - 4
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_loading_leaves_the_garbage_collector_as_it_found_it(catalog: Catalog, enabled: bool) -> None:
     was = gc.isenabled()
