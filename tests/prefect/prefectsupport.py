@@ -90,8 +90,11 @@ class Proc:
 
     def start(self) -> Proc:
         log = self.log_path.open("wb")
+        # Python's fault handler on: a process that outlives its grace gets SIGABRT first (see ``stop``), and
+        # its log ends with where each of its threads was waiting.
+        env = {**self.env, "PYTHONFAULTHANDLER": "1"}
         self.popen = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, env=dict(self.env), cwd=self.cwd, start_new_session=True
+            self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True
         )
         log.close()
         return self
@@ -118,7 +121,8 @@ class Proc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, grace: float = 20.0) -> int | None:
-        """SIGINT (what Ctrl-C sends, so the process shuts down cleanly), then SIGKILL after ``grace``."""
+        """SIGINT (what Ctrl-C sends, so the process shuts down cleanly), then, after ``grace``, SIGABRT (the
+        fault handler writes every thread's stack to the log) and SIGKILL."""
         if self.popen is None:
             return None
         if self.popen.poll() is None:
@@ -129,6 +133,10 @@ class Proc:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.popen.pid, signal.SIGABRT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(timeout=10)  # the fault handler's dump, then the abort
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=10)

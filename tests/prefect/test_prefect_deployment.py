@@ -197,7 +197,8 @@ def test_deployment_run_through_a_worker(
     # Quiet offline: no telemetry errors, no tracebacks, and the worker stopped cleanly on Ctrl-C.
     worker_log = worker.log()
     how = f"killed after {WORKER_STOP:.0f}s" if worker.killed else f"exited {worker.stopped_after:.1f}s after SIGINT"
-    assert "stopped!" in worker_log, f"{how}\n{worker_log[-3000:]}"
+    # Killed: the log ends with the fault handler's stacks of every thread, which say where it waited.
+    assert "stopped!" in worker_log, f"{how}\n{worker_log[-(20000 if worker.killed else 3000) :]}"
     assert noisy_lines(worker_log) == [], worker_log[-5000:]
     assert noisy_lines(server_proc.log()) == [], server_proc.log()[-5000:]  # and again after it stops
     mark("checked")
