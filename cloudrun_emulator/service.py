@@ -279,6 +279,7 @@ class CloudRunService:
             "peak_running_tasks": counters.peak_running,
             "executions_started": counters.executions_started,
             "log_entries": len(self.logs),
+            "volume_objects_fetched": self.runtime.volumes.objects_fetched,
         }
 
     def reset_peak(self) -> None:

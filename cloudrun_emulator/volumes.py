@@ -7,17 +7,23 @@ name a path under the mount are rewritten to the folder; Docker gets a bind moun
 
 - the bucket's local folder when the emulator maps that bucket to one (``local_buckets``): files land there
   as the task writes them, as objects land in the bucket under FUSE;
-- otherwise a fresh folder filled from the bucket (``STORAGE_EMULATOR_HOST``, e.g. fake-gcs-server, else
-  Google Cloud Storage) before the attempt starts; files created, changed or deleted are written back, object
-  by object, once the attempt has exited. As Cloud Storage FUSE does, it shows an object inside a folder only
-  when that folder has a placeholder object (``a/``) or the ``implicit-dirs`` mount option is given.
+- otherwise a mirror of the bucket folder (``STORAGE_EMULATOR_HOST``, e.g. fake-gcs-server, else Google Cloud
+  Storage), one per bucket folder and shared by every attempt that mounts it, as every task's Cloud Storage
+  FUSE shows the same objects: before an attempt starts the mirror fetches what changed in the bucket since
+  it last looked, and once the attempt has exited the files created, changed or deleted in it are written
+  back, object by object. Each step costs what changed, not what the folder holds, so a batch whose tasks
+  each add a file to one folder costs a number of copies in proportion to its size, not to its square; the
+  attempts that start (or end) while a step runs share the next one. As Cloud Storage FUSE does, it shows an
+  object inside a folder only when that folder has a placeholder object (``a/``) or the ``implicit-dirs``
+  mount option is given.
 
-A read-only volume is a read-only copy that is never written back. A bucket that does not exist fails the
-attempt before its process starts, as a mount that cannot be made does on Cloud Run.
+A read-only volume is a read-only copy made for its attempt and never written back. A bucket that does not
+exist fails the attempt before its process starts, as a mount that cannot be made does on Cloud Run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -25,11 +31,11 @@ import stat
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cloudrun_emulator.records import GcsVolume, VolumeMount
 
@@ -46,7 +52,8 @@ class Mount:
     volume: GcsVolume
     mount_path: str
     folder: Path
-    synced: _Snapshot | None = None  # None: the folder is the bucket's own local folder; nothing to write back
+    synced: _Snapshot | None = None  # a read-only copy: what it held when the attempt started
+    mirror: _Mirror | None = None  # a writable volume of a remote bucket: what its changes are written back by
 
 
 @dataclass
@@ -74,22 +81,15 @@ class Mounts:
         ]
 
     def close(self) -> list[str]:
-        """Write back every writable copy, remove the copies; the problems met, in words."""
+        """Write back every writable mount, remove the copies; the problems met, in words."""
         for mount in self.mounts:
-            if mount.synced is None:
-                continue
-            if mount.volume.read_only:
+            if mount.mirror is not None:
+                problem = mount.mirror.push()
+                if problem is not None:
+                    self.problems.append(problem)
+            elif mount.synced is not None and _snapshot(mount.folder) != mount.synced:
                 # File modes stop a task from writing, but not one running as root: say what was dropped.
-                if _snapshot(mount.folder) != mount.synced:
-                    self.problems.append(f"volume {mount.volume.name!r} is read-only: the task's changes were dropped")
-                continue
-            try:
-                self.store.write_back(mount)
-            except Exception as exc:  # any storage failure: the task has run, so it goes to its log
-                self.problems.append(
-                    f"volume {mount.volume.name!r}: writing back to gs://{mount.volume.bucket} failed: "
-                    f"{type(exc).__name__}: {exc}"
-                )
+                self.problems.append(f"volume {mount.volume.name!r} is read-only: the task's changes were dropped")
         if self.scratch is not None:
             _make_writable(self.scratch)
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -101,16 +101,21 @@ class MountError(Exception):
 
 
 class GcsVolumes:
-    """Mounts ``Volume.gcs`` volumes for attempts: a bucket's local folder, or a copy synced with Cloud Storage."""
+    """Mounts ``Volume.gcs`` volumes for attempts: a bucket's local folder, a mirror synced with Cloud Storage,
+    or, read-only, a copy."""
 
     def __init__(self, local_buckets: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
         self.local_buckets = {bucket: Path(folder) for bucket, folder in (local_buckets or {}).items()}
+        self.objects_fetched = 0  # object contents written into a mirror or a copy, for tests and benchmarks
         self._client: Any = None
         self._lock = threading.Lock()
-        # Object contents by (bucket, name, generation): each attempt lists its folder, but an object already
-        # fetched for an earlier attempt is copied from here instead of downloaded again.
-        self._cache = Path(tempfile.mkdtemp(prefix="cloudrun-emulator-objects-"))
-        weakref.finalize(self, shutil.rmtree, self._cache, True)
+        self._root = Path(tempfile.mkdtemp(prefix="cloudrun-emulator-volumes-"))
+        weakref.finalize(self, shutil.rmtree, self._root, True)
+        # Object contents by (bucket, name, generation): a read-only copy takes an object fetched for an
+        # earlier attempt from here instead of downloading it again.
+        self._cache = self._root / "objects"
+        self._cache.mkdir()
+        self._mirrors: dict[tuple[str, str, bool], _Mirror] = {}
 
     def none(self) -> Mounts:
         """No volume: what a container without Cloud Storage volumes gets."""
@@ -121,37 +126,50 @@ class GcsVolumes:
         by_name = {volume.name: volume for volume in volumes}
         wanted = [(by_name[m.name], m.mount_path) for m in mounts if m.name in by_name]
         result = self.none()
-        if not wanted:
-            return result
-        result.scratch = Path(tempfile.mkdtemp(prefix="cloudrun-emulator-volume-"))
         try:
             for index, (volume, path) in enumerate(wanted):
-                result.mounts.append(self._mount_one(volume, path, result.scratch / str(index)))
+                result.mounts.append(self._mount_one(volume, path, result, index))
         except BaseException:
             result.close()
             raise
         return result
 
-    def _mount_one(self, volume: GcsVolume, mount_path: str, copy: Path) -> Mount:
+    def _mount_one(self, volume: GcsVolume, mount_path: str, mounts: Mounts, index: int) -> Mount:
         local = self.local_buckets.get(volume.bucket)
-        if local is not None:
+        if local is not None and not volume.read_only:
             folder = local / volume.only_dir if volume.only_dir else local
-            if not volume.read_only:
-                folder.mkdir(parents=True, exist_ok=True)
-                return Mount(volume, mount_path, folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            return Mount(volume, mount_path, folder)
+        if not volume.read_only:
+            mirror = self._mirror(volume)
+            problem = mirror.pull()
+            if problem is not None:
+                raise MountError(problem)
+            return Mount(volume, mount_path, mirror.folder, mirror=mirror)
+        if mounts.scratch is None:
+            mounts.scratch = Path(tempfile.mkdtemp(prefix="copy-", dir=self._root))
+        copy = mounts.scratch / str(index)
+        if local is None:
+            copy.mkdir()
+            self._download(volume, copy)
+        else:
+            folder = local / volume.only_dir if volume.only_dir else local
             if folder.is_dir():
                 shutil.copytree(folder, copy)
             else:
                 copy.mkdir()
-            _make_read_only(copy)
-            return Mount(volume, mount_path, copy, synced=_snapshot(copy))
-        copy.mkdir()
-        synced = self._download(volume, copy)
-        if volume.read_only:
-            _make_read_only(copy)
-        return Mount(volume, mount_path, copy, synced=synced)
+        _make_read_only(copy)
+        return Mount(volume, mount_path, copy, synced=_snapshot(copy))
 
-    def _storage(self) -> Any:
+    def _mirror(self, volume: GcsVolume) -> _Mirror:
+        key = (volume.bucket, volume.only_dir, volume.implicit_dirs)
+        with self._lock:
+            if key not in self._mirrors:
+                folder = Path(tempfile.mkdtemp(prefix="mirror-", dir=self._root))
+                self._mirrors[key] = _Mirror(self, volume, folder)
+            return self._mirrors[key]
+
+    def storage(self) -> Any:
         with self._lock:
             if self._client is None:
                 from google.auth.credentials import AnonymousCredentials
@@ -169,58 +187,201 @@ class GcsVolumes:
                     self._client = storage.Client()
             return self._client
 
-    def _prefix(self, volume: GcsVolume) -> str:
-        return f"{volume.only_dir}/" if volume.only_dir else ""
-
-    def _download(self, volume: GcsVolume, folder: Path) -> _Snapshot:
+    def listing(self, volume: GcsVolume) -> dict[str, Any]:
+        """The objects the mount shows, by name relative to it (folder placeholders end with "/"). Raises
+        ``MountError``."""
         from google.api_core import exceptions as gexc
 
-        bucket = self._storage().bucket(volume.bucket)
-        prefix = self._prefix(volume)
+        prefix = prefix_of(volume)
         try:
-            if not bucket.exists():
-                raise MountError(f"Cloud Storage bucket {volume.bucket!r} of volume {volume.name!r} does not exist")
-            blobs = {blob.name.removeprefix(prefix): blob for blob in bucket.list_blobs(prefix=prefix or None)}
-            downloads = []
-            for name in _visible(list(blobs), volume.implicit_dirs):
-                target = folder / name
-                if folder not in target.resolve().parents:
-                    continue  # a name that would land outside the mount
-                if name.endswith("/"):  # a folder placeholder object
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if blobs[name].size:
-                    downloads.append((blobs[name], target))
-                else:
-                    target.write_bytes(b"")
-            with ThreadPoolExecutor(max_workers=_DOWNLOADERS) as pool:
-                list(pool.map(lambda job: self._fetch(*job), downloads))
+            listed = self.storage().list_blobs(volume.bucket, prefix=prefix or None)
+            blobs = {blob.name.removeprefix(prefix): blob for blob in listed}
+        except gexc.NotFound:
+            raise MountError(
+                f"Cloud Storage bucket {volume.bucket!r} of volume {volume.name!r} does not exist"
+            ) from None
         except gexc.GoogleAPICallError as exc:
             raise MountError(f"volume {volume.name!r}: cannot read gs://{volume.bucket}: {exc.message}") from None
-        return _snapshot(folder)
+        return {name: blobs[name] for name in _visible(list(blobs), volume.implicit_dirs)}
 
-    def _fetch(self, blob: Any, target: Path) -> None:
-        """The object's content at ``target``, from the cache when this generation was fetched before."""
+    def fetch(self, blob: Any, target: Path) -> None:
+        """The object's content at ``target``, from the cache when this generation was fetched before; a file
+        already there is replaced whole, never seen half written."""
         key = hashlib.sha256(f"{blob.bucket.name}/{blob.name}#{blob.generation}".encode()).hexdigest()
         cached = self._cache / key
         if not cached.exists():
             partial = self._cache / f".{key}.{threading.get_ident()}"
             blob.download_to_filename(str(partial))
             partial.replace(cached)
-        shutil.copyfile(cached, target)
+        staged = self._cache / f".copy.{threading.get_ident()}"
+        shutil.copyfile(cached, staged)
+        staged.replace(target)
+        with self._lock:
+            self.objects_fetched += 1
 
-    def write_back(self, mount: Mount) -> None:
-        """Objects for the files the attempt created or changed; none for the files it deleted."""
-        before = mount.synced or {}
-        after = _snapshot(mount.folder)
-        bucket = self._storage().bucket(mount.volume.bucket)
-        prefix = self._prefix(mount.volume)
-        for name, seen in after.items():
-            if before.get(name) != seen:
-                bucket.blob(prefix + name).upload_from_filename(str(mount.folder / name))
-        for name in before.keys() - after.keys():
-            bucket.blob(prefix + name).delete()
+    def _download(self, volume: GcsVolume, folder: Path) -> None:
+        from google.api_core import exceptions as gexc
+
+        downloads = []
+        for name, blob in self.listing(volume).items():
+            target = _inside(folder, name)
+            if target is None:
+                continue
+            if name.endswith("/"):  # a folder placeholder object
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if blob.size:
+                downloads.append((blob, target))
+            else:
+                target.write_bytes(b"")
+        try:
+            with ThreadPoolExecutor(max_workers=_DOWNLOADERS) as pool:
+                list(pool.map(lambda job: self.fetch(*job), downloads))
+        except gexc.GoogleAPICallError as exc:
+            raise MountError(f"volume {volume.name!r}: cannot read gs://{volume.bucket}: {exc.message}") from None
+
+
+class _Synced(NamedTuple):
+    """A mirror file as it was when it last matched its object."""
+
+    generation: int
+    size: int
+    mtime_ns: int
+
+
+class _Mirror:
+    """The local folder of one writable bucket folder, shared by every attempt that mounts it. ``pull`` fetches
+    what changed in the bucket since the last pull, ``push`` writes back what changed in the folder since the
+    last push; a file the attempts changed and not yet pushed is never overwritten by a pull."""
+
+    def __init__(self, volumes: GcsVolumes, volume: GcsVolume, folder: Path) -> None:
+        self.volumes = volumes
+        self.volume = volume
+        self.folder = folder
+        self._synced: dict[str, _Synced] = {}
+        self._lock = threading.Lock()  # one pull or push at a time
+        self.pull = _Shared(self._pull)
+        self.push = _Shared(self._push)
+
+    def _changed(self, name: str) -> bool:
+        """Whether an attempt changed, created or deleted the file since it last matched its object."""
+        synced = self._synced.get(name)
+        try:
+            info = os.stat(self.folder / name, follow_symlinks=False)
+        except OSError:
+            return synced is not None
+        return synced is None or (synced.size, synced.mtime_ns) != (info.st_size, info.st_mtime_ns)
+
+    def _pull(self) -> str | None:
+        try:
+            listing = self.volumes.listing(self.volume)
+        except MountError as exc:
+            return str(exc)
+        with self._lock:
+            try:
+                for name, blob in listing.items():
+                    synced = self._synced.get(name)
+                    if (synced is not None and synced.generation == blob.generation) or self._changed(name):
+                        continue  # up to date, or changed here: the attempt's push writes it back
+                    self._fetch(name, blob)
+                for name in self._synced.keys() - listing.keys():  # deleted in the bucket
+                    if not self._changed(name):
+                        (self.folder / name).unlink(missing_ok=True)
+                        del self._synced[name]
+            except Exception as exc:  # any storage or file failure: the attempt cannot start
+                where = f"gs://{self.volume.bucket}"
+                return f"volume {self.volume.name!r}: cannot read {where}: {type(exc).__name__}: {exc}"
+        return None
+
+    def _fetch(self, name: str, blob: Any) -> None:
+        target = _inside(self.folder, name)
+        if target is None:
+            return
+        if name.endswith("/"):  # a folder placeholder object
+            target.mkdir(parents=True, exist_ok=True)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.volumes.fetch(blob, target)
+        info = target.stat()
+        self._synced[name] = _Synced(blob.generation, info.st_size, info.st_mtime_ns)
+
+    def _push(self) -> str | None:
+        from google.api_core import exceptions as gexc
+
+        bucket = self.volumes.storage().bucket(self.volume.bucket)
+        prefix = prefix_of(self.volume)
+        with self._lock:
+            try:
+                now = _snapshot(self.folder)
+                for name, seen in now.items():
+                    synced = self._synced.get(name)
+                    if synced is not None and (synced.size, synced.mtime_ns) == seen:
+                        continue
+                    blob = bucket.blob(prefix + name)
+                    try:
+                        blob.upload_from_filename(str(self.folder / name))
+                    except FileNotFoundError:
+                        continue  # deleted meanwhile: the next push deletes its object
+                    self._synced[name] = _Synced(blob.generation, *seen)
+                for name in self._synced.keys() - now.keys():
+                    generation = self._synced.pop(name).generation
+                    # Only the object the file was: one written since by someone else stays.
+                    with contextlib.suppress(gexc.NotFound, gexc.PreconditionFailed):
+                        bucket.blob(prefix + name).delete(if_generation_match=generation)
+            except Exception as exc:  # any storage failure: the task has run, so it goes to its log
+                return (
+                    f"volume {self.volume.name!r}: writing back to gs://{self.volume.bucket} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+        return None
+
+
+class _Shared:
+    """One pass of ``fn`` shared by the threads that ask for it: each caller gets the answer of a pass that
+    began after it asked, and a pass serves every caller that asked before it began, so attempts that start
+    together cost a pass or two, not one each."""
+
+    def __init__(self, fn: Callable[[], str | None]) -> None:
+        self._fn = fn
+        self._cond = threading.Condition()
+        self._begun = 0
+        self._ended = 0
+        self._running = False
+        self._answer: str | None = None  # the last pass's
+
+    def __call__(self) -> str | None:
+        with self._cond:
+            wanted = self._begun + 1  # the first pass to begin from now on
+            while self._ended < wanted:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._begun += 1
+                number = self._begun
+                answer: str | None = "the pass did not end"
+                self._cond.release()
+                try:
+                    answer = self._fn()
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._ended = number
+                    self._answer = answer
+                    self._cond.notify_all()
+            return self._answer
+
+
+def prefix_of(volume: GcsVolume) -> str:
+    """The object name prefix of the mount: its ``only-dir`` folder."""
+    return f"{volume.only_dir}/" if volume.only_dir else ""
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """Where the object ``name`` lands under ``folder``; None for a name that would land outside it."""
+    target = folder / name
+    return target if folder.resolve() in target.resolve().parents else None
 
 
 def _visible(names: list[str], implicit_dirs: bool) -> list[str]:
@@ -239,11 +400,23 @@ def _visible(names: list[str], implicit_dirs: bool) -> list[str]:
 
 
 def _snapshot(folder: Path) -> _Snapshot:
+    """The regular files under ``folder``, symbolic links not followed."""
     found: _Snapshot = {}
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            info = path.stat()
-            found[path.relative_to(folder).as_posix()] = (info.st_size, info.st_mtime_ns)
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        try:
+            entries = os.scandir(folder / relative if relative else folder)
+        except OSError:  # removed meanwhile
+            continue
+        with entries:
+            for entry in entries:
+                name = relative + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(name + "/")
+                elif entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    found[name] = (info.st_size, info.st_mtime_ns)
     return found
 
 

@@ -102,6 +102,63 @@ def test_objects_in_folders_show_only_with_implicit_dirs(
     assert json.loads(bucket.blob(f"{folder}/seen.json").download_as_bytes()) == seen
 
 
+# Deletes in.txt, and writes out.txt with what it read, where the task's index says.
+REPLACE = """
+import os, pathlib
+root = pathlib.Path(os.environ["DATA"])
+seen = (root / "in.txt").read_text()
+(root / "in.txt").unlink()
+(root / f"out-{os.environ['CLOUD_RUN_TASK_INDEX']}.txt").write_text(seen)
+"""
+
+
+def test_each_attempt_sees_the_bucket_as_it_is_when_it_starts(clients: Clients, gcs: Any) -> None:
+    """Objects written or deleted through the API between two executions are what the second one sees, and a
+    file a task deletes is an object deleted: the mount is no snapshot taken once."""
+    folder = _folder()
+    bucket = gcs.bucket(BUCKET)
+    bucket.blob(f"{folder}/in.txt").upload_from_string("first")
+    _create(
+        clients, "replacer", run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}"]), code=REPLACE
+    )
+
+    assert _run(clients, "replacer").succeeded_count == 1
+    assert bucket.blob(f"{folder}/in.txt").exists() is False
+    bucket.blob(f"{folder}/in.txt").upload_from_string("second")
+    bucket.blob(f"{folder}/out-0.txt").delete()
+    bucket.blob(f"{folder}/later.txt").upload_from_string("new")
+    _create(clients, "after", run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}"]), code=LIST)
+    assert _run(clients, "after").succeeded_count == 1
+    assert json.loads(bucket.blob(f"{folder}/seen.json").download_as_bytes()) == ["in.txt", "later.txt"]
+    assert _run(clients, "replacer").succeeded_count == 1
+
+    assert bucket.blob(f"{folder}/out-0.txt").download_as_bytes() == b"second"
+    assert bucket.blob(f"{folder}/in.txt").exists() is False
+
+
+def test_a_folder_is_fetched_once_for_all_the_attempts_that_mount_it(emu: Emulator, gcs: Any) -> None:
+    """Cloud Storage FUSE reads an object when a task opens it; the emulator fills a mount before the task
+    starts. Copying the whole folder for every attempt made a batch whose tasks each add one result to one
+    folder cost copies in the square of its size: each attempt now fetches only what changed."""
+    clients = Clients(emu)
+    folder, objects, tasks = _folder(), 30, 12
+    bucket = gcs.bucket(BUCKET)
+    for n in range(objects):
+        bucket.blob(f"{folder}/obj-{n:02d}.txt").upload_from_string(f"object {n}")
+    gcs_source = run_v2.GCSVolumeSource(bucket=BUCKET, mount_options=[f"only-dir={folder}"])
+    _create(clients, "many", gcs_source, task_count=tasks)
+
+    for _ in range(2):
+        execution = _run(clients, "many")
+        assert execution.succeeded_count == tasks, execution
+
+    # Every object once, and each task's own out-<index>.json never (the first run wrote it from the mount).
+    fetched = emu.task_stats()["volume_objects_fetched"]
+    assert fetched == objects, f"{fetched} objects fetched for {objects} objects and {2 * tasks} attempts"
+    names = {blob.name for blob in gcs.list_blobs(BUCKET, prefix=f"{folder}/sub/")}
+    assert names == {f"{folder}/sub/out-{n}.json" for n in range(tasks)}
+
+
 def test_a_read_only_volume_writes_nothing_back(clients: Clients, gcs: Any) -> None:
     folder = _folder()
     gcs.bucket(BUCKET).blob(f"{folder}/in.txt").upload_from_string("hello")
