@@ -207,14 +207,17 @@ class GcsVolumes:
     def fetch(self, blob: Any, target: Path) -> None:
         """The object's content at ``target``, from the cache when this generation was fetched before; a file
         already there is replaced whole, never seen half written."""
-        key = hashlib.sha256(f"{blob.bucket.name}/{blob.name}#{blob.generation}".encode()).hexdigest()
-        cached = self._cache / key
-        if not cached.exists():
-            partial = self._cache / f".{key}.{threading.get_ident()}"
-            blob.download_to_filename(str(partial))
-            partial.replace(cached)
         staged = self._cache / f".copy.{threading.get_ident()}"
-        shutil.copyfile(cached, staged)
+        if blob.size:
+            key = hashlib.sha256(f"{blob.bucket.name}/{blob.name}#{blob.generation}".encode()).hexdigest()
+            cached = self._cache / key
+            if not cached.exists():
+                partial = self._cache / f".{key}.{threading.get_ident()}"
+                blob.download_to_filename(str(partial))
+                partial.replace(cached)
+            shutil.copyfile(cached, staged)
+        else:  # nothing to download
+            staged.write_bytes(b"")
         staged.replace(target)
         with self._lock:
             self.objects_fetched += 1
@@ -231,10 +234,7 @@ class GcsVolumes:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            if blob.size:
-                downloads.append((blob, target))
-            else:
-                target.write_bytes(b"")
+            downloads.append((blob, target))
         try:
             with ThreadPoolExecutor(max_workers=_DOWNLOADERS) as pool:
                 list(pool.map(lambda job: self.fetch(*job), downloads))
