@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # its time on 2 cores, so more workers than cores fill those waits.
 PYTEST_WORKERS ?= 4
 
-.PHONY: install run test lint bench bench-startup clean
+.PHONY: install install-all iac-tools run test lint bench bench-startup clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The project and checkov (scripts/check-iac, its own virtualenv) install side by side.
+install-all:
+	$(MAKE) -j2 $(VENV)/.installed iac-tools
+
+iac-tools:
+	scripts/check-iac --install
 
 ## run: install, then run the example batch on the embedded local emulator; report in ./reports
 run: install
@@ -27,7 +34,7 @@ lint: install
 	scripts/check-iac
 
 ## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
-test: lint
+test: install-all lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=40 $(PYTEST_ARGS)
 
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
