@@ -274,11 +274,11 @@ class _Mirror:
         return synced is None or (synced.size, synced.mtime_ns) != (info.st_size, info.st_mtime_ns)
 
     def _pull(self) -> str | None:
-        try:
-            listing = self.volumes.listing(self.volume)
-        except MountError as exc:
-            return str(exc)
-        with self._lock:
+        with self._lock:  # listed under the lock too: a listing older than the last push would undo it here
+            try:
+                listing = self.volumes.listing(self.volume)
+            except MountError as exc:
+                return str(exc)
             try:
                 for name, blob in listing.items():
                     synced = self._synced.get(name)
