@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
@@ -74,6 +72,8 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
 def open_source(source: str) -> BinaryIO:
     """A binary stream over a path or URL; raises OSError (or URLError) when it cannot be opened."""
     if source.startswith(URL_SCHEMES):
+        import urllib.request  # ~90 ms of imports (http.client, ssl, email): only a URL pays them
+
         response: BinaryIO = urllib.request.urlopen(source, timeout=60)
         return response
     return open(source, "rb")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputTooLarge as exc:
         print(f"wordcount: {exc}", file=sys.stderr)
         return EX_DATAERR
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # urllib's URLError is an OSError
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         print(f"wordcount: cannot read {args.source}: {reason}", file=sys.stderr)
         return EX_NOINPUT
