@@ -48,7 +48,7 @@ def test_cli_sigkill_and_resume(
         launches = len(plan(load_batch(spec, catalog), catalog).launches)
         before = emulator_process.stats()["executions_started"]
         args = ["run", str(spec), "--emulator", emulator_process.url, "--report-to", f"gs://{BUCKET}/rel"]
-        args += ["--batch-id", trial.batch_id, "--quiet"]
+        args += ["--batch-id", trial.batch_id, "--quiet", "--poll-interval", "0.3"]  # polls, not the claim
         for run in (1, 2):
             workdir = tmp_path / f"{trial.batch_id}-{run}"
             workdir.mkdir()
