@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ class TaskRuntime:
         except MountError as exc:
             return SetupError(f"{START_FAILED}: {exc}.")
         try:
+            if ex.cancelling:  # cancelled while its volumes were mounted: stop() found no process to stop
+                return Outcome(exit_code=128 + signal.SIGTERM, killed_by_request=True)
             return await self._run(ex, task, container, env, mounts, on_line)
         finally:
             if mounts.mounts:
