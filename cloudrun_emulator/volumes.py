@@ -227,14 +227,9 @@ class GcsVolumes:
 
         downloads = []
         for name, blob in self.listing(volume).items():
-            target = _inside(folder, name)
-            if target is None:
-                continue
-            if name.endswith("/"):  # a folder placeholder object
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            downloads.append((blob, target))
+            target = _file_for(folder, name)
+            if target is not None:
+                downloads.append((blob, target))
         try:
             with ThreadPoolExecutor(max_workers=_DOWNLOADERS) as pool:
                 list(pool.map(lambda job: self.fetch(*job), downloads))
@@ -295,13 +290,9 @@ class _Mirror:
         return None
 
     def _fetch(self, name: str, blob: Any) -> None:
-        target = _inside(self.folder, name)
+        target = _file_for(self.folder, name)
         if target is None:
             return
-        if name.endswith("/"):  # a folder placeholder object
-            target.mkdir(parents=True, exist_ok=True)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
         self.volumes.fetch(blob, target)
         info = target.stat()
         self._synced[name] = _Synced(blob.generation, info.st_size, info.st_mtime_ns)
@@ -378,10 +369,17 @@ def prefix_of(volume: GcsVolume) -> str:
     return f"{volume.only_dir}/" if volume.only_dir else ""
 
 
-def _inside(folder: Path, name: str) -> Path | None:
-    """Where the object ``name`` lands under ``folder``; None for a name that would land outside it."""
+def _file_for(folder: Path, name: str) -> Path | None:
+    """Where the object ``name`` is written under ``folder``, its parent folders made; None for a folder
+    placeholder (the folder is made) and for a name that would land outside ``folder``."""
     target = folder / name
-    return target if folder.resolve() in target.resolve().parents else None
+    if folder.resolve() not in target.resolve().parents:
+        return None
+    if name.endswith("/"):
+        target.mkdir(parents=True, exist_ok=True)
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def _visible(names: list[str], implicit_dirs: bool) -> list[str]:
