@@ -56,6 +56,8 @@ class Faults(_Frozen):
 
     ``methods`` keys are stats method names (``"Jobs.RunJob"``) or a service wildcard (``"Executions.*"``);
     the most specific entry wins, then ``default``. Emulator endpoints (``/_emulator/*``) never see faults.
+    ``task_start_delay_seconds`` is how long each task attempt takes to start its container once its volumes are
+    mounted (an image pull, a slow start); cancelling the execution cuts it short.
     """
 
     seed: int = 0
@@ -64,6 +66,7 @@ class Faults(_Frozen):
     task_kill_rate: float = Field(default=0.0, ge=0, le=1)
     task_kill_delay_seconds: tuple[float, float] = (0.0, 1.0)
     stuck_execution_rate: float = Field(default=0.0, ge=0, le=1)
+    task_start_delay_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _delay_range(self) -> Faults:

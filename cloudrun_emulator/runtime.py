@@ -7,6 +7,7 @@ from a local entrypoint given for the image, or from Docker. Secret values come 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
@@ -105,8 +106,6 @@ class TaskRuntime:
         except MountError as exc:
             return SetupError(f"{START_FAILED}: {exc}.")
         try:
-            if ex.cancelling:  # cancelled while its volumes were mounted: stop() found no process to stop
-                return Outcome(exit_code=128 + signal.SIGTERM, killed_by_request=True)
             return await self._run(ex, task, container, env, mounts, on_line)
         finally:
             if mounts.mounts:
@@ -117,9 +116,15 @@ class TaskRuntime:
         self, ex: Execution, task: Task, container: Container, env: dict[str, str], mounts: Mounts, on_line: LineSink
     ) -> Outcome | SetupError:
         docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
+        delay = self.faults.faults.task_start_delay_seconds
+        if delay:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ex.cancel_event.wait(), delay)
         argv = await self._argv(container, env, docker_name, mounts)
         if isinstance(argv, SetupError):
             return argv
+        if ex.cancelling:  # cancelled while the container was starting: stop() found no process to stop
+            return Outcome(exit_code=128 + signal.SIGTERM, killed_by_request=True)
         if argv[0] != "docker":  # a local process sees each mount path as the mount's local folder
             argv = [mounts.local_path(arg) for arg in argv]
             env = {name: mounts.local_path(value) for name, value in env.items()}
@@ -129,6 +134,8 @@ class TaskRuntime:
 
         def started(pid: int) -> None:
             task.pid = pid
+            if ex.cancelling:  # cancelled while the process was being created
+                self.stop(task)
 
         timeout = ex.template.timeout_seconds
         try:

@@ -16,7 +16,7 @@ from google.api_core import exceptions
 from pydantic import ValidationError
 
 from cloudrun_emulator import Emulator, Faults, MethodFaults
-from tests.emulator.conftest import FAST_POLL, Clients
+from tests.emulator.conftest import FAST_POLL, Clients, wait_until
 
 SLEEPER = "import sys, time; time.sleep(5)"
 
@@ -195,3 +195,18 @@ def test_list_lag_must_be_finite_and_not_negative() -> None:
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ValidationError, match="list_lag_seconds"):
             MethodFaults(list_lag_seconds=bad)
+
+
+def test_a_task_cancelled_while_its_container_starts_never_runs(
+    emu: Emulator, clients: Clients, tmp_path: Path
+) -> None:
+    # A start far longer than the test may take: only the cancel can end it, so the cancel lands inside it.
+    emu.set_faults(Faults(task_start_delay_seconds=600))
+    marker = tmp_path / "ran"
+    clients.create_job("slow-start", f"open({str(marker)!r}, 'a').close()", task_count=2)
+    name = clients.run("slow-start").metadata.name
+    wait_until(lambda: clients.executions.get_execution(name=name).running_count == 2, what="both tasks started")
+    cancelled = clients.executions.cancel_execution(name=name).result(timeout=30, polling=FAST_POLL)
+    assert (cancelled.cancelled_count, cancelled.succeeded_count) == (2, 0)
+    assert emu.task_stats()["attempts_started"] == 0
+    assert not marker.exists()
