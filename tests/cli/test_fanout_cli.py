@@ -8,11 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from cloudrun_emulator import Emulator
-
-pytestmark = pytest.mark.xdist_group("cli-fanout-cli")
 
 REPO = Path(__file__).resolve().parents[2]
 FANOUT = [sys.executable, "-m", "controller.cli"]

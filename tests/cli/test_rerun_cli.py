@@ -13,7 +13,7 @@ from cloudrun_emulator import Emulator
 from controller.cli import main
 from controller.report import Report
 
-pytestmark = [pytest.mark.xdist_group("cli-rerun-cli"), pytest.mark.usefixtures("prefect_server", "isolated")]
+pytestmark = [pytest.mark.usefixtures("prefect_server", "isolated")]
 
 SECRET = "cli-s3cr3t-value"
 

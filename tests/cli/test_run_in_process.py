@@ -12,7 +12,7 @@ from controller import spec
 from controller.cli import main
 from controller.flow import prepared_batch, prepared_catalog, progress_sink, report_sink
 
-pytestmark = [pytest.mark.xdist_group("cli-run-in-process"), pytest.mark.usefixtures("prefect_server")]
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 REPO = Path(__file__).resolve().parents[2]
 

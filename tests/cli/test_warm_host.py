@@ -30,7 +30,7 @@ import pytest
 from controller import prefect_server, warm
 from tests.reliability.harness import FANOUT, REPO, CloudRunView, EmulatorProcess, mixed_spec, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warm-host")]
+pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT = prefect_server.start_timeout() + 240.0
 HOST_READY = 600.0  # the host's imports: 3-15 s here, minutes when the machine is very busy

@@ -10,8 +10,6 @@ import pytest
 from controller.pricing import USD_PER_GIB_SECOND, USD_PER_VCPU_SECOND, billed_seconds
 from controller.report import ItemState, Report
 
-pytestmark = pytest.mark.xdist_group("flow-cost")
-
 
 def test_items_and_the_batch_carry_what_their_task_spans_were_billed_for(
     run_flow: Callable[..., tuple[dict[str, Any], Report]],

@@ -12,8 +12,6 @@ from flowsupport import executions_with_key
 from cloudrun_emulator import Emulator, Faults, MethodFaults
 from controller.report import BatchStatus, ItemState, Report
 
-pytestmark = pytest.mark.xdist_group("flow-fan-out")
-
 Run = Callable[..., tuple[dict[str, Any], Report]]
 
 

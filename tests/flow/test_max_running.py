@@ -27,8 +27,6 @@ from controller.plan import Mode, PlanError, plan
 from controller.report import ItemState, Report
 from controller.spec import load_batch
 
-pytestmark = pytest.mark.xdist_group("flow-max-running")
-
 Run = Callable[..., tuple[dict[str, Any], Report]]
 
 

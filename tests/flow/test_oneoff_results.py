@@ -22,8 +22,6 @@ from controller.redact import MASK
 from controller.report import ItemState, Report
 from controller.results import read_results
 
-pytestmark = pytest.mark.xdist_group("flow-oneoff-results")
-
 Run = Callable[..., tuple[dict[str, Any], Report]]
 
 # The item's own program: it knows nothing of fanout but the variables it is given.

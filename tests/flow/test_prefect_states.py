@@ -13,7 +13,7 @@ from testenv import PROJECT, REGION, cli_changes_undone
 
 from cloudrun_emulator import Emulator
 
-pytestmark = [pytest.mark.xdist_group("flow-prefect-states"), pytest.mark.usefixtures("prefect_server")]
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,6 @@ from testenv import BUCKET
 from controller.report import ItemState, Report
 from controller.results import read_results
 
-pytestmark = pytest.mark.xdist_group("flow-results-flow")
-
 Run = Callable[..., tuple[dict[str, Any], Report]]
 
 

@@ -26,7 +26,7 @@ from controller.report import ItemResult, ItemState, Report
 from controller.spec import load_batch
 from controller.store import LocalStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("packed-packed-equivalence")]
+pytestmark = pytest.mark.slow
 
 TASK_TOKEN = re.compile(r"\btask \d+\b")
 

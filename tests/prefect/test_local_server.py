@@ -24,7 +24,7 @@ from testenv import PROJECT, REGION, migrated_prefect_database
 from controller import prefect_server
 from controller.prefect_server import ServerState, configured_api_url, local_api, read_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-local-server")]
+pytestmark = pytest.mark.slow
 
 FANOUT = [sys.executable, "-m", "controller.cli"]
 REPO = Path(__file__).resolve().parents[2]

@@ -21,8 +21,6 @@ from testenv import BUCKET, PROJECT, REGION
 from cloudrun_emulator import Emulator
 from controller.store import StoreError, open_bucket_block
 
-pytestmark = pytest.mark.xdist_group("prefect-blocks")
-
 SERVICE_ACCOUNT = f"fanout-controller@{PROJECT}.iam.gserviceaccount.com"
 
 

@@ -31,7 +31,7 @@ from prefectsupport import (
 )
 from testenv import PROJECT, migrated_prefect_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prefect-e2e")]
+pytestmark = pytest.mark.slow
 
 E2E_BUCKET = "fanout-e2e"
 POOL = "fanout-local"  # the pool prefect.yaml names, so the deployment is used as written

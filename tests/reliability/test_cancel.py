@@ -29,7 +29,7 @@ from tests.reliability.harness import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-cancel")]
+pytestmark = pytest.mark.slow
 
 GRACE = 10.0  # seconds after the controller says it cancelled by which nothing of the batch may run
 # What the controller waits for after a signal, each with its own bound: RunJob calls in flight, then the

@@ -27,7 +27,7 @@ from controller.spec import load_batch
 from controller.store import LocalStore
 from tests.reliability.harness import PROJECT, REGION, EmulatorProcess, task_processes, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-cloud-lost")]
+pytestmark = pytest.mark.slow
 
 LONG = 3
 

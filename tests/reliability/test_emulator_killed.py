@@ -20,7 +20,7 @@ from google.cloud import run_v2
 from cloudrun_emulator.supervisor import CHECK_SECONDS
 from tests.reliability.harness import LAUNCH_KEY, CloudRunView, EmulatorProcess, task_processes, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-emulator-killed")]
+pytestmark = pytest.mark.slow
 
 BATCH = "emulator-killed"
 TASKS = 3

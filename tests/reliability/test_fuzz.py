@@ -22,8 +22,6 @@ from controller.options import OptionError, RunOptions, meta_of
 from controller.plan import Mode, PlanError, plan
 from controller.spec import SpecError, is_batch_id, load_batch, parse_text, validate
 
-pytestmark = pytest.mark.xdist_group("reliability-fuzz")
-
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIELDS = ["job", "image", "command", "args", "env", "task_count", "timeout", "retries", "cpu", "memory", "key", "label"]
 

@@ -9,11 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.reliability.harness import EmulatorProcess, fanout
-
-pytestmark = pytest.mark.xdist_group("reliability-malformed")
 
 CORPUS = Path(__file__).with_name("corpus")
 EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text())

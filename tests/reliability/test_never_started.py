@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from controller.batch import PollPolicy
 from controller.catalog import Catalog
 from controller.clients import Clients
@@ -17,8 +15,6 @@ from controller.report import ItemState
 from controller.spec import load_batch
 from controller.store import open_store
 from tests.reliability.harness import PROJECT, REGION
-
-pytestmark = pytest.mark.xdist_group("reliability-never-started")
 
 
 def test_tasks_that_never_started_say_why(catalog: Catalog, clients: Clients, tmp_path: Path, figures: Any) -> None:

@@ -39,7 +39,7 @@ from tests.reliability.harness import (
     mixed_spec,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-ownership")]
+pytestmark = pytest.mark.slow
 
 TRIALS = 20
 SEED = 20261130

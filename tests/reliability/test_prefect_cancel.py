@@ -37,7 +37,6 @@ from tests.reliability.harness import (
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("reliability-secrets"),
     pytest.mark.usefixtures("prefect_server"),
 ]
 

@@ -29,7 +29,7 @@ from tests.reliability.harness import (
     start_controller,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-resume")]
+pytestmark = pytest.mark.slow
 
 TRIALS = 20
 SEED = 20261128

@@ -21,7 +21,7 @@ from controller.plan import plan
 from controller.spec import load_batch
 from tests.reliability.harness import CloudRunView, EmulatorProcess, check_report, fanout, mixed_spec, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-resume-cli")]
+pytestmark = pytest.mark.slow
 
 BUCKET = "fanout-reports"
 TRIALS = 2

@@ -26,7 +26,6 @@ from tests.reliability.harness import PROJECT, REGION, fanout
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("reliability-secrets"),
     pytest.mark.usefixtures("prefect_server"),
 ]
 

@@ -26,7 +26,7 @@ from controller.spec import load_batch
 from controller.store import open_store
 from tests.reliability.harness import PROJECT, REGION, CloudRunView, check_report, mixed_spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-faults")]
+pytestmark = pytest.mark.slow
 
 TRANSIENT = {429: 0.10, 503: 0.05, 500: 0.05}  # 20% of every call answered with a transient error
 FAULTS = Faults(

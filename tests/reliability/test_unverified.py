@@ -29,7 +29,7 @@ from controller.spec import load_batch
 from controller.store import LocalStore
 from tests.reliability.harness import PROJECT, REGION, CloudRunView, TrialSpec, check_report, mixed_spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-unverified")]
+pytestmark = pytest.mark.slow
 
 # Half of RunJob's answers lost after the execution started; every ListExecutions answered 503.
 LOOKUPS_FAIL = Faults(

@@ -13,7 +13,7 @@ import pytest
 
 from bench.scale import run_size
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scale")]
+pytestmark = pytest.mark.slow
 
 ITEMS = 10_000
 MAX_RSS_GROWTH_BYTES = 3 * 1024 * ITEMS
