@@ -5,8 +5,9 @@ PYTEST_ARGS ?=
 # Test workers: the suite waits on processes (tasks that sleep, servers that start, polls) about a third of
 # its time on 2 cores, so more workers than cores fill those waits.
 PYTEST_WORKERS ?= 4
-# The emulator, fake-gcs-server and Prefect server are per worker (session fixtures), so no test needs a given
-# worker: idle workers take tests from busy ones (worksteal), which keeps the slowest tests from ending last.
+# The emulator, fake-gcs-server and Prefect server are per worker (session fixtures), so any worker can run any
+# test: each gets its next test as it finishes one, slow tests first (tests/conftest.py), so the run does not
+# end on one worker still busy with a long test.
 
 .PHONY: install install-all iac-tools run test lint bench bench-startup clean
 
@@ -38,7 +39,7 @@ lint: install
 
 ## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
 test: install-all lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=40 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --durations=40 $(PYTEST_ARGS)
 
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install

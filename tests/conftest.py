@@ -60,6 +60,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_owned_state] = root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first. make test hands each worker its next test as it finishes one (--dist load
+    --maxschedchunk 1), so the long tests spread over every worker from the start and the run ends on short
+    ones, instead of on one worker still running a long test after the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     root = config.stash.get(_owned_state, None)
     if root is None:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cloudrun_emulator import Emulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +74,7 @@ def test_invalid_spec_lists_every_problem_and_exits_2(tmp_path: Path, emulator: 
     assert "cannot read the spec" in missing.stderr
 
 
+@pytest.mark.slow
 def test_run_exit_codes_summary_and_report_show(tmp_path: Path, emulator: Emulator) -> None:
     reports = tmp_path / "reports"
     ok = fanout(

@@ -154,6 +154,7 @@ def test_every_option_has_help_that_states_its_default() -> None:
     assert missing == []
 
 
+@pytest.mark.slow
 def test_fanout_emulator_is_python_m_cloudrun_emulator() -> None:
     fanout = str(Path(PY).with_name("fanout"))
     module = _run(PY, "-m", "cloudrun_emulator", "--help")

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from cloudrun_emulator import Emulator
 from controller.report import ItemState, Report
+
+pytestmark = pytest.mark.slow
 
 LINES = 80  # each failing item prints this many lines; the report keeps the last 50
 

@@ -191,6 +191,7 @@ def _wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0)
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "launches"),
     [("packed", 3), ("per-item", 9)],

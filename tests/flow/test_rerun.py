@@ -23,7 +23,7 @@ from controller.report import BatchLink, ItemState, Report
 from controller.rerun import RerunError, plan_rerun, rerun, rerun_batch_id, store_report
 from controller.store import Store, open_store
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 SECRET = "s3cr3t-rerun-value"
 

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.reliability.harness import EmulatorProcess, fanout
 
 CORPUS = Path(__file__).with_name("corpus")
@@ -36,6 +38,7 @@ def _run(path: str, case: dict[str, Any], url: str, reports: Path) -> tuple[str,
     return path, proc.returncode, out, err
 
 
+@pytest.mark.slow
 def test_every_malformed_spec_is_refused_before_any_api_call(
     emulator_process: EmulatorProcess, tmp_path: Path, figures: Any
 ) -> None:
