@@ -11,11 +11,13 @@ PYTEST_WORKERS ?= 4
 
 .PHONY: install install-all iac-tools run test lint bench bench-startup clean
 
-# uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone).
+# uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone),
+# and compiles them as pip does: with PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and
+# every process that imports Prefect would compile it again (8 s of CPU instead of 4).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[test]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
