@@ -154,6 +154,10 @@ class FaultInjector:
         low, high = faults.task_kill_delay_seconds
         return low + (high - low) * self._draw("task_kill_delay")
 
+    def task_start_delay(self) -> float:
+        """Seconds a task attempt's container takes to start."""
+        return self._faults.task_start_delay_seconds
+
     def execution_stuck(self) -> bool:
         """Whether a new execution should stay pending and never start its tasks."""
         rate = self._faults.stuck_execution_rate

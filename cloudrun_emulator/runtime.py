@@ -116,8 +116,7 @@ class TaskRuntime:
         self, ex: Execution, task: Task, container: Container, env: dict[str, str], mounts: Mounts, on_line: LineSink
     ) -> Outcome | SetupError:
         docker_name = f"cloudrun-emulator-{ex.exec_id}-{task.index}-{task.attempt}"
-        delay = self.faults.faults.task_start_delay_seconds
-        if delay:
+        if delay := self.faults.task_start_delay():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ex.cancel_event.wait(), delay)
         argv = await self._argv(container, env, docker_name, mounts)

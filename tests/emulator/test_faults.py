@@ -205,7 +205,7 @@ def test_a_task_cancelled_while_its_container_starts_never_runs(
     marker = tmp_path / "ran"
     clients.create_job("slow-start", f"open({str(marker)!r}, 'a').close()", task_count=2)
     name = clients.run("slow-start").metadata.name
-    wait_until(lambda: clients.executions.get_execution(name=name).running_count == 2, what="both tasks started")
+    wait_until(lambda: clients.executions.get_execution(name=name).running_count == 2, 30, "both tasks started")
     cancelled = clients.executions.cancel_execution(name=name).result(timeout=30, polling=FAST_POLL)
     assert (cancelled.cancelled_count, cancelled.succeeded_count) == (2, 0)
     assert emu.task_stats()["attempts_started"] == 0
