@@ -5,11 +5,12 @@ PYTEST_ARGS ?=
 # Test workers: the suite waits on processes (tasks that sleep, servers that start, polls) about a third of
 # its time on 2 cores, so more workers than cores fill those waits.
 PYTEST_WORKERS ?= 4
-# The emulator, fake-gcs-server and Prefect server are per worker (session fixtures), so any worker can run any
-# test: each gets its next test as it finishes one, slow tests first (tests/conftest.py), so the run does not
-# end on one worker still busy with a long test.
+# The emulator and fake-gcs-server are per worker (session fixtures) and the Prefect server is the run's (each
+# worker's flows in a project of their own), so any worker can run any test: each gets its next test as it
+# finishes one, slow tests first (tests/conftest.py), so the run does not end on one worker still busy with a
+# long test.
 
-.PHONY: install install-all iac-tools run test lint bench bench-startup clean
+.PHONY: install run test lint lint-code lint-iac test-modules bench bench-startup clean
 
 # uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone),
 # and compiles them as pip does: with PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and
@@ -22,26 +23,35 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The project and checkov (scripts/check-iac, its own virtualenv) install side by side.
-install-all:
-	$(MAKE) -j2 $(VENV)/.installed iac-tools
-
-iac-tools:
-	scripts/check-iac --install
-
 ## run: install, then run the example batch on the embedded local emulator; report in ./reports
 run: install
 	$(VENV)/bin/fanout run examples/hello.yaml
 
-## lint: ruff and mypy on the code, checkov on terraform/ and the Dockerfiles
-lint: install
-	$(VENV)/bin/ruff check controller tests jobs bench
+## lint: ruff and mypy on the code, checkov on terraform/ and the Dockerfiles (side by side with make -j)
+lint: lint-code lint-iac
+
+lint-code: install
+	$(VENV)/bin/ruff check controller tests jobs bench cloudrun_emulator
 	$(VENV)/bin/mypy
+
+# checkov installs into its own virtualenv on first use, beside the project's install under make -j.
+lint-iac:
 	scripts/check-iac
 
+# The test run's Python processes keep their bytecode, as Python does unless PYTHONDONTWRITEBYTECODE is set
+# (it is on some CI images): otherwise every xdist worker rewrites every test module's asserts again, 13 s of
+# CPU per worker instead of 6.
+TEST_ENV := PYTHONDONTWRITEBYTECODE=
+
+# pytest rewrites and caches the test modules once, beside mypy and checkov (one core each), instead of
+# each worker doing it at once.
+test-modules: install
+	$(TEST_ENV) $(PY) -m pytest --collect-only -q -p no:xdist > /dev/null
+
 ## test: install, lint, then the whole test suite (unit, emulator integration, browser, Prefect server)
-test: install-all lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --durations=40 $(PYTEST_ARGS)
+test:
+	$(MAKE) -j4 lint-code lint-iac test-modules
+	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --durations=40 $(PYTEST_ARGS)
 
 ## bench: the fan-out benchmark against the emulator (see bench/README.md)
 bench: install

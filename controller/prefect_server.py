@@ -320,10 +320,8 @@ def local_api() -> Iterator[ServerState | None]:
     if configured_api_url() is not None:
         yield None
         return
-    directory = state_dir()
     idle = idle_seconds_from_env()  # a bad setting is refused before anything starts
-    with _locked(directory / "users.lock", fcntl.LOCK_SH, START_TIMEOUT, "using the Prefect server"):
-        state, _started = ensure(directory, idle)
+    with in_use(idle_seconds=idle) as state:
         context: Any = sys.modules.get("prefect.context")  # imported already (the warm host), or not yet
         before = context.GLOBAL_SETTINGS_CONTEXT if context is not None else None
         os.environ["PREFECT_API_URL"] = state.api_url
@@ -334,6 +332,17 @@ def local_api() -> Iterator[ServerState | None]:
             os.environ.pop("PREFECT_API_URL", None)
             if context is not None:  # the process's settings as they were, not as the environment says now
                 context.GLOBAL_SETTINGS_CONTEXT = before
+
+
+@contextlib.contextmanager
+def in_use(directory: Path | None = None, idle_seconds: float | None = None) -> Iterator[ServerState]:
+    """The local server (started if needed), kept from stopping as idle until the block ends."""
+    directory = directory or state_dir()
+    with _locked(directory / "users.lock", fcntl.LOCK_SH, START_TIMEOUT, "using the Prefect server"):
+        state, _started = ensure(directory, idle_seconds)
+        try:
+            yield state
+        finally:
             _touch(directory / "last-used")
 
 

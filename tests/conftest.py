@@ -13,7 +13,6 @@ session (these hooks live here, in a conftest the terminal-owning xdist controll
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -159,25 +158,23 @@ def clients(emulator: Emulator, gcs: Any) -> Clients:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A throwaway Prefect API server on SQLite for the whole session: Prefect's test harness, on a copy of
-    the test run's migrated database (tests/testenv.py) in the folder the harness makes for its own."""
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, PREFECT_SERVER_DATABASE_CONNECTION_URL
+    """The test run's one Prefect API server for this worker's flows: the local server `fanout run` uses
+    (controller/prefect_server.py, state in the run's FANOUT_CACHE_DIR), started by whichever process needs
+    it first, held in use until the worker ends and stopped in pytest_unconfigure. Every xdist worker and
+    every ``fanout run`` subprocess shares it, so each worker's flows use a project of their own
+    (tests/testenv.py) and never draw on another worker's API-call budget."""
+    from prefect import context
+    from prefect.settings import PREFECT_API_URL
     from prefect.settings.context import temporary_settings
-    from prefect.testing import utilities
 
-    folders: list[str] = []
+    from controller.prefect_server import in_use
 
-    def folder_with_database() -> str:
-        folders.append(tempfile.mkdtemp(prefix="prefect-harness-"))
-        migrated_prefect_database(Path(folders[-1]) / "prefect-test.db")
-        return folders[-1]
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}))
-        with pytest.MonkeyPatch.context() as patch:  # only while the harness starts
-            patch.setattr(utilities, "mkdtemp", folder_with_database)
-            timeout = int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
-            stack.enter_context(utilities.prefect_test_harness(server_startup_timeout=timeout))
-        # The harness names its database file itself: a rename in Prefect must not go unnoticed.
-        assert PREFECT_SERVER_DATABASE_CONNECTION_URL.value() == f"sqlite+aiosqlite:///{folders[0]}/prefect-test.db"
-        yield
+    # Started on a copy of the run's migrated database, unless a `fanout run` started it already.
+    migrated_prefect_database(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+    with in_use() as state, temporary_settings(updates={PREFECT_API_URL: state.api_url}):
+        # Threads the flows start read the process's settings, not this context's.
+        before, context.GLOBAL_SETTINGS_CONTEXT = context.GLOBAL_SETTINGS_CONTEXT, context.get_settings_context()
+        try:
+            yield
+        finally:
+            context.GLOBAL_SETTINGS_CONTEXT = before

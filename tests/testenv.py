@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-PROJECT = "test-project"
+# One project per xdist worker: the workers share one Prefect server, and a batch's API-call budget there is
+# its project's (controller/quota.py).
+PROJECT = f"test-project-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 REGION = "us-central1"
 BUCKET = "fanout-reports"
 # The folder where the test run keeps its migrated, empty Prefect database (set by tests/conftest.py).
@@ -69,7 +71,8 @@ def migrated_prefect_database(dest: Path) -> None:
 
     A Prefect server that starts on a new database spends ~12 s of CPU in its migrations. They run once per
     test run, by the first caller (under a lock; the others wait for it), and every server after that starts
-    on a copy. Outside a test run that set the folder up, ``dest`` is left alone: the server migrates it.
+    on a copy. Outside a test run that set the folder up, ``dest`` is left alone: the server migrates it. So is
+    a ``dest`` that exists: a server may have it open.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not (folder := os.environ.get(PREFECT_DB_TEMPLATE)):
@@ -96,4 +99,11 @@ def migrated_prefect_database(dest: Path) -> None:
             if done.returncode != 0:
                 raise RuntimeError(f"migrating the tests' Prefect database failed:\n{done.stdout}{done.stderr}")
             building.replace(template)  # whole or not at all: a copy never sees a half-migrated file
-    shutil.copyfile(template, dest)
+    copy = dest.with_name(f".{dest.name}.{os.getpid()}")
+    shutil.copyfile(template, copy)
+    try:
+        os.link(copy, dest)  # only if there is none, and whole
+    except FileExistsError:
+        pass
+    finally:
+        copy.unlink()

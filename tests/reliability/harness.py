@@ -60,8 +60,10 @@ class EmulatorProcess:
         faults: dict[str, Any] | None = None,
         secrets: dict[str, str] | None = None,
         port: int = 0,
+        project: str = PROJECT,
     ):
         self.workdir = workdir
+        self.project = project
         self.faults = faults
         self.secrets = secrets or {}
         self.port = port
@@ -70,7 +72,8 @@ class EmulatorProcess:
 
     def start(self) -> EmulatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [PY, "-m", "cloudrun_emulator", "--port", str(self.port), "--max-running-tasks", "64"]
+        args = [PY, "-m", "cloudrun_emulator", "--port", str(self.port), "--project", self.project]
+        args += ["--max-running-tasks", "64"]
         if self.faults is not None:
             path = self.workdir / "faults.json"
             path.write_text(json.dumps(self.faults))

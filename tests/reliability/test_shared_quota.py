@@ -8,8 +8,8 @@ RunJob call reached the emulator is read back from the executions' create times.
 
 from __future__ import annotations
 
-import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,30 @@ from controller.plan import Mode
 from controller.quota import Rates, limit_shape
 from controller.spec import load_batch
 from controller.store import LocalStore
-from tests.reliability.harness import PROJECT, REGION, CloudRunView, EmulatorProcess
+from tests.reliability.harness import REGION, CloudRunView, EmulatorProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
+# The budget under test is this project's alone: other tests' `fanout run` share the Prefect server, and
+# theirs is the default project's.
+PROJECT = "shared-quota-project"
+
 RUNS_PER_MINUTE = 60
 ITEMS_EACH = 12
+
+
+@pytest.fixture(scope="module")
+def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator"), project=PROJECT).start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def cloud_run(emulator_process: EmulatorProcess) -> CloudRunView:
+    return CloudRunView(emulator_process.url, project=PROJECT)
 
 
 def _batch(batch_id: str, catalog: Catalog) -> Any:
@@ -56,13 +74,6 @@ def _most_in_window(times: list[float], window: float) -> int:
 def test_two_batches_of_one_project_stay_in_one_budget(
     emulator_process: EmulatorProcess, cloud_run: CloudRunView, catalog: Catalog, tmp_path: Path, figures: Any
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    name = f"fanout:{PROJECT}:{REGION}:run"
-    # Another test of this session may have made it at the default 180 per minute.
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
-        client.delete_global_concurrency_limit_by_name(name)
     url = emulator_process.url
     options = Options(
         project=PROJECT,
