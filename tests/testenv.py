@@ -20,6 +20,11 @@ from typing import Any
 # its project's (controller/quota.py).
 PROJECT = f"test-project-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 REGION = "us-central1"
+# The parameters every flow of the tests runs with: this worker's project, and the API-call budget kept in
+# the flow's process (--local-quota). The budget shared through the Prefect server costs a round trip to it
+# for every Cloud Run call, and the test run's one server serves every worker: with it, the flow tests took
+# twice as long. tests/unit/test_quota_shared.py and tests/reliability/test_shared_quota.py test that budget.
+FLOW_PARAMS: dict[str, Any] = {"project": PROJECT, "region": REGION, "local_quota": True}
 BUCKET = "fanout-reports"
 # The folder where the test run keeps its migrated, empty Prefect database (set by tests/conftest.py).
 PREFECT_DB_TEMPLATE = "FANOUT_TEST_PREFECT_DB"

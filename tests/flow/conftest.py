@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from testenv import BUCKET, PROJECT, REGION
+from testenv import BUCKET, FLOW_PARAMS
 
 from cloudrun_emulator import Emulator
 from controller.report import Report
@@ -27,7 +27,7 @@ def run_flow(
         params.setdefault("poll_interval", 0.3)
         # The summary back even when items failed; tests/flow/test_prefect_states.py covers the Failed state.
         params.setdefault("fail_on_item_failure", False)
-        summary = fan_out(batch=spec, project=PROJECT, region=REGION, **params)
+        summary = fan_out(batch=spec, **{**FLOW_PARAMS, **params})
         name = summary["report"].removeprefix(f"gs://{BUCKET}/")
         report = Report.from_json(gcs.bucket(BUCKET).blob(name).download_as_bytes())
         return summary, report

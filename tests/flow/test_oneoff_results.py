@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testenv import BUCKET, PROJECT, REGION
+from testenv import BUCKET, FLOW_PARAMS, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
 from controller.catalog import Catalog
@@ -89,8 +89,7 @@ def test_one_off_results_reach_a_local_report(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     fan_out(
         batch=spec("oneoff-local"),
-        project=PROJECT,
-        region=REGION,
+        **FLOW_PARAMS,
         report_to=str(reports),
         poll_interval=0.3,
         fail_on_item_failure=False,

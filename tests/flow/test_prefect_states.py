@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from testenv import PROJECT, REGION, cli_changes_undone
+from testenv import FLOW_PARAMS, cli_changes_undone
 
 from cloudrun_emulator import Emulator
 
@@ -45,8 +45,7 @@ def test_failed_items_fail_the_flow_run_and_their_launch_task_runs(
     monkeypatch.setenv("FANOUT_EMULATOR_HOST", emulator.url)
     state = fan_out(
         batch=_spec("states-failed"),
-        project=PROJECT,
-        region=REGION,
+        **FLOW_PARAMS,
         report_to=str(tmp_path),
         mode="per-item",
         poll_interval=0.3,
@@ -88,8 +87,7 @@ def test_fail_on_item_failure_false_keeps_the_run_completed(
     monkeypatch.setenv("FANOUT_EMULATOR_HOST", emulator.url)
     state = fan_out(
         batch=_spec("states-lenient"),
-        project=PROJECT,
-        region=REGION,
+        **FLOW_PARAMS,
         report_to=str(tmp_path),
         poll_interval=0.3,
         fail_on_item_failure=False,

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from google.cloud import run_v2
-from testenv import BUCKET, PROJECT, REGION
+from testenv import BUCKET, FLOW_PARAMS, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
 from controller.catalog import Catalog
@@ -58,8 +58,7 @@ def _unique(prefix: str) -> str:
 
 def _params(report_to: str) -> dict[str, Any]:
     return {
-        "project": PROJECT,
-        "region": REGION,
+        **FLOW_PARAMS,
         "report_to": report_to,
         "mode": "per-item",
         "poll_interval": 0.3,

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from testenv import FLOW_PARAMS, PROJECT, REGION
 
 from controller.catalog import Catalog
 from controller.emulator_jobs import catalog_emulator
-from tests.reliability.harness import PROJECT, REGION, fanout
+from tests.reliability.harness import fanout
 
 pytestmark = [
     pytest.mark.slow,
@@ -88,8 +89,7 @@ def test_the_secret_canary_appears_nowhere(
         monkeypatch.setenv("FANOUT_EMULATOR_HOST", emu.url)
         state = fan_out(
             batch=str(spec),
-            project=PROJECT,
-            region=REGION,
+            **FLOW_PARAMS,
             report_to=str(reports),
             logs_for="all",
             fail_on_item_failure=True,
