@@ -142,17 +142,21 @@ class Emulator:
             await service.shutdown()
 
     def stop(self) -> None:
-        """Kill every running task process (whole process group) and stop serving. Idempotent."""
+        """Stop serving, then kill every running task process (whole process group). Idempotent.
+
+        In that order: Cloud Run does not stop, so a client that asks meanwhile finds nobody answering, never
+        executions that this stop ended (uvicorn answers the requests under way within its graceful shutdown,
+        and ``_serve`` kills the tasks once it has returned)."""
         atexit.unregister(self.stop)
         loop, thread, service = self._loop, self._thread, self._service
-        if loop is not None and service is not None and not loop.is_closed():
-            # RuntimeError: the loop already stopped, and its own shutdown path killed the processes.
-            with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(_STOP_TIMEOUT)
         if self._server is not None:
             self._server.should_exit = True
         if thread is not None:
             thread.join(_STOP_TIMEOUT)
+        if thread is not None and thread.is_alive() and loop is not None and service is not None:
+            # The loop did not finish in time: kill the tasks from here, if it still runs anything at all.
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(_STOP_TIMEOUT)
         if self._sock is not None:
             self._sock.close()
         self._thread = None

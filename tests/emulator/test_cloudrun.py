@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -266,6 +268,31 @@ def test_cancel_kills_running_tasks_and_cancels_the_rest(emu: Emulator, clients:
     clients.jobs.delete_job(name=f"{clients.parent}/jobs/long").result(timeout=10, polling=FAST_POLL)
     with pytest.raises(exceptions.NotFound):
         clients.jobs.get_job(name=f"{clients.parent}/jobs/long")
+
+
+def test_a_stopping_emulator_stops_answering_before_it_ends_its_executions(
+    emu: Emulator, clients: Clients, tmp_path: Path
+) -> None:
+    """Cloud Run does not stop. A client asking while the emulator stops finds nobody answering (Cloud Run
+    lost: tests/reliability/test_cloud_lost.py), never its execution ended by the emulator's own stop."""
+    clients.create_job("long", RECORDER, env={"OUT": str(tmp_path), "SLEEP": "60"})
+    name = clients.run("long").metadata.name
+    wait_until(lambda: len(_records(tmp_path)) == 1, what="the task to start")
+    stopping = threading.Thread(target=emu.stop)
+    stopping.start()
+    answers: list[dict[str, Any]] = []
+    try:
+        while True:  # as fast as it answers, until it does not
+            with urllib.request.urlopen(f"{emu.url}/v2/{name}", timeout=30) as response:
+                answers.append(json.loads(response.read()))
+    except OSError:  # refused: nobody listens any more
+        pass
+    stopping.join(30)
+    assert answers, "no answer before the stop"
+    assert [(a.get("runningCount"), a.get("cancelledCount"), a.get("completionTime")) for a in answers] == [
+        (1, None, None)
+    ] * len(answers)
+    assert all(_gone(r["pid"]) for r in _records(tmp_path).values())  # and the task was killed after
 
 
 def test_update_job_changes_the_spec(clients: Clients) -> None:
