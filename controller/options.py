@@ -166,6 +166,7 @@ class RunOptions(BaseModel):
         "keep the API-call budget in this process; by default it is one Prefect global rate limit per "
         "project and kind of call, shared by every batch of the project",
         flag="--local-quota",
+        env="FANOUT_LOCAL_QUOTA",
     )
     fail_on_item_failure: bool = option(
         True,

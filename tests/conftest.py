@@ -31,6 +31,11 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # machine; beside the other test worker and its task processes it has taken over 120 s on CI. The setting is
 # a deadline for the server to answer (a start returns as soon as it does), so it is generous.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# Every `fanout run` of the tests keeps its API-call budget in its own process, as their flows do
+# (FLOW_PARAMS in tests/testenv.py): shared through the run's one Prefect server, the budget costs a round
+# trip to it per Cloud Run call, and the commands of every worker would draw on one project's budget.
+# tests/unit/test_quota_shared.py and tests/reliability/test_shared_quota.py test the shared budget.
+os.environ.setdefault("FANOUT_LOCAL_QUOTA", "1")
 
 from testenv import (  # noqa: E402
     BUCKET,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
+from controller.cli import build_parser, main
+from controller.options import RunOptions
 
 SPEC = "examples/hello.yaml"
 UNREACHABLE = "http://127.0.0.1:9"
@@ -117,6 +118,7 @@ def test_numbers_and_choices_are_checked_before_anything_runs(
         ("FANOUT_CONCURRENCY", "-3", "between 1 and 1000"),
         ("FANOUT_MODE", "fastest", "'auto', 'packed' or 'per-item'"),
         ("FANOUT_BATCH_ID", "../../etc", "batch_id has 1-40"),
+        ("FANOUT_LOCAL_QUOTA", "maybe", "valid boolean"),
     ],
 )
 def test_bad_environment_variables_name_themselves(
@@ -254,3 +256,10 @@ def test_a_catalog_name_the_file_system_refuses_is_an_input_error(capsys: pytest
     err = refused(capsys, "plan", SPEC, "--catalog", "9" * 5000)
     assert "File name too long" in err
     assert len(err) < 300
+
+
+@pytest.mark.parametrize(("value", "shared"), [("1", False), ("true", False), ("0", True), ("", True)])
+def test_fanout_local_quota_keeps_the_budget_in_the_process(value: str, shared: bool) -> None:
+    args = build_parser().parse_args(["run", SPEC])
+    assert RunOptions.from_cli(args, {"FANOUT_LOCAL_QUOTA": value}).budget().shared is shared
+    assert RunOptions.from_cli(build_parser().parse_args(["run", SPEC, "--local-quota"]), {}).budget().shared is False

@@ -170,7 +170,8 @@ def test_run_options_are_accepted_within_their_rules_or_refused_with_a_message(
     assert options.poll_interval >= 0.05
     assert options.batch_id is None or is_batch_id(options.batch_id)
     assert options.deadline_seconds is None or 1 <= options.deadline_seconds <= 30 * 86400
-    assert all(rate is None or rate >= 1 for rate in options.budget().__dict__.values())
+    rates = options.budget()
+    assert all(rate is None or rate >= 1 for rate in (rates.run, rates.write, rates.read, rates.logs))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
