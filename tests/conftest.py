@@ -166,8 +166,8 @@ def prefect_server() -> Iterator[None]:
     """The test run's one Prefect API server for this worker's flows: the local server `fanout run` uses
     (controller/prefect_server.py, state in the run's FANOUT_CACHE_DIR), started by whichever process needs
     it first, held in use until the worker ends and stopped in pytest_unconfigure. Every xdist worker and
-    every ``fanout run`` subprocess shares it, so each worker's flows use a project of their own
-    (tests/testenv.py) and never draw on another worker's API-call budget."""
+    every ``fanout run`` subprocess shares it; their flows keep their API-call budget in process and each
+    worker has a project of its own (tests/testenv.py), so no flow waits on another worker's budget."""
     from prefect import context
     from prefect.settings import PREFECT_API_URL
     from prefect.settings.context import temporary_settings

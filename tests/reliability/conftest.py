@@ -17,11 +17,8 @@ from tests.reliability.harness import CloudRunView, EmulatorProcess
 @pytest.fixture(scope="module")
 def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     """A Cloud Run emulator in its own process, for one test module."""
-    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator")).start()
-    try:
+    with EmulatorProcess(tmp_path_factory.mktemp("emulator")) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture(scope="module")

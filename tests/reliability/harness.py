@@ -116,6 +116,12 @@ class EmulatorProcess:
                 self.proc.wait(5)
         self.log.close()
 
+    def __enter__(self) -> EmulatorProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
 
 def task_processes(batch_id: str) -> list[int]:
     """Pids of this machine's processes that run a task of the batch (their env carries its launch key)."""

@@ -38,11 +38,8 @@ ITEMS_EACH = 12
 
 @pytest.fixture(scope="module")
 def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator"), project=PROJECT).start()
-    try:
+    with EmulatorProcess(tmp_path_factory.mktemp("emulator"), project=PROJECT) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture(scope="module")
