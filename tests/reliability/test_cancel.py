@@ -10,6 +10,7 @@ import inspect
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -144,13 +145,19 @@ def test_a_controller_killed_while_it_cancels_leaves_an_interim_report(tmp_path:
     cloud_run = CloudRunView(emulator.url)
     # FANOUT_WARM=0: the controller is this process, not a warm host's child that a SIGKILL would not reach.
     args = ["run", str(spec), "--emulator", emulator.url, "--report-to", str(reports), "--quiet"]
-    proc = fanout(args, env={"FANOUT_WARM": "0"})
+    # Its output goes to a file: nothing reads a pipe while it runs, and a full one would stop it.
+    output = tmp_path / "controller.log"
+    with output.open("w") as sink:
+        proc = fanout(args, env={"FANOUT_WARM": "0"}, stdout=sink, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: len([e for e in cloud_run.running(batch_id) if e.running]) >= 3, RUNNING_WITHIN, 0.3, "runs")
         proc.send_signal(signal.SIGTERM)
         path = reports / batch_id / "report.json"
         wait_for(path.exists, EXIT_AFTER_SIGNAL, 0.2, "the interim report")
-        wait_for(lambda: emulator.stats()["requests"].get("Executions.CancelExecution"), 60, 0.2, "a cancel call")
+        try:
+            wait_for(lambda: emulator.stats()["requests"].get("Executions.CancelExecution"), 60, 0.2, "a cancel call")
+        except AssertionError as missing:
+            raise AssertionError(f"{missing}; the controller's output ends:\n{output.read_text()[-4000:]}") from None
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
         report = load_report(reports, batch_id)
