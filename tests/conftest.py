@@ -65,10 +65,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first. make test hands each worker its next test as it finishes one (--dist load
-    --maxschedchunk 1), so the long tests spread over every worker from the start and the run ends on short
-    ones, instead of on one worker still running a long test after the others are done."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, the longest (``slow(minutes=N)``, what they take in make test) before the others.
+    make test hands each worker its next test as it finishes one (--dist load --maxschedchunk 1), so the long
+    tests spread over every worker from the start and the run ends on short ones, instead of on one worker
+    still running a long test after the others are done."""
+
+    def order(item: pytest.Item) -> tuple[bool, float]:
+        slow = item.get_closest_marker("slow")
+        return slow is None, -float(slow.kwargs.get("minutes", 0)) if slow else 0.0
+
+    items.sort(key=order)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -56,6 +56,7 @@ def _settle(cloud_run: CloudRunView, batch_id: str) -> None:
     assert not running, f"executions still running after the final report: {[r.name for r in running]}"
 
 
+@pytest.mark.slow(minutes=2.5)
 def test_sigkill_and_resume_trials(
     emulator_process: EmulatorProcess, cloud_run: CloudRunView, tmp_path: Path, figures: Any
 ) -> None:

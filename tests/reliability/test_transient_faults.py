@@ -39,6 +39,7 @@ FAULTS = Faults(
 )
 
 
+@pytest.mark.slow(minutes=3)
 def test_every_launch_runs_once_under_transient_faults(catalog: Catalog, tmp_path: Path, figures: Any) -> None:
     trial = mixed_spec(
         random.Random(1000),
