@@ -1,7 +1,7 @@
-"""prefect.yaml end to end, the way teams run it: a real ``prefect server`` (SQLite, then PostgreSQL), a
-process work pool and worker, ``prefect deploy`` from this repository's prefect.yaml and ``prefect
-deployment run --param ...``; the flow runs in the worker's subprocess against the Cloud Run emulator (its
-own process) and fake-gcs-server.
+"""prefect.yaml end to end, the way teams run it: a real Prefect server (on SQLite: the local server
+``fanout`` starts, here the test run's; on PostgreSQL: ``prefect server start``), a process work pool and
+worker, ``prefect deploy`` from this repository's prefect.yaml and ``prefect deployment run --param ...``; the
+flow runs in the worker's subprocess against the Cloud Run emulator (its own process) and fake-gcs-server.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from prefectsupport import (
     run_cli,
     wait_for,
 )
-from testenv import PROJECT, migrated_prefect_database
+from testenv import PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +52,22 @@ def emulator_url(gcs: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, Proc]]:
-    """A Prefect server on a fresh database of the given kind: (database kind, API URL, process)."""
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str, Proc | None]]:
+    """A Prefect server on a database of the given kind: (database kind, API URL, ``prefect server start``
+    process). SQLite: the local server of the test run (tests/conftest.py), the one ``fanout`` starts for its
+    users (a server start is ~25 s of CPU); PostgreSQL: ``prefect server start`` on a fresh cluster."""
     kind: str = request.param
+    if kind == "sqlite":
+        from prefect.settings import PREFECT_API_URL
+
+        request.getfixturevalue("prefect_server")
+        yield kind, str(PREFECT_API_URL.value()), None
+        return
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
     with contextlib.ExitStack() as stack:
-        if kind == "sqlite":
-            migrated_prefect_database(tmp_path / "prefect.db")
-            database_url = f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
-        else:
-            bindir = postgres_bin()
-            if bindir is None:
-                pytest.skip("PostgreSQL binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
-            database_url = stack.enter_context(postgres_cluster(bindir))
+        database_url = stack.enter_context(postgres_cluster(bindir))
         url, proc = stack.enter_context(prefect_server(tmp_path, database_url))
         yield kind, url, proc
     # Stopped by now (SIGINT, as Ctrl-C): the shutdown is quiet too.
@@ -96,7 +100,7 @@ def _artifacts(api_url: str, flow_run_id: UUID) -> dict[str, Any]:
 
 
 def test_deployment_run_through_a_worker(
-    server: tuple[str, str, Proc], emulator_url: str, gcs: Any, tmp_path: Path
+    server: tuple[str, str, Proc | None], emulator_url: str, gcs: Any, tmp_path: Path
 ) -> None:
     kind, api_url, server_proc = server
     started = time.monotonic()
@@ -200,7 +204,8 @@ def test_deployment_run_through_a_worker(
     # Killed: the log ends with the fault handler's stacks of every thread, which say where it waited.
     assert "stopped!" in worker_log, f"{how}\n{worker_log[-(20000 if worker.killed else 3000) :]}"
     assert noisy_lines(worker_log) == [], worker_log[-5000:]
-    assert noisy_lines(server_proc.log()) == [], server_proc.log()[-5000:]  # and again after it stops
+    if server_proc is not None:  # the shared local server's log has every test's requests in it
+        assert noisy_lines(server_proc.log()) == [], server_proc.log()[-5000:]  # and again after it stops
     mark("checked")
     steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in marks.items())
     print(f"{kind}: {steps}; the worker stopped {worker.stopped_after:.1f}s after SIGINT")
