@@ -10,26 +10,62 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
+USAGE = "usage: flaky [--sleep SECONDS] [--exit-code N] [--fail-attempts K] [--message TEXT]"
+# Cloud Run's longest task timeout (168 h): a longer pause could never end inside a task.
+LONGEST_SLEEP = 168 * 3600
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flaky", description="Fail, hang or recover on demand.")
-    parser.add_argument("--sleep", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--exit-code", type=int, default=None, metavar="N")
-    parser.add_argument("--fail-attempts", type=int, default=None, metavar="K")
-    parser.add_argument("--message", default="", help="printed before exiting")
-    args = parser.parse_args(argv)
-    if args.sleep < 0:
-        parser.error("--sleep must be >= 0")
-    if args.exit_code is not None and not 0 <= args.exit_code <= 255:
-        parser.error("--exit-code must be between 0 and 255")
-    if args.fail_attempts is not None and args.fail_attempts < 0:
-        parser.error("--fail-attempts must be >= 0")
+
+class Args:
+    def __init__(self) -> None:
+        self.sleep = 0.0
+        self.exit_code: int | None = None
+        self.fail_attempts: int | None = None
+        self.message = ""
+
+
+def usage_error(message: str) -> SystemExit:
+    print(f"{USAGE}\nflaky: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def parse(argv: list[str]) -> Args:
+    """The command line, or SystemExit(2) with the usage. Parsed by hand: argparse (with the re, enum and
+    gettext it imports) would triple the start-up of a job that starts once per task."""
+    args = Args()
+    rest = iter(argv)
+    for arg in rest:
+        if arg in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
+        option, has_value, value = arg.partition("=")
+        if option not in ("--sleep", "--exit-code", "--fail-attempts", "--message"):
+            raise usage_error(f"unrecognized argument: {arg}")
+        text = value if has_value else next(rest, None)
+        if text is None:
+            raise usage_error(f"{option} needs a value")
+        if option == "--message":
+            args.message = text
+        elif option == "--sleep":
+            args.sleep = number(option, text, float, 0, LONGEST_SLEEP)
+        elif option == "--exit-code":
+            args.exit_code = int(number(option, text, int, 0, 255))
+        else:
+            args.fail_attempts = int(number(option, text, int, 0, 1_000_000))
     return args
+
+
+def number(option: str, text: str, kind: type[int] | type[float], lowest: int, highest: int) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise usage_error(f"{option}: not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+    if not lowest <= value <= highest:  # NaN fails both comparisons
+        raise usage_error(f"{option} must be between {lowest} and {highest}, not {text}")
+    return value
 
 
 def exit_code_for(attempt: int, exit_code: int | None, fail_attempts: int | None) -> int:

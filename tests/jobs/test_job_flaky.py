@@ -32,7 +32,18 @@ def test_reads_the_attempt_cloud_run_sets(job_module, monkeypatch, capsys):
     assert "attempt 1 succeeded" in captured.out
 
 
-@pytest.mark.parametrize("argv", [["--exit-code", "256"], ["--fail-attempts", "-1"], ["--sleep", "-2"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--exit-code", "256"],
+        ["--exit-code", "x"],
+        ["--fail-attempts", "-1"],
+        ["--sleep", "-2"],
+        ["--sleep=inf"],
+        ["--message"],
+        ["Ada"],
+    ],
+)
 def test_rejects_impossible_requests(job_module, argv):
     with pytest.raises(SystemExit) as exc:
         job_module("flaky").main(argv)

@@ -25,10 +25,20 @@ def test_defaults_to_hello_world(job_module, capsys, monkeypatch):
     assert capsys.readouterr().out == "[task 0] Hello, world!\n"
 
 
-def test_negative_sleep_is_a_usage_error(job_module):
+@pytest.mark.parametrize(
+    "argv", [["--sleep", "-1"], ["--sleep", "nan"], ["--sleep=inf"], ["--sleep"], ["--shout", "Ada"]]
+)
+def test_impossible_requests_are_usage_errors_with_the_usage(job_module, argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        job_module("hello").main(["--sleep", "-1"])
+        job_module("hello").main(argv)
     assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: hello [NAME...]")
+
+
+def test_names_after_a_double_dash_may_start_with_a_dash(job_module, capsys, monkeypatch):
+    monkeypatch.delenv("GREETING", raising=False)
+    assert job_module("hello").main(["--sleep=0", "--", "-x"]) == 0
+    assert capsys.readouterr().out.endswith("Hello, -x!\n")
 
 
 def test_with_result_the_greetings_are_written_where_the_controller_says(job_module, capsys, monkeypatch, tmp_path):
