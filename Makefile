@@ -34,8 +34,8 @@ lint-code: install
 	$(VENV)/bin/ruff check controller tests jobs bench cloudrun_emulator
 	$(VENV)/bin/mypy
 
-# checkov installs into its own virtualenv on first use, beside the project's install under make -j.
-lint-iac:
+# checkov installs into its own virtualenv on first use, with the project's uv.
+lint-iac: install
 	scripts/check-iac
 
 # The test run's Python processes keep their bytecode, as Python does unless PYTHONDONTWRITEBYTECODE is set
