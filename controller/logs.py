@@ -32,6 +32,7 @@ TASK_ATTEMPT_LABEL = "run.googleapis.com/task_attempt"
 # Logging filters are limited to 20,000 characters; leave room for the fixed clauses.
 MAX_FILTER_CHARS = 18_000
 PAGE_SIZE = 1000
+PAGE_RETRIES = 3  # per query: a reset connection or a 503 costs a retry, not the tails
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ def fetch_tails(
     max_seconds: float = 60.0,
     redact: Callable[[str], str] = lambda line: line,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
     resource_name: str | None = None,
 ) -> tuple[dict[str, Tail], TailStats]:
     """The last lines of each target, keyed by ``TailTarget.key``.
@@ -162,15 +164,19 @@ def fetch_tails(
     """
     collector = _Collector(targets, max_lines=max_lines, max_bytes=max_bytes, redact=redact)
     stats = TailStats()
-    budget = _Budget(limiter, stats, max_calls=max_calls, deadline=clock() + max_seconds, clock=clock)
+    budget = _Budget(limiter, stats, max_calls=max_calls, deadline=clock() + max_seconds, clock=clock, sleep=sleep)
     for filter_ in build_filters(project, targets, since):
-        entries = client.list_entries(
-            resource_names=[resource_name or f"projects/{project}"],
-            filter_=filter_,
-            order_by=DESCENDING,
-            page_size=PAGE_SIZE,
-        )
-        for entry in budget.pages(entries, until=collector.done):
+
+        def query(page_token: str | None, filter_: str = filter_) -> Any:
+            return client.list_entries(
+                resource_names=[resource_name or f"projects/{project}"],
+                filter_=filter_,
+                order_by=DESCENDING,
+                page_size=PAGE_SIZE,
+                page_token=page_token,
+            )
+
+        for entry in budget.pages(query, until=collector.done):
             collector.add(entry)
         if stats.incomplete:
             break
@@ -237,28 +243,44 @@ class _Budget:
     before it happens."""
 
     def __init__(
-        self, limiter: Limiter, stats: TailStats, *, max_calls: int, deadline: float, clock: Callable[[], float]
+        self,
+        limiter: Limiter,
+        stats: TailStats,
+        *,
+        max_calls: int,
+        deadline: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
     ) -> None:
-        self.limiter, self.stats, self.max_calls, self.deadline, self.clock = limiter, stats, max_calls, deadline, clock
+        self.limiter, self.stats, self.max_calls, self.deadline = limiter, stats, max_calls, deadline
+        self.clock, self.sleep = clock, sleep
 
-    def pages(self, entries: Iterator[Any], *, until: Callable[[], bool]) -> Iterator[Any]:
-        """The entries of one query while the budget lasts and ``until()`` is false; a failed call ends the
-        query (and the tails) as incomplete."""
-        consumed = 0
+    def pages(self, query: Callable[[str | None], Iterator[Any]], *, until: Callable[[], bool]) -> Iterator[Any]:
+        """The entries of one query while the budget lasts and ``until()`` is false. A page that fails with a
+        transient error (a connection reset, a 503) is asked for again, from its page token, up to
+        ``PAGE_RETRIES`` times; any other failure ends the query (and the tails) as incomplete."""
+        entries = query(None)
+        consumed = retries = 0
+        asking = True  # the next entry comes with a call: the first, and the first after a retry
         stats = self.stats
         while not until():
             # The client fetches a page when the previous one is used up: that moment is one API call.
-            if consumed % PAGE_SIZE == 0:
-                if stats.calls >= self.max_calls or self.clock() >= self.deadline:
-                    stats.incomplete = True
-                    return
-                self.limiter.acquire()
-                stats.calls += 1
+            if (asking or consumed % PAGE_SIZE == 0) and not self._charge():
+                return
+            asking = False
             try:
                 entry = next(entries, None)
             except Exception as exc:
                 if not (is_retryable(exc) or _is_api_error(exc)):
                     raise
+                # The iterator is spent once a page failed; its token still names the page that failed.
+                token = getattr(entries, "next_page_token", None)
+                if is_retryable(exc) and retries < PAGE_RETRIES and (token or not consumed):
+                    retries += 1
+                    log.info("retrying a page of log entries after %s: %s", type(exc).__name__, exc)
+                    self.sleep(min(0.5 * retries, max(0.0, self.deadline - self.clock())))
+                    entries, asking = query(token), True
+                    continue
                 log.warning("log tails incomplete: Cloud Logging failed: %s", exc)
                 stats.incomplete = True
                 return
@@ -267,6 +289,15 @@ class _Budget:
             consumed += 1
             stats.entries += 1
             yield entry
+
+    def _charge(self) -> bool:
+        """One more call, if the budget has it; else the tails are incomplete."""
+        if self.stats.calls >= self.max_calls or self.clock() >= self.deadline:
+            self.stats.incomplete = True
+            return False
+        self.limiter.acquire()
+        self.stats.calls += 1
+        return True
 
 
 def _is_api_error(exc: BaseException) -> bool:

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from cloudrun_emulator import Emulator
 from cloudrun_emulator.errors import ApiError
+from cloudrun_emulator.faults import Faults, MethodFaults
 from cloudrun_emulator.logfilter import Record, compile_filter
 from cloudrun_emulator.logstore import LogStore
+from controller.logs import PAGE_RETRIES, TailStats, TailTarget, fetch_tails
+from controller.quota import Unlimited
 from tests.emulator.conftest import FAST_POLL, Clients
 
 EXEC_LABEL = 'labels."run.googleapis.com/execution_name"'
@@ -245,3 +248,35 @@ def test_store_drops_oldest_beyond_its_cap() -> None:
     assert [e["textPayload"] for e in only_e1] == ["line 3", "line 5", "line 7"]
     other_project, _ = store.list(compile_filter(""), projects={"q"}, descending=False, page_size=50, page_token="")
     assert other_project == []
+
+
+# With this seed the first entries.list of the fault stream loses its connection and a later one is answered.
+DROP_SEED = 1
+
+
+def test_log_tails_ask_again_for_a_page_whose_answer_was_lost(
+    emu: Emulator, clients: Clients, logging_client: gcl.Client
+) -> None:
+    """A connection reset (as when a pooled connection meets the server's keep-alive timeout) or a 503 on a
+    page costs a retry of that page, not the tails; a page that never comes leaves them incomplete."""
+    execution = _run_printer(clients, task_count=1)
+    targets = [TailTarget(key="item", execution=execution, task_index=None)]
+
+    def tails() -> tuple[list[str], TailStats]:
+        found, stats = fetch_tails(logging_client, emu.project, targets, limiter=Unlimited(), sleep=lambda _: None)
+        return found["item"].fields().get("log_tail") or [], stats
+
+    expected, clean = tails()
+    assert clean.calls == 1 and not clean.incomplete and "task 0 attempt 0 line 3" in expected
+
+    lossy = MethodFaults(drop_rate=0.5, drop_mode="close", error_rates={503: 0.2})
+    emu.set_faults(Faults(seed=DROP_SEED, methods={"Logging.ListLogEntries": lossy}))
+    emu.reset_stats()
+    got, stats = tails()
+    assert got == expected
+    assert not stats.incomplete
+    assert stats.calls == emu.stats()["Logging.ListLogEntries"] > 1  # at least one page asked for again
+
+    emu.set_faults(Faults(methods={"Logging.ListLogEntries": MethodFaults(error_rates={503: 1.0})}))
+    got, stats = tails()
+    assert got == [] and stats.incomplete and stats.calls == 1 + PAGE_RETRIES
