@@ -373,21 +373,17 @@ class BatchRunner:
         self._wait_stopped(active, max(0.0, deadline - self.clock()))
 
     def _request_cancellation(self, active: list[LaunchState]) -> None:
-        for state in active:
-            assert state.execution is not None
-            name = state.execution.name
-            if self.cloud_lost:
-                self.cancel_failed.add(name)  # one unreachable Cloud Run is enough: the rest would fail alike
-                continue
-            try:
-                self.cloud.cancel(name)
-            except Exception as exc:
-                if (problem := cloud_error(exc)) is None:
-                    raise
-                self.cancel_failed.add(name)
-                self.problems.append(self.redact(f"could not cancel {short_name(name)}: {problem}"))
-                if not isinstance(exc, gexc.GoogleAPICallError):
-                    self.cloud_lost = self.redact(problem)
+        names = [s.execution.name for s in active if s.execution is not None]
+        if self.cloud_lost:
+            self.cancel_failed.update(names)  # one unreachable Cloud Run is enough: the rest would fail alike
+            return
+        for name, exc in self.cloud.cancel_all(names, concurrency=self.concurrency).items():
+            if (problem := cloud_error(exc)) is None:
+                raise exc
+            self.cancel_failed.add(name)
+            self.problems.append(self.redact(f"could not cancel {short_name(name)}: {problem}"))
+            if not isinstance(exc, gexc.GoogleAPICallError):
+                self.cloud_lost = self.redact(problem)
 
     def _wait_stopped(self, active: list[LaunchState], wait_seconds: float) -> None:
         deadline = self.clock() + wait_seconds

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -539,6 +540,23 @@ class CloudRun:
                 raise
 
         self._call(self.budget.write, f"cancel {short_name(execution)}", cancel)
+
+    def cancel_all(self, executions: Sequence[str], *, concurrency: int) -> dict[str, Exception]:
+        """Cancel each execution, ``concurrency`` calls at a time (after a SIGTERM the whole batch has the
+        seconds before the SIGKILL, and each call may first wait on the shared quota); what failed, by name."""
+
+        def cancel(execution: str) -> Exception | None:
+            try:
+                self.cancel(execution)
+            except Exception as exc:
+                return exc
+            return None
+
+        if not executions:
+            return {}
+        with ThreadPoolExecutor(min(len(executions), max(1, concurrency)), thread_name_prefix="cancel") as pool:
+            errors = list(pool.map(cancel, executions))
+        return {name: exc for name, exc in zip(executions, errors, strict=True) if exc is not None}
 
 
 def overrides_summary(launch: Launch) -> dict[str, Any]:
