@@ -8,8 +8,11 @@ policy (tests check that no call skips it). API messages become the immutable ``
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +42,10 @@ DEADLINE_EXCEEDED = 4
 # How long an execution may take to appear in ListExecutions after RunJob created it: after an ambiguous
 # RunJob error, the launch key is looked for over this many seconds before RunJob may be sent again.
 LIST_LAG_SECONDS = 5.0
+# After a lost RunJob answer the launch's execution, if there is one, is among the job's newest: a look-up
+# reads this many first, and stops at an execution whose RunJob was answered before the launch was sent.
+LOOKUP_FIRST_PAGE = 20
+FENCE_KEEP = 64  # per job, the executions last answered, from which those fences are taken
 
 # Response field masks (the x-goog-fieldmask header, gRPC metadata or REST header): only what
 # ExecutionStatus.from_message and TaskStatus.from_message read, so large ListTasks answers cost less to
@@ -273,6 +280,9 @@ class CloudRun:
         self._on_retry = on_retry
         self.list_lag_seconds = list_lag_seconds
         self.parent = f"projects/{project}/locations/{region}"
+        # Per job: (monotonic time RunJob answered, execution), oldest first; fences for verify_launch.
+        self._answered: defaultdict[str, deque[tuple[float, str]]] = defaultdict(lambda: deque(maxlen=FENCE_KEEP))
+        self._answered_lock = threading.Lock()
 
     def job_path(self, job: str) -> str:
         return f"{self.parent}/jobs/{job}"
@@ -388,30 +398,41 @@ class CloudRun:
             overrides.timeout = duration_pb2.Duration(seconds=int(launch.timeout_seconds))
         request = run_v2.RunJobRequest(name=self.job_path(launch.job), overrides=overrides)
 
+        sent_at = time.monotonic()
+
         def start() -> ExecutionStatus:
             operation = self.clients.jobs.run_job(request=request, retry=None)
             metadata = operation.metadata
             if metadata is None or not metadata.name:
                 raise gexc.InternalServerError("RunJob answered without the execution in its metadata")
+            with self._answered_lock:
+                self._answered[launch.job].append((time.monotonic(), metadata.name))
             return ExecutionStatus.from_message(metadata)
 
         def look() -> ExecutionStatus | None:
-            return self.verify_launch(launch, since=since)
+            return self.verify_launch(launch, since=since, sent_at=sent_at)
 
         return self._call(self.budget.run, f"run {launch.job} ({launch.key})", start, ambiguous=look)
 
-    def verify_launch(self, launch: Launch, *, since: datetime) -> ExecutionStatus | None:
+    def verify_launch(self, launch: Launch, *, since: datetime, sent_at: float = -math.inf) -> ExecutionStatus | None:
         """After an ambiguous RunJob error: the execution carrying the launch's key, or None when a list read
         ``list_lag_seconds`` after the error still does not show it (RunJob did not act: it may be sent again).
 
         Raises LaunchUnverified when no list could be read (each look has the full retry policy): a failed
         look-up never leads to a second RunJob.
+
+        ``sent_at`` (monotonic) is when the launch's first RunJob was sent. An execution whose RunJob was
+        answered before then was created before any this launch made, so a look stops there (the list is
+        newest first): it reads the executions started since, not every one of the batch. A previous
+        controller's executions were adopted before any launch (``BatchRunner.adopt_existing``).
         """
+        with self._answered_lock:
+            older = {name for answered, name in self._answered[launch.job] if answered < sent_at}
         waited, delay = 0.0, 0.5
         while True:
             problem = ""
             try:
-                found = self.find_launched(launch.job, {launch.key}, since=since).get(launch.key)
+                found = self.find_launched(launch.job, {launch.key}, since=since, older=older).get(launch.key)
             except Exception as exc:
                 if not (isinstance(exc, gexc.GoogleAPICallError) or is_retryable(exc)):
                     raise
@@ -439,16 +460,20 @@ class CloudRun:
                 return
             yield status
 
-    def find_launched(self, job: str, keys: set[str], *, since: datetime) -> dict[str, ExecutionStatus]:
-        """Executions of ``job`` created since ``since`` that carry one of ``keys``.
+    def find_launched(
+        self, job: str, keys: set[str], *, since: datetime, older: Collection[str] = ()
+    ) -> dict[str, ExecutionStatus]:
+        """Executions of ``job`` created since ``since`` that carry one of ``keys``, looked for down to the
+        first of ``older`` (executions known to be older than any that carries them), if any.
 
         The job's executions are listed with ``LOOKUP_FIELDS`` only; the few that carry a key are then read
         in full (``poll``)."""
         names: dict[str, str] = {}
+        first_page = LOOKUP_FIRST_PAGE if older else PAGE_SIZE
         try:
-            for execution in self._executions(job, LOOKUP_FIELDS):
+            for execution in self._executions(job, LOOKUP_FIELDS, first_page=first_page):
                 created = _stamp(execution, "create_time")
-                if created is not None and created < since - SKEW:
+                if (created is not None and created < since - SKEW) or execution.name in older:
                     break
                 key = _launch_key(execution)
                 if key in keys and key not in names:
@@ -460,14 +485,14 @@ class CloudRun:
             return {}
         return {key: statuses[name] for key, name in names.items()}
 
-    def _executions(self, job: str, fields: str) -> Iterator[Any]:
+    def _executions(self, job: str, fields: str, *, first_page: int = PAGE_SIZE) -> Iterator[Any]:
         """The job's executions as raw protobuf messages, newest first; each page charged and retried."""
-        token = ""
+        token, size = "", first_page
         while True:
-            request = run_v2.ListExecutionsRequest(parent=self.job_path(job), page_size=PAGE_SIZE, page_token=token)
+            request = run_v2.ListExecutionsRequest(parent=self.job_path(job), page_size=size, page_token=token)
             page = self._call(self.budget.read, f"list executions of {job}", self._lister(request, fields))
             yield from (run_v2.Execution.pb(message) for message in page.executions)
-            token = page.next_page_token
+            token, size = page.next_page_token, PAGE_SIZE
             if not token:
                 return
 
