@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ LIST_LAG_SECONDS = 5.0
 # After a lost RunJob answer the launch's execution, if there is one, is among the job's newest: a look-up
 # reads this many first, and stops at an execution whose RunJob was answered before the launch was sent.
 LOOKUP_FIRST_PAGE = 20
-FENCE_KEEP = 64  # per job, the executions last answered, from which those fences are taken
+ANSWERS_KEPT = 256  # the RunJob answers last received, of every job: where those stops are found
 
 # Response field masks (the x-goog-fieldmask header, gRPC metadata or REST header): only what
 # ExecutionStatus.from_message and TaskStatus.from_message read, so large ListTasks answers cost less to
@@ -280,8 +280,8 @@ class CloudRun:
         self._on_retry = on_retry
         self.list_lag_seconds = list_lag_seconds
         self.parent = f"projects/{project}/locations/{region}"
-        # Per job: (monotonic time RunJob answered, execution), oldest first; fences for verify_launch.
-        self._answered: defaultdict[str, deque[tuple[float, str]]] = defaultdict(lambda: deque(maxlen=FENCE_KEEP))
+        # (monotonic time RunJob answered, job, execution), oldest first: where verify_launch's looks stop.
+        self._answered: deque[tuple[float, str, str]] = deque(maxlen=ANSWERS_KEPT)
         self._answered_lock = threading.Lock()
 
     def job_path(self, job: str) -> str:
@@ -406,7 +406,7 @@ class CloudRun:
             if metadata is None or not metadata.name:
                 raise gexc.InternalServerError("RunJob answered without the execution in its metadata")
             with self._answered_lock:
-                self._answered[launch.job].append((time.monotonic(), metadata.name))
+                self._answered.append((time.monotonic(), launch.job, metadata.name))
             return ExecutionStatus.from_message(metadata)
 
         def look() -> ExecutionStatus | None:
@@ -427,7 +427,7 @@ class CloudRun:
         controller's executions were adopted before any launch (``BatchRunner.adopt_existing``).
         """
         with self._answered_lock:
-            older = {name for answered, name in self._answered[launch.job] if answered < sent_at}
+            older = {name for answered, job, name in self._answered if job == launch.job and answered < sent_at}
         waited, delay = 0.0, 0.5
         while True:
             problem = ""
