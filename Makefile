@@ -15,9 +15,11 @@ PYTEST_WORKERS ?= 4
 # uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone),
 # and compiles them as pip does: with PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and
 # every process that imports Prefect would compile it again (8 s of CPU instead of 4).
+# The virtualenv starts without pip (ensurepip's install of it is 7 s, before anything else can start): the
+# machine's pip puts uv in it, or, where that pip is missing or older than 22.3 (no --python), the venv's own.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q uv
+	python3 -m venv --without-pip $(VENV)
+	python3 -m pip --python $(PY) install -q uv || { $(PY) -m ensurepip >/dev/null && $(PY) -m pip install -q uv; }
 	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[test]'
 	touch $@
 
