@@ -31,6 +31,12 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # machine; beside the other test worker and its task processes it has taken over 120 s on CI. The setting is
 # a deadline for the server to answer (a start returns as soon as it does), so it is generous.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+# The run's one Prefect server is on SQLite and serves every worker's flows and commands. In a make test beside
+# two CPU hogs, early on while the longest tests run at once, it answered a flow-run creation 503 (its answer
+# to a database error it counts as passing, such as a locked SQLite database; Prefect's client retries it)
+# for the client's whole default budget, 5 retries over ~62 s, and the test failed. Two more retries stretch
+# the budget to ~4 minutes; a request that gets through earlier waits no longer than before.
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
 # Every `fanout run` of the tests keeps its API-call budget in its own process, as their flows do
 # (FLOW_PARAMS in tests/testenv.py): shared through the run's one Prefect server, the budget costs a round
 # trip to it per Cloud Run call, and the commands of every worker would draw on one project's budget.
