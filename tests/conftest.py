@@ -173,6 +173,18 @@ def clients(emulator: Emulator, gcs: Any) -> Clients:
     return Clients(project=PROJECT, endpoints=Endpoints(cloud_run=emulator.url, logging=emulator.url, storage=url))
 
 
+def drain_to_the_server() -> None:
+    """Send what this process's Prefect still holds for the server (API logs, events) while it runs. Prefect
+    sends the rest at exit otherwise, and once the run's server has stopped (pytest_unconfigure, in a run
+    without xdist) its client retries that for minutes (PREFECT_CLIENT_MAX_RETRIES above) before the process
+    can exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=60)
+    EventsWorker.drain_all(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """The test run's one Prefect API server for this worker's flows: the local server `fanout run` uses
@@ -194,4 +206,5 @@ def prefect_server() -> Iterator[None]:
         try:
             yield
         finally:
+            drain_to_the_server()
             context.GLOBAL_SETTINGS_CONTEXT = before
