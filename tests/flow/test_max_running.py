@@ -133,7 +133,7 @@ def emulator(catalog: Catalog, gcs: Any) -> Iterator[Emulator]:
 
 class RunningTasks:
     """The running tasks of one batch over time, read through the official client (ListExecutions' running
-    counts of the executions carrying the batch's launch keys) every few milliseconds while it runs."""
+    counts of the executions carrying the batch's launch keys) five times a second while it runs."""
 
     def __init__(self, emulator: Emulator, batch_id: str) -> None:
         self.client = run_v2.ExecutionsClient(
@@ -162,7 +162,7 @@ class RunningTasks:
         return sum(execution.running_count for execution in self.executions())
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.2):
             self.samples.append(self.running())
 
     def __enter__(self) -> RunningTasks:
