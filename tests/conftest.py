@@ -31,8 +31,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # SIGINT reaches the commands the tests start as a Ctrl-C in a terminal would, however the run was started. A
 # background job of a non-interactive shell (`cmd &` in a script, nohup, xargs -P) starts with SIGINT ignored,
 # every process it starts inherits that, and a process that finds SIGINT ignored keeps it so: the tests that
-# interrupt a `fanout run` with SIGINT would watch it run to the end. Handled here, it is the default again in
-# the processes started from here (the xdist workers and theirs).
+# interrupt a `fanout run` with SIGINT would watch it run to the end, and the Prefect worker the deployment
+# tests stop with SIGINT would not stop. Handled here, it is the default again in the processes started from
+# here (the xdist workers and theirs).
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 # A Prefect server's start on a fresh database (imports, then its migrations) is ~20 s of CPU on an idle

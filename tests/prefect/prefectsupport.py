@@ -74,25 +74,6 @@ def isolated_env(prefect_home: Path, api_url: str | None = None, **extra: str) -
     return env
 
 
-@contextlib.contextmanager
-def _sigint_not_ignored() -> Iterator[None]:
-    """A child started inside gets Ctrl-C's default action even when this process ignores SIGINT.
-
-    An ignored signal stays ignored across exec, and a shell ignores SIGINT in the commands it starts in the
-    background (`make test &`, `nohup`): a Prefect worker started from such a suite ignored the test's Ctrl-C
-    (Prefect's handler restores the disposition it found, SIG_IGN, and sends itself SIGINT). A handler, unlike
-    SIG_IGN, is reset to the default by exec, so Python's own handler is put in place while the child starts.
-    """
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        yield
-        return
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @dataclass
 class Proc:
     """A background process with its output in a file, stopped with its whole process group."""
@@ -112,10 +93,10 @@ class Proc:
         # Python's fault handler on: a process that outlives its grace gets SIGABRT first (see ``stop``), and
         # its log ends with where each of its threads was waiting.
         env = {**self.env, "PYTHONFAULTHANDLER": "1"}
-        with _sigint_not_ignored():
-            self.popen = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True
-            )
+        # SIGINT (``stop``) reaches it even when the suite was started with SIGINT ignored: tests/conftest.py.
+        self.popen = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True
+        )
         log.close()
         return self
 
