@@ -5,14 +5,17 @@ within its item: 0 for a packed item or an item of one task), put there by the r
 the program itself. After the batch, the collector lists that folder once, reads the values one at a time
 and fills ``items[].result``: the value, or a list by task index (null where a task wrote nothing) for an
 item of several tasks. A value over ``INLINE_MAX_BYTES`` stays where it is and ``result_uri`` says where (the
-object, or the item's folder for an item of several tasks); one over ``MAX_BYTES`` or not JSON is refused
-with a reason in the item. Literal secrets are masked like in any other output, in the stored object too.
+object, or the item's folder for an item of several tasks); one over ``MAX_BYTES``, not JSON, or that no
+report could hold (a number out of JSON's range, a lone surrogate, nesting over ``MAX_DEPTH``) is refused with
+a reason in the item, and a value that fails in any other way costs that item's result, never the others'.
+Literal secrets are masked like in any other output, in the stored object too.
 ``results.jsonl`` beside the report holds one line per item in spec order; ``read_results`` streams it back.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +31,9 @@ FOLDER = "results"
 JSONL = "results.jsonl"
 INLINE_MAX_BYTES = 64 * 1024
 MAX_BYTES = 10 * 1024 * 1024
+# Nesting levels a result may have. The report is read back (resume, rerun, ``fanout report show``) by
+# pydantic-core, whose JSON parser stops a little over 200 levels, and the value sits 3 levels down in it.
+MAX_DEPTH = 100
 
 _Found = dict[str, dict[int, tuple[str, int]]]
 """Item key -> task index -> (object name relative to the batch, size in bytes)."""
@@ -90,6 +96,30 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one out of a float's range (``1e400``) would be written back as
+    ``Infinity``, which is not JSON."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of the range of a JSON number")
+    return number
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels deep (without recursion: the value
+    may be nested deeper than Python's recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def scrub(value: Any, redact: Callable[[str], str]) -> Any:
     """``value`` with every string (keys too) redacted, and a number that spells a secret masked whole."""
     if isinstance(value, str):
@@ -118,15 +148,33 @@ def _load(store: Store, batch_id: str, name: str, size: int, redact: Callable[[s
     if data is None:
         return _Value()
     try:
-        value = json.loads(data, parse_constant=_no_constants)
+        value = json.loads(data, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
-        return _Value(error=f"result refused: {where} is not JSON ({type(exc).__name__}: {exc})")
+        _mask_where_it_lies(store, batch_id, name, data, redact)
+        return _Value(error=f"result refused: {where} is not JSON ({type(exc).__name__}: {redact(str(exc))})")
+    if _deeper_than(value, MAX_DEPTH):
+        _mask_where_it_lies(store, batch_id, name, data, redact)
+        return _Value(error=f"result refused: {where} is nested deeper than {MAX_DEPTH} levels")
     clean = scrub(value, redact)
+    try:
+        text = json.dumps(clean, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # "\ud800" parses, but no UTF-8 text (report.json, results.jsonl) can hold it
+        _mask_where_it_lies(store, batch_id, name, data, redact)
+        return _Value(error=f"result refused: {where} holds a lone surrogate (a \\uD800-\\uDFFF escape), not text")
+    if clean != value:  # the object stays readable beside the report: mask the secret there too
+        store.write(batch_id, name, text)
     if len(data) <= INLINE_MAX_BYTES:
         return _Value(value=clean)
-    if clean != value:  # the object stays readable to whoever reads the report: mask the secret there too
-        store.write(batch_id, name, json.dumps(clean, ensure_ascii=False).encode())
     return _Value(by_uri=True)
+
+
+def _mask_where_it_lies(store: Store, batch_id: str, name: str, data: bytes, redact: Callable[[str], str]) -> None:
+    """Mask literal secrets in a refused object, as text: it is not a JSON value to scrub, but it stays beside
+    the report. Bytes that are not UTF-8 pass through unchanged."""
+    text = data.decode("utf-8", "surrogateescape")
+    masked = redact(text)
+    if masked != text:
+        store.write(batch_id, name, masked.encode("utf-8", "surrogateescape"))
 
 
 def _with_result(
@@ -169,7 +217,11 @@ def collect_results(
         mine = found.get(item.key)
         if not mine:
             return item
-        return _with_result(item, mine, task_counts.get(item.key, 1), store, batch_id, redact)
+        try:
+            return _with_result(item, mine, task_counts.get(item.key, 1), store, batch_id, redact)
+        except Exception as exc:  # a read that failed, a value nobody foresaw: this item's result only
+            problem = f"result unavailable: {type(exc).__name__}: {redact(str(exc))}"
+            return replace(item, reason="; ".join([*([item.reason] if item.reason else []), problem]))
 
     with ThreadPoolExecutor(max_workers=readers) as pool:
         return list(pool.map(one, items))
@@ -266,6 +318,7 @@ def _fetch(record: ResultRecord, storage_client: Any | None) -> Any:
 __all__ = [
     "INLINE_MAX_BYTES",
     "MAX_BYTES",
+    "MAX_DEPTH",
     "ResultRecord",
     "collect_results",
     "jsonl_chunks",

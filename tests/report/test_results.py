@@ -16,6 +16,7 @@ from controller.results import (
     INLINE_MAX_BYTES,
     JSONL,
     MAX_BYTES,
+    MAX_DEPTH,
     collect_results,
     jsonl_chunks,
     read_results,
@@ -106,6 +107,33 @@ def test_invalid_and_oversized_results_are_refused_with_a_reason(store: Store) -
     assert all(i.state is ItemState.SUCCEEDED for i in got.values())  # the program's outcome stands
 
 
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"s": "\\ud800"}', "holds a lone surrogate"),
+        (b'{"\\udfff": 1}', "holds a lone surrogate"),
+        (b"[" * 900 + b"]" * 900, f"is nested deeper than {MAX_DEPTH} levels"),
+        (b"1e400", "1e400 is out of the range of a JSON number"),
+        (b"[-1e999]", "-1e999 is out of the range of a JSON number"),
+        (b"-Infinity", "-Infinity is not JSON"),
+    ],
+)
+def test_a_value_no_report_can_hold_is_refused_and_the_others_kept(store: Store, data: bytes, reason: str) -> None:
+    _put(store, "bad", 0, data)
+    _put(store, "good", 0, b'{"ok": [1.5, "\\u00e9"]}')
+    _put(store, "limit", 0, b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+
+    items = [_item("bad", 0), _item("good", 1), _item("limit", 2)]
+
+    got = {i.key: i for i in collect_results(store, "b", items, {}, Redactor())}
+
+    assert got["bad"].result is None and got["bad"].reason is not None and reason in got["bad"].reason
+    assert got["good"].result == {"ok": [1.5, "\u00e9"]} and got["good"].reason is None
+    assert got["limit"].reason is None  # MAX_DEPTH levels are kept
+    for line in b"".join(jsonl_chunks(got.values())).splitlines():  # strict JSON, UTF-8, line by line
+        json.loads(line.decode("utf-8"), parse_constant=lambda name: pytest.fail(f"{name} in results.jsonl"))
+
+
 def test_a_literal_secret_in_a_result_is_masked_inline_and_where_it_lies(store: Store) -> None:
     _put(store, "inline", 0, json.dumps({"token": SECRET, SECRET: [f"Bearer {SECRET}"]}).encode())
     _put(store, "large", 0, json.dumps({"token": SECRET, "pad": "p" * INLINE_MAX_BYTES}).encode())
@@ -116,6 +144,8 @@ def test_a_literal_secret_in_a_result_is_masked_inline_and_where_it_lies(store: 
     assert got[0].result == {"token": MASK, MASK: [f"Bearer {MASK}"]}
     stored = store.read("b", "results/large/0.json") or b""
     assert SECRET.encode() not in stored and json.loads(stored)["token"] == MASK
+    # An inline value's object stays beside the report too: masked there as in the report.
+    assert json.loads(store.read("b", "results/inline/0.json") or b"") == {"token": MASK, MASK: [f"Bearer {MASK}"]}
     assert SECRET not in b"".join(jsonl_chunks(got)).decode()
 
 
