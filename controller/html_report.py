@@ -21,7 +21,8 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from controller.report import ItemResult, ItemState, Report, TaskResult
+from controller.report import ItemResult, Report, TaskResult
+from controller.states import ItemState
 from controller.summary import (
     batch_duration,
     cost_text,
@@ -39,7 +40,25 @@ _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 @functools.cache
 def _template() -> str:
-    return resources.files("controller").joinpath("templates/report.html").read_text(encoding="utf-8")
+    """The page's template with the item states' CSS in its style (the CSP hashes the style as sent)."""
+    text = resources.files("controller").joinpath("templates/report.html").read_text(encoding="utf-8")
+    return text.replace("{{STATECSS}}", _state_css())
+
+
+def _state_css() -> str:
+    """Each state's colour (light and dark scheme) and the classes that show it, from controller.states."""
+    light = " ".join(f"--{state}: {state.light};" for state in ItemState)
+    dark = " ".join(f"--{state}: {state.dark};" for state in ItemState)
+    rules = [
+        f":root {{ {light} }}",
+        f"@media (prefers-color-scheme: dark) {{ :root {{ {dark} }} }}",
+        *(
+            f".bl-{state} {{ border-left-color: var(--{state}) !important; }} "
+            f".bg-{state} {{ background: var(--{state}); }} .st-{state}::before {{ background: var(--{state}); }}"
+            for state in ItemState
+        ),
+    ]
+    return "\n".join(rules)
 
 
 def _sha256(text: str) -> str:
@@ -152,6 +171,9 @@ def page_data_chunks(report: Report, items_per_chunk: int = 1000) -> Iterator[by
         "report": report.model_dump(mode="json", by_alias=True, exclude={"items"}),
         "base_us": (report.started_at - _EPOCH) // _MICROSECOND,
         "states": [state.value for state in ItemState],
+        "state_table": [
+            {"name": state.value, "rank": state.rank, "label": state.label, "ran": state.ran} for state in ItemState
+        ],
         "columns": ITEM_COLUMNS,
         "task_columns": TASK_COLUMNS,
         "shared_columns": SHARED_STRINGS,

@@ -89,7 +89,7 @@ class Outcomes:
             reason = unfinished_reason or execution.message or "Cloud Run reported no tasks for this execution"
         else:
             bad = [t for t in task_results if t.state is not ItemState.SUCCEEDED]
-            worst = min(bad, key=lambda t: _SEVERITY[t.state]) if bad else None
+            worst = min(bad, key=lambda t: t.state.rank) if bad else None
             item_state = worst.state if worst else ItemState.SUCCEEDED
             reason = self._reason(worst, tasks, launch, unfinished_reason) if worst else None
         exit_codes = [t.exit_code for t in task_results if t.exit_code is not None]
@@ -195,11 +195,3 @@ class _Identity(TypedDict):
     label: str | None
     launch: int
 
-
-_SEVERITY = {
-    ItemState.TIMED_OUT: 0,
-    ItemState.FAILED: 1,
-    ItemState.CANCELLED: 2,
-    ItemState.NOT_LAUNCHED: 3,
-    ItemState.SUCCEEDED: 4,
-}

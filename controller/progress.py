@@ -25,12 +25,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from controller.report import ItemState
-from controller.summary import STATE_STYLE, format_seconds, state_label
+from controller.states import InFlight, ItemState
+from controller.summary import format_seconds, state_label
 
-PENDING = "pending"
-RUNNING = "running"
-KEYS = frozenset({PENDING, RUNNING, *ItemState})
+KEYS = frozenset({*InFlight, *ItemState})
 # The rate is measured over the last minute: long enough to smooth out polls that finish many items at
 # once, short enough to follow a batch that speeds up once its launches are all in.
 RATE_WINDOW = 60.0
@@ -140,7 +138,7 @@ class Progress:
         return ", ".join(parts)
 
     def _in_flight_text(self) -> list[str]:
-        return [f"{self._counts[key]:,} {key}" for key in (RUNNING, PENDING) if self._counts.get(key, 0)]
+        return [f"{self._counts[key]:,} {key.label}" for key in InFlight if self._counts.get(key, 0)]
 
     def line(self) -> str:
         """One plain progress line, as written to non-terminal output."""
@@ -196,9 +194,9 @@ class Progress:
         for state in ItemState:
             count = self._counts.get(state, 0)
             if count or state is ItemState.SUCCEEDED:
-                states.append(f"● {count:,} {state_label(state)}  ", style=STATE_STYLE[state])
-        for key in (RUNNING, PENDING):
-            states.append(f"● {self._counts.get(key, 0):,} {key}  ", style="cyan" if key == RUNNING else "dim")
+                states.append(f"● {count:,} {state_label(state)}  ", style=state.style)
+        for key in InFlight:
+            states.append(f"● {self._counts.get(key, 0):,} {key.label}  ", style=key.style)
         grid = Table.grid(padding=(0, 1))
         grid.add_row(
             Text("fanout", style="bold"),

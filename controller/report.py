@@ -16,21 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.dataclasses import dataclass
 
+# The schema's state type, re-exported: its table (rank, label, colours) is controller.states.
+from controller.states import ItemState as ItemState  # noqa: PLC0414
+
 SCHEMA = "fanout.report/v1"
-
-
-class ItemState(StrEnum):
-    """Terminal state of one item. Every item of a batch ends in exactly one of these."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # ran and exited non-zero (after its retries)
-    TIMED_OUT = "timed_out"  # killed at its task timeout
-    CANCELLED = "cancelled"  # cancelled by the user, a deadline or Prefect while pending or running
-    NOT_LAUNCHED = "not_launched"  # never started: launch refused, batch cancelled or failed first
-
-    @property
-    def ok(self) -> bool:
-        return self is ItemState.SUCCEEDED
 
 
 class BatchStatus(StrEnum):

@@ -19,23 +19,6 @@ from rich.text import Text
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usd
 from controller.report import BatchStatus, ItemResult, ItemState, Report
 
-# Order in which non-succeeded items are listed: the ones that ran and broke come before the ones that were
-# cancelled or never started, because after a cancelled batch thousands of the latter would hide the former.
-_SEVERITY = {
-    ItemState.FAILED: 0,
-    ItemState.TIMED_OUT: 1,
-    ItemState.CANCELLED: 2,
-    ItemState.NOT_LAUNCHED: 3,
-    ItemState.SUCCEEDED: 4,
-}
-# Rich styles for states, shared by the summary table and the live progress display.
-STATE_STYLE = {
-    ItemState.SUCCEEDED: "green",
-    ItemState.FAILED: "red",
-    ItemState.TIMED_OUT: "magenta",
-    ItemState.CANCELLED: "yellow",
-    ItemState.NOT_LAUNCHED: "bright_black",
-}
 _STATUS_STYLE = {
     BatchStatus.SUCCEEDED: "bold green",
     BatchStatus.FAILED: "bold red",
@@ -53,12 +36,12 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
 
 def state_label(state: ItemState) -> str:
     """How a state reads in prose: "timed out", "not launched"."""
-    return state.value.replace("_", " ")
+    return state.label
 
 
 def failed_first(report: Report) -> list[ItemResult]:
-    """The items that did not succeed, worst first (failed, timed out, cancelled, not launched), then by index."""
-    return sorted(report.failed_items(), key=lambda item: (_SEVERITY[item.state], item.index))
+    """The items that did not succeed, worst first (the states' rank, controller.states), then by index."""
+    return sorted(report.failed_items(), key=lambda item: (item.state.rank, item.index))
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -351,7 +334,7 @@ def _counts_table(report: Report) -> Table:
     for state in ItemState:
         count = summary.by_state.get(state, 0)
         share = f"{count / summary.total:.1%}" if summary.total else "-"
-        style = STATE_STYLE[state] if count else "dim"
+        style = state.style if count else "dim"
         counts.add_row(Text(state_label(state), style=style), Text(f"{count:,}", style=style), share)
     counts.add_row(Text("total", style="bold"), Text(f"{summary.total:,}", style="bold"), "")
     return counts
@@ -377,7 +360,7 @@ def _failed_table(items: list[ItemResult]) -> Table:
     for item in items:
         table.add_row(
             _item_cell(item),
-            Text(state_label(item.state), style=STATE_STYLE[item.state]),
+            Text(state_label(item.state), style=item.state.style),
             Text("" if item.exit_code is None else str(item.exit_code)),
             _log_cell(item),
         )
