@@ -67,8 +67,10 @@ def _bounded_int(low: int, high: int | None) -> Callable[[str], int]:
 DESCRIPTION = """\
 A local stand-in for the Cloud Run Admin API v2 (jobs, executions, tasks,
 long-running operations) and Cloud Logging's entries:list. It speaks Google's
-HTTP/JSON API, so the official clients work against it with the REST
-transport, an api_endpoint override and anonymous credentials. Each task runs
+HTTP/JSON API and, on a port of its own, the same API over gRPC, so the
+official clients work against it with either transport: the REST one with an
+api_endpoint override and anonymous credentials, the gRPC one with a
+plaintext channel to the gRPC port. Each task runs
 as a local process in its own process group; what it prints becomes Cloud Run
 job log entries.
 """
@@ -119,6 +121,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_bounded_int(0, 65535),
         default=8123,
         help="port to listen on; 0 picks a free one, printed at start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=_bounded_int(0, 65535),
+        default=None,
+        help="port of the gRPC server (the same API over gRPC); 0 picks a free one, printed at start "
+        "(default: --port + 1, or a free one when --port is 0)",
     )
     parser.add_argument("--project", default="local-project", help="project of the catalog jobs (default: %(default)s)")
     parser.add_argument("--region", default="us-central1", help="region of the catalog jobs (default: %(default)s)")
@@ -221,6 +230,12 @@ def _exposure(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _grpc_port(args: argparse.Namespace) -> int:
+    if args.grpc_port is not None:
+        return int(args.grpc_port)
+    return args.port + 1 if args.port and args.port < 65535 else 0
+
+
 def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults | None) -> Emulator:
     local_images = {image: argv for source in sources for image, argv in source.local_images.items()}
     local_images.update({image: shlex.split(command) for image, command in args.image})
@@ -230,6 +245,7 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
         region=args.region,
         host=args.host,
         port=args.port,
+        grpc_port=_grpc_port(args),
         faults=faults,
         local_images=local_images,
         max_running_tasks=args.max_running_tasks,
@@ -241,16 +257,22 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
 
 
 def _banner(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource]) -> str:
-    url = emulator.url
+    url, target = emulator.url, emulator.grpc_target
     return (
-        f"Cloud Run emulator serving {url} (project {args.project}, region {args.region}, "
-        f"{_jobs_phrase(sources)}). Point clients at it:\n"
+        f"Cloud Run emulator serving {url} (REST) and {target} (gRPC, plaintext) (project {args.project}, "
+        f"region {args.region}, {_jobs_phrase(sources)}). Point clients at it:\n"
         f"  export FANOUT_EMULATOR_HOST={url}   # for fanout itself\n"
+        "REST:\n"
         f"  run_v2.JobsClient(credentials=AnonymousCredentials(), transport='rest',\n"
         f"                    client_options=ClientOptions(api_endpoint='{url}'))\n"
         f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
         f"                 client_options={{'api_endpoint': '{url}'}})\n"
         f"  gcloud config set api_endpoint_overrides/run {url}/\n"
+        "gRPC (the clients' default transport, over a plaintext channel):\n"
+        f"  run_v2.JobsClient(transport=JobsGrpcTransport(channel=grpc.insecure_channel('{target}')))\n"
+        f"  LoggingServiceV2Client(\n"
+        f"      transport=LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel('{target}')))\n"
+        f"  Go/Java/Node: endpoint {target} with insecure (plaintext) credentials\n"
         "Ctrl-C stops it."
     )
 
@@ -266,7 +288,7 @@ def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource
         try:
             emulator.start()
         except OSError as exc:
-            print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            print(f"{prog}: cannot listen on {args.host}:{args.port} (gRPC {_grpc_port(args)}): {exc}", file=sys.stderr)
             return 1
         print(_banner(emulator, args, sources), flush=True)
         # Wake up now and then: a signal handler only runs between bytecodes of the main thread.

@@ -12,9 +12,12 @@ import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 
+import grpc
 import uvicorn
 
-from cloudrun_emulator.api.app import EmulatorApp, Stats
+from cloudrun_emulator.api.app import EmulatorApp
+from cloudrun_emulator.api.grpc_app import GrpcApp
+from cloudrun_emulator.api.rpc import Dispatcher, Stats
 from cloudrun_emulator.faults import FaultInjector, Faults
 from cloudrun_emulator.logstore import DEFAULT_MAX_ENTRIES, DEFAULT_QUERY_BUDGET, LogStore
 from cloudrun_emulator.records import JobSeed
@@ -22,6 +25,11 @@ from cloudrun_emulator.service import CloudRunService
 
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 15.0
+_GRPC_GRACE = 2.0  # seconds the gRPC calls under way get at stop, as uvicorn's graceful shutdown
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Emulator:
@@ -52,11 +60,14 @@ class Emulator:
         kill_grace_seconds: float = 1.0,
         simulate: bool = False,
         local_buckets: Mapping[str, str] | None = None,
+        grpc_port: int = 0,
     ) -> None:
         self.project = project
         self.region = region
         self.host = host
         self._requested_port = port
+        self._requested_grpc_port = grpc_port
+        self._grpc_port: int | None = None
         self._faults = FaultInjector(faults)
         self._stats = Stats()
         self._make_service = functools.partial(
@@ -77,6 +88,7 @@ class Emulator:
         self._service: CloudRunService | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
+        self._grpc_server: grpc.aio.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._failure: BaseException | None = None
@@ -99,7 +111,10 @@ class Emulator:
         self._thread = threading.Thread(target=self._serve_thread, name="cloudrun-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT) or self._failure is not None:
+            failure = self._failure
             self.stop()
+            if isinstance(failure, OSError):
+                raise failure
             raise RuntimeError(f"the emulator did not start: {self._failure!r}")
         atexit.register(self.stop)
         return self
@@ -118,8 +133,20 @@ class Emulator:
     async def _serve(self) -> None:
         service = self._make_service()
         self._service = service
+        dispatcher = Dispatcher(service, self._faults, self._stats)
+        # The gRPC server runs on this loop too, so both transports reach the service from its own loop.
+        # grpc binds with SO_REUSEPORT unless told not to: a second emulator on a taken port would then share
+        # it, each answering some of the calls from its own state.
+        grpc_server = grpc.aio.server(handlers=GrpcApp(dispatcher).handlers(), options=[("grpc.so_reuseport", 0)])
+        self._grpc_server = grpc_server
+        where = _host_port(self.host, self._requested_grpc_port)
+        try:
+            self._grpc_port = grpc_server.add_insecure_port(where)
+        except RuntimeError as exc:
+            raise OSError(f"cannot serve gRPC on {where}: {exc}") from None
+        await grpc_server.start()
         config = uvicorn.Config(
-            EmulatorApp(service, self._faults, self._stats),
+            EmulatorApp(dispatcher),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -139,6 +166,7 @@ class Emulator:
         try:
             await serving
         finally:
+            await grpc_server.stop(_GRPC_GRACE)
             await service.shutdown()
 
     def stop(self) -> None:
@@ -185,8 +213,19 @@ class Emulator:
     @property
     def url(self) -> str:
         """Base URL to give clients as ``api_endpoint``, e.g. ``http://127.0.0.1:8123``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{_host_port(self.host, self.port)}"
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC port actually bound."""
+        if self._grpc_port is None:
+            raise RuntimeError("the emulator is not started")
+        return self._grpc_port
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC server (plaintext), for ``grpc.insecure_channel`` and ``api_endpoint``."""
+        return _host_port(self.host, self.grpc_port)
 
     def stats(self) -> dict[str, int]:
         """Requests received per API method, e.g. ``{"Jobs.RunJob": 3, "Logging.ListLogEntries": 1}``."""

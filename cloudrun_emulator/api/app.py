@@ -1,35 +1,28 @@
 """The ASGI app: Google's REST paths for Cloud Run v2 and Logging v2, plus the emulator's own ``/_emulator/*``.
 
 A raw ASGI app (no framework routing: Google's paths put verbs after a colon, ``jobs/x:run``). Each request is
-matched to its RPC, counted, put through fault injection, served by the resource's handler, and answered in
-the JSON shape Google's HTTP gateways use, honouring ``$alt=json;enum-encoding=int`` as the GAPIC REST clients
-ask.
+matched to its route and served by the dispatcher (``rpc.py``: counted, faults, the resource's handler), then
+answered in the JSON shape Google's HTTP gateways use, honouring ``$alt=json;enum-encoding=int`` as the GAPIC
+REST clients ask.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
-from cloudrun_emulator import fieldmask
-from cloudrun_emulator.api import entries, executions, jobs, operations, tasks
-from cloudrun_emulator.api.routing import Call, Router
-from cloudrun_emulator.errors import STATUS_FOR_HTTP, ApiError, invalid
-from cloudrun_emulator.faults import FaultInjector, Faults
+from cloudrun_emulator.api.rpc import LOST, ROUTER, ClientGone, Dispatcher
+from cloudrun_emulator.errors import ApiError, invalid
+from cloudrun_emulator.faults import Faults
 from cloudrun_emulator.render import enums_as_ints
-from cloudrun_emulator.service import CloudRunService
 
 log = logging.getLogger("cloudrun_emulator")
-ROUTER = Router(jobs.ROUTES, executions.ROUTES, tasks.ROUTES, operations.ROUTES, entries.ROUTES)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -40,40 +33,17 @@ _MAX_BODY = 32 * 1024 * 1024
 MAX_JSON_DEPTH = 100
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request was read."""
-
-
-class Stats:
-    """Request counts per RPC; read from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def hit(self, rpc: str) -> None:
-        with self._lock:
-            self._counts[rpc] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
 # ------------------------------------------------------------------ ASGI
 
 
 class EmulatorApp:
     """The ASGI application; ``service`` is used only on the event loop that serves this app."""
 
-    def __init__(self, service: CloudRunService, faults: FaultInjector, stats: Stats) -> None:
-        self.service = service
-        self.faults = faults
-        self.stats = stats
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.service = dispatcher.service
+        self.faults = dispatcher.faults
+        self.stats = dispatcher.stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,48 +77,21 @@ class EmulatorApp:
         method, path = scope["method"], scope["path"]
         found = ROUTER.match(method, path)
         if found is None:
-            error = ApiError("NOT_FOUND", f"The URL {path} ({method}) is not served by the Cloud Run emulator.")
-            return error.http_code, error.body(), "-"
+            unknown = ApiError("NOT_FOUND", f"The URL {path} ({method}) is not served by the Cloud Run emulator.")
+            return unknown.http_code, unknown.body(), "-"
         route, params = found
-        rpc = route.rpc
-        self.stats.hit(rpc)
-        injected = await self._injected(rpc)
-        if injected is not None:
-            return injected.http_code, injected.body(), rpc
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        try:
-            # A bad field mask is refused before any work is done, as Google does.
-            mask = fieldmask.parse(_mask_text(scope, query), route.response)
-            body = await _read_json(receive) if route.has_body else None
-            payload = await route.handler(self.service, Call(params, query, body))
-        except ApiError as exc:
-            return exc.http_code, exc.body(), rpc
-        except ClientGone:
-            raise
-        except Exception:
-            log.exception("%s %s failed in the emulator", method, path)
-            error = ApiError("INTERNAL", "The emulator failed to serve this request.")
-            return error.http_code, error.body(), rpc
-        drop = self.faults.drop(rpc)
-        if drop == "close" and _abort(send):
-            return 0, None, rpc
-        if drop is not None:
-            error = ApiError("UNAVAILABLE", "Injected fault: the answer was lost after the work was done.")
-            return error.http_code, error.body(), rpc
-        payload = fieldmask.prune(payload, mask)
+        mask = _mask_text(scope, query)
+        answer = await self.dispatcher.serve(route, params, query, lambda: _read_json(receive), mask)
+        if answer.lost == "close" and _abort(send):
+            return 0, None, route.rpc
+        error = LOST if answer.lost is not None else answer.error
+        if error is not None:
+            return error.http_code, error.body(), route.rpc
+        payload = answer.payload
         if "enum-encoding=int" in query.get("$alt", "") and route.response is not None:
             payload = enums_as_ints(payload, route.response)
-        return 200, payload, rpc
-
-    async def _injected(self, rpc: str) -> ApiError | None:
-        """Apply the method's injected latency; the error to answer instead of serving, if one is drawn."""
-        delay = self.faults.latency(rpc)
-        if delay:
-            await asyncio.sleep(delay)
-        code = self.faults.error_code(rpc)
-        if code is None:
-            return None
-        return ApiError(STATUS_FOR_HTTP[code], f"Injected fault: {STATUS_FOR_HTTP[code]} (emulator).")
+        return 200, payload, route.rpc
 
     async def _own(self, method: str, path: str, receive: Receive) -> tuple[int, Any]:
         if path == "/_emulator/stats" and method == "GET":

@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.api_core.future import polling
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from google.cloud.run_v2.services.executions.transports import ExecutionsGrpcTransport
+from google.cloud.run_v2.services.jobs.transports import JobsGrpcTransport
+from google.cloud.run_v2.services.tasks.transports import TasksGrpcTransport
 
 from cloudrun_emulator import Emulator
 
@@ -27,18 +31,24 @@ def emu() -> Iterator[Emulator]:
 
 
 class Clients:
-    """The three Cloud Run v2 clients, REST transport, anonymous credentials, endpoint at the emulator."""
+    """The three Cloud Run v2 clients, anonymous credentials, endpoint at the emulator: REST transport, or the
+    clients' default gRPC transport over a plaintext channel to the emulator's gRPC port."""
 
-    def __init__(self, emulator: Emulator) -> None:
-        options = ClientOptions(api_endpoint=emulator.url)
-        kwargs: dict[str, Any] = {
-            "credentials": AnonymousCredentials(),
-            "transport": "rest",
-            "client_options": options,
-        }
-        self.jobs = run_v2.JobsClient(**kwargs)
-        self.executions = run_v2.ExecutionsClient(**kwargs)
-        self.tasks = run_v2.TasksClient(**kwargs)
+    def __init__(self, emulator: Emulator, transport: str = "rest") -> None:
+        if transport == "rest":
+            kwargs: dict[str, Any] = {
+                "credentials": AnonymousCredentials(),
+                "transport": "rest",
+                "client_options": ClientOptions(api_endpoint=emulator.url),
+            }
+            self.jobs = run_v2.JobsClient(**kwargs)
+            self.executions = run_v2.ExecutionsClient(**kwargs)
+            self.tasks = run_v2.TasksClient(**kwargs)
+        else:
+            channel = grpc.insecure_channel(emulator.grpc_target)
+            self.jobs = run_v2.JobsClient(transport=JobsGrpcTransport(channel=channel))
+            self.executions = run_v2.ExecutionsClient(transport=ExecutionsGrpcTransport(channel=channel))
+            self.tasks = run_v2.TasksClient(transport=TasksGrpcTransport(channel=channel))
         self.parent = f"projects/{emulator.project}/locations/{emulator.region}"
 
     def create_job(
@@ -98,6 +108,11 @@ class Clients:
 @pytest.fixture
 def clients(emu: Emulator) -> Clients:
     return Clients(emu)
+
+
+@pytest.fixture
+def grpc_clients(emu: Emulator) -> Clients:
+    return Clients(emu, transport="grpc")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -11,11 +11,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from google.cloud.run_v2.services.jobs.transports import JobsGrpcTransport
 
 from controller.catalog import Catalog, CatalogError
 from controller.emulator_jobs import catalog_emulator
@@ -58,10 +60,11 @@ def _job_yaml(jobs_dir: Path, pid_file: Path) -> None:
 def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "task.pid"
     _job_yaml(tmp_path / "jobs", pid_file)
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = ["emulator", "--port", str(port), "--grpc-port", str(grpc_port), "--jobs-dir", str(tmp_path / "jobs")]
     proc = subprocess.Popen(
-        [PY, "-m", "controller.cli", "emulator", "--port", str(port), "--jobs-dir", str(tmp_path / "jobs"), "-v"],
+        [PY, "-m", "controller.cli", *command, "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,6 +86,10 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
             return True
 
         wait_until(serving, timeout=HUNG, what="the emulator to serve")
+        over_grpc = run_v2.JobsClient(
+            transport=JobsGrpcTransport(channel=grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        )
+        assert over_grpc.get_job(name=name).name == name
         jobs.run_job(name=name)
         wait_until(pid_file.exists, what="the task to start")
         wait_until(lambda: pid_file.read_text().isdigit(), what="the task pid")
@@ -97,8 +104,9 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert f"serving {url}" in out
+    assert f"serving {url} (REST) and 127.0.0.1:{grpc_port} (gRPC, plaintext)" in out
     assert "api_endpoint" in out
+    assert f"grpc.insecure_channel('127.0.0.1:{grpc_port}')" in out
     assert "stopped" in out
     assert "POST /v2/projects/local-project/locations/us-central1/jobs/sleeper:run -> 200 Jobs.RunJob" in err
     deadline = time.monotonic() + 5
