@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 4
 # finishes one, slow tests first (tests/conftest.py), so the run does not end on one worker still busy with a
 # long test.
 
-.PHONY: install run test suite lint lint-code lint-iac test-modules bench bench-startup clean
+.PHONY: install run test suite unit fmt lint lint-code lint-iac test-modules bench bench-startup clean
 
 # uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone),
 # and compiles them as pip does: with PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and
@@ -32,9 +32,16 @@ run: install
 ## lint: ruff and mypy on the code, checkov on terraform/ and the Dockerfiles (side by side with make -j)
 lint: lint-code lint-iac
 
+CODE := controller tests jobs bench cloudrun_emulator
+
 lint-code: install
-	$(VENV)/bin/ruff check controller tests jobs bench cloudrun_emulator
+	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/mypy
+
+## fmt: ruff's safe fixes (import order among them), then ruff format, on the code
+fmt: install
+	$(VENV)/bin/ruff check --fix $(CODE)
+	$(VENV)/bin/ruff format $(CODE)
 
 # checkov installs into its own virtualenv on first use, with the project's uv.
 lint-iac: install
@@ -53,6 +60,12 @@ test-modules: install
 ## integration, browser, Prefect server); fails if either fails
 test:
 	$(MAKE) -j4 lint-code lint-iac suite
+
+## unit: the fast loop: the tests of tests/unit, tests/report and tests/store that need no Prefect server, no
+## emulator or fake-gcs-server, no browser and are not slow (markers: CONTRIBUTING.md), in one process
+unit: install
+	$(TEST_ENV) $(PY) -m pytest -p no:xdist -q -m "not prefect and not emulator and not browser and not slow" \
+		tests/unit tests/report tests/store $(PYTEST_ARGS)
 
 # The suite starts as soon as the test modules are collected; mypy and checkov (~35 s of CPU) run beside its
 # first minute instead of before it. A lint failure that comes before the suite starts keeps it from starting.

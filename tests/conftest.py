@@ -79,11 +79,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_owned_state] = root
 
 
+# The test tiers (CONTRIBUTING.md): a test that needs a Prefect API server or the emulators is marked so, from
+# the fixtures it uses (the fixtures they use included) or from its folder, where a folder's tests start them
+# themselves (a `fanout run` subprocess, an emulator process of their own); `make unit` runs the rest.
+_FIXTURE_MARKS = {
+    "prefect_server": "prefect",
+    **dict.fromkeys(("emulator", "gcs", "emu", "emulator_process", "cloud_run", "fake_gcs"), "emulator"),
+}
+_FOLDER_MARKS = {
+    "cli": ("prefect", "emulator"),
+    "emulator": ("emulator",),
+    "flow": ("prefect", "emulator"),
+    "packed": ("prefect", "emulator"),
+    "prefect": ("prefect", "emulator"),
+    "reliability": ("prefect", "emulator"),
+    "seed": ("prefect", "emulator"),
+}
+_TESTS = Path(__file__).parent
+
+
+def _tier_marks(item: pytest.Item) -> set[str]:
+    marks = {_FIXTURE_MARKS[name] for name in getattr(item, "fixturenames", ()) if name in _FIXTURE_MARKS}
+    folder = item.path.relative_to(_TESTS).parts[0] if item.path.is_relative_to(_TESTS) else ""
+    return marks | set(_FOLDER_MARKS.get(folder, ()))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, the longest (``slow(minutes=N)``, what they take in make test) before the others.
-    make test hands each worker its next test as it finishes one (--dist load --maxschedchunk 1), so the long
-    tests spread over every worker from the start and the run ends on short ones, instead of on one worker
-    still running a long test after the others are done."""
+    """Every test gets its tier's marks (above). Then slow tests first, the longest (``slow(minutes=N)``, what
+    they take in make test) before the others. make test hands each worker its next test as it finishes one
+    (--dist load --maxschedchunk 1), so the long tests spread over every worker from the start and the run ends
+    on short ones, instead of on one worker still running a long test after the others are done."""
+    for item in items:
+        for mark in sorted(_tier_marks(item)):
+            item.add_marker(mark)
 
     def order(item: pytest.Item) -> tuple[bool, float]:
         slow = item.get_closest_marker("slow")

@@ -27,7 +27,7 @@ from controller.store import GcsStore, LocalStore, Store, StoreError
 SECRET = "hunter2-very-secret"
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.emulator)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "local":
         return LocalStore(tmp_path)

@@ -18,7 +18,7 @@ def _stores(tmp_path: Path, gcs: Any | None) -> Store:
     return LocalStore(tmp_path) if gcs is None else GcsStore(gcs, BUCKET, f"conditional-{tmp_path.name}")
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.emulator)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return _stores(tmp_path, request.getfixturevalue("gcs") if request.param == "gcs" else None)
 
