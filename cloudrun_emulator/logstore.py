@@ -1,7 +1,8 @@
 """Log entries that tasks write, stored as Cloud Run writes them to Cloud Logging, and ``entries:list``.
 
 Entries are kept in arrival order (which is timestamp order: timestamps are taken on arrival and never go
-backwards), globally and per execution; a filter that names executions reads only their entries. The store
+backwards, unless a structured line gives its own time: such entries are still listed in arrival order),
+globally and per execution; a filter that names executions reads only their entries. The store
 keeps at most ``max_entries``; the oldest go first.
 """
 
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 from cloudrun_emulator.errors import invalid
 from cloudrun_emulator.logfilter import SEVERITY_LEVELS, CompiledFilter, Record, check_budget
+from cloudrun_emulator.structured import take_special_fields
 from cloudrun_emulator.timefmt import rfc3339_micros
 
 MAX_PAGE_SIZE = 1000  # entries.list: "If the value is negative or exceeds 1000, the request is rejected."
@@ -81,16 +83,25 @@ class LogStore:
             },
         }
         payload = _structured(line)
+        stamp = now
         if payload is None:
             entry["textPayload"] = line
         else:
-            # Cloud Run turns a JSON object line into jsonPayload and takes its "severity" field.
+            # Cloud Run turns a JSON object line into jsonPayload, takes its "severity" field, and moves
+            # Cloud Logging's other special fields onto the entry (cloudrun_emulator.structured).
             level = str(payload.pop("severity", "")).upper()
             severity = level if level in SEVERITY_LEVELS else severity
+            fields, given = take_special_fields(payload)
+            # The run's own labels win over a line's labels of the same name.
+            entry["labels"] = {**fields.pop("labels", {}), **entry["labels"]}
+            entry.update(fields)
+            if given is not None:
+                stamp = given
+                entry["timestamp"] = rfc3339_micros(given)
             entry["jsonPayload"] = payload
         if severity and severity != "DEFAULT":
             entry["severity"] = severity
-        record = Record(seq, now, now, execution, entry)
+        record = Record(seq, stamp, now, execution, entry)
         self._all.append(record)
         self._by_execution.setdefault(execution, deque()).append(record)
         while len(self._all) > self.max_entries:
