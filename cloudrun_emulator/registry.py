@@ -118,6 +118,11 @@ class Registry:
     def executions(self) -> Iterable[Execution]:
         return self._executions.values()
 
+    def executions_in(self, project: str, location: str) -> list[Execution]:
+        """Every execution of a location's jobs, oldest first (creation order is ``seq`` order)."""
+        prefix = parent_name(project, location) + "/"
+        return [e for e in self._executions.values() if e.name.startswith(prefix)]
+
     def remove_execution(self, execution: Execution) -> None:
         self._executions.pop(execution.name, None)
         siblings = execution.job.executions

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import logging
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from google.protobuf import json_format
 
@@ -18,7 +18,7 @@ from cloudrun_emulator import limits, render
 from cloudrun_emulator.errors import ApiError, invalid
 from cloudrun_emulator.faults import FaultInjector
 from cloudrun_emulator.logstore import LogStore
-from cloudrun_emulator.records import EXECUTION_TYPE, JOB_TYPE, Execution, JobSeed, Operation, Wire
+from cloudrun_emulator.records import EXECUTION_TYPE, JOB_TYPE, Execution, JobSeed, Operation, Task, Wire
 from cloudrun_emulator.registry import Registry, parent_name
 from cloudrun_emulator.runtime import TaskRuntime
 from cloudrun_emulator.scheduler import Scheduler
@@ -37,6 +37,11 @@ from cloudrun_emulator.validation import (
 log = logging.getLogger("cloudrun_emulator")
 
 MAX_WAIT_SECONDS = 60.0
+# The name segment ListExecutions and ListTasks take for "every job" / "every execution" (execution.proto,
+# task.proto: 'To list all Tasks across Executions of a Job, use "-" instead of Execution name').
+WILDCARD = "-"
+_ACROSS = "tasks-across"  # the kind of a ListTasks page token over several executions
+_SPAN = limits.MAX_TASKS_PER_EXECUTION  # task indexes are below it, so seq * _SPAN + index is one position
 
 
 class CloudRunService:
@@ -169,11 +174,11 @@ class CloudRunService:
         return self._rendered(self.registry.execution(project, location, job_id, exec_id))
 
     def list_executions(self, project: str, location: str, job_id: str, size: object, token: str) -> Wire:
-        """ListExecutions of one job, newest first (as Cloud Run orders them)."""
-        job = self.registry.job(project, location, job_id)
+        """ListExecutions of one job, or of every job of the location for job ``-``; newest first (as Cloud
+        Run orders them)."""
+        executions = self._executions_of(project, location, job_id)
         limit = page_size(size)
         before = token_position(token, "executions")
-        executions = job.executions
         visible = self._created_by("Executions.ListExecutions")
         if executions and executions[-1].create_time > visible:
             executions = [e for e in executions if e.create_time <= visible]
@@ -183,6 +188,12 @@ class CloudRunService:
         page = [self._rendered(e) for e in reversed(executions[max(0, end - limit) : end])]
         next_token = make_token("executions", executions[end - limit].seq) if end > limit else ""
         return render.list_body("executions", page, next_token)
+
+    def _executions_of(self, project: str, location: str, job_id: str) -> list[Execution]:
+        """A job's executions, or the location's for the documented wildcard job ``-``; oldest first."""
+        if job_id == WILDCARD:
+            return self.registry.executions_in(project, location)
+        return self.registry.job(project, location, job_id).executions
 
     def _rendered(self, ex: Execution) -> Wire:
         """``render.execution``, kept until the execution (or its job) changes: a poll lists every execution of
@@ -224,7 +235,10 @@ class CloudRunService:
         return render.task(execution, task)
 
     def list_tasks(self, project: str, location: str, job_id: str, exec_id: str, size: object, token: str) -> Wire:
-        """ListTasks of one execution, by index."""
+        """ListTasks of one execution, by index; with the documented wildcard ``-`` for the execution (or the
+        job), of every execution of the job (or of the location)."""
+        if WILDCARD in (job_id, exec_id):
+            return self._list_tasks_across(project, location, job_id, exec_id, size, token)
         execution = self.registry.execution(project, location, job_id, exec_id)
         limit = page_size(size)
         start = token_position(token, "tasks") or 0
@@ -233,6 +247,32 @@ class CloudRunService:
         chunk = tasks[start : start + limit]
         next_token = make_token("tasks", start + limit) if start + limit < len(tasks) else ""
         return render.list_body("tasks", [render.task(execution, t) for t in chunk], next_token)
+
+    def _list_tasks_across(
+        self, project: str, location: str, job_id: str, exec_id: str, size: object, token: str
+    ) -> Wire:
+        """Tasks of several executions: newest execution first (as ListExecutions), each by index. A page
+        token is the next task's position, its execution's ``seq`` and its index in one number."""
+        limit = page_size(size)
+        start = token_position(token, _ACROSS)
+        after_seq, first_index = divmod(start, _SPAN) if start is not None else (None, 0)
+        visible = self._created_by("Tasks.ListTasks")
+
+        def tasks() -> Iterator[tuple[Execution, Task]]:
+            for ex in reversed(self._executions_of(project, location, job_id)):
+                if exec_id not in (WILDCARD, ex.exec_id) or ex.create_time > visible:
+                    continue
+                if after_seq is not None and ex.seq > after_seq:
+                    continue
+                skip = first_index if ex.seq == after_seq else 0
+                yield from ((ex, task) for task in ex.tasks[skip:])
+
+        chosen = list(itertools.islice(tasks(), limit + 1))
+        next_token = ""
+        if len(chosen) > limit:
+            ex, task = chosen[limit]
+            next_token = make_token(_ACROSS, ex.seq * _SPAN + task.index)
+        return render.list_body("tasks", [render.task(ex, task) for ex, task in chosen[:limit]], next_token)
 
     # ------------------------------------------------------------ operations
 
