@@ -333,7 +333,7 @@ def writable_folder_problem(folder: Path) -> str | None:
         return f"{existing} is not writable ({exc.strerror or exc})"
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
-        return f"the disk of {existing} is full ({free:,} bytes free)"
+        return f"the disk of {existing} is full: {free:,} bytes free, under the {MIN_FREE_BYTES:,} a report needs"
     return None
 
 
@@ -434,11 +434,14 @@ def _launch(
         os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
         if not options.quiet:
             console.print(f"fanout: no --project: running on the local emulator at {emulator.url}", highlight=False)
-    from controller.flow import fan_out
+    from controller.flow import ReportNotStored, fan_out
 
-    log_to_console(console, quiet=options.quiet, reported=USER_ERRORS)
+    log_to_console(console, quiet=options.quiet, reported=(*USER_ERRORS, ReportNotStored))
+    not_stored: ReportNotStored | None = None
     try:
         report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, flow_args)
+    except ReportNotStored as exc:  # the items ran: their summary still counts, the lost report fails the run
+        not_stored, report, url, interrupted = exc, exc.report, None, False
     finally:
         if emulator is not None:
             emulator.stop()
@@ -447,6 +450,9 @@ def _launch(
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
         return EXIT_INTERRUPTED
     print_summary(report, Console(stderr=False))
+    if not_stored is not None:
+        print(f"fanout: {not_stored}", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     print(f"report: {url}")
     if interrupted:
         return EXIT_INTERRUPTED

@@ -43,7 +43,7 @@ from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import BatchLink, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
-from controller.store import Store, open_bucket_block, open_store  # noqa: E402
+from controller.store import Store, StoreError, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -306,10 +306,16 @@ def _finish(
         items = runner.attach_results(items)
     except Exception as exc:
         runner.problems.append(runner.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
+    batch_id = runner.plan.batch.batch_id
+    try:  # before the report is built, so that a failure is one of its problems
+        store.write(batch_id, results.JSONL, results.jsonl_chunks(items))
+    except StoreError as exc:
+        runner.problems.append(runner.redact(f"results.jsonl not written: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
-    batch_id = report.batch_id
-    store.write(batch_id, results.JSONL, results.jsonl_chunks(report.items))
-    report, url, generation = reruns.store_report(store, report)  # a resumed batch keeps the reruns listed
+    try:
+        report, url, generation = reruns.store_report(store, report)  # a resumed batch keeps the reruns listed
+    except StoreError as exc:  # the items ran: this is not the caller's mistake, and the summary is still due
+        raise ReportNotStored(runner.redact(f"the report was not stored: {exc}"), report) from None
     try:
         reruns.write_html(store, report, generation)
     except Exception as exc:
@@ -400,6 +406,18 @@ def _name_flow_run(batch_id: str) -> None:
             client.update_flow_run(UUID(flow_run_id), name=batch_id)
     except Exception as exc:
         log.warning("flow run not renamed to batch %s: %s", batch_id, exc)
+
+
+class ReportNotStored(RuntimeError):
+    """The batch ran but its report.json could not be written (a full disk, storage gone): ``report`` is what
+    it would have held, for the caller to show."""
+
+    def __init__(self, message: str, report: Report) -> None:
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Prefect may pickle a state's data
+        return (type(self), (str(self), self.report))
 
 
 class ItemsFailed(RuntimeError):
@@ -589,6 +607,7 @@ __all__ = [
     "ItemsFailed",
     "LaunchState",
     "Options",
+    "ReportNotStored",
     "execute",
     "fan_out",
     "progress_sink",

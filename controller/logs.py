@@ -204,7 +204,8 @@ class _Collector:
         execution = labels.get(EXECUTION_LABEL, "")
         index_text = labels.get(TASK_INDEX_LABEL)
         candidates = self.owners.get((execution, None), []) + (
-            self.owners.get((execution, int(index_text)), []) if index_text is not None else []
+            # A label that is not an index (Cloud Run writes digits) matches no task rather than ending the tails.
+            self.owners.get((execution, int(index_text)), []) if index_text is not None and index_text.isdigit() else []
         )
         line: TailLine | None = None
         for key in candidates:

@@ -54,7 +54,10 @@ class Outcomes:
             console = self.console_url(state.execution.name) if state.execution else None
             for position, item in enumerate(state.launch.items):
                 tasks = by_index.get(position, []) if state.launch.packed else state.tasks or []
-                results.append(self._item_result(state, item, position, tasks, console))
+                try:
+                    results.append(self._item_result(state, item, position, tasks, console))
+                except Exception as exc:  # one value nobody foresaw costs this item's details, not the report
+                    results.append(self._unreadable(state, item, exc))
         results.sort(key=lambda r: r.index)
         return results
 
@@ -95,7 +98,11 @@ class Outcomes:
         exit_codes = [t.exit_code for t in task_results if t.exit_code is not None]
         starts = [t.start_time for t in task_results if t.start_time]
         ends = [t.end_time for t in task_results if t.end_time]
-        use = tasks_usage(task_results, cpu=launch.cpu, memory=launch.memory)
+        try:
+            use = tasks_usage(task_results, cpu=launch.cpu, memory=launch.memory)
+        except ValueError as exc:  # a limit that is no quantity: the item's cost is unknown, its outcome is not
+            use = None
+            reason = "; ".join([*([reason] if reason else []), f"cost not counted: {exc}"])
         return ItemResult(
             **base,
             state=item_state,
@@ -113,6 +120,19 @@ class Outcomes:
             vcpu_seconds=round(use.vcpu_seconds, 3) if use else None,
             gib_seconds=round(use.gib_seconds, 3) if use else None,
             cost_usd=round(use.cost_usd, 9) if use else None,
+        )
+
+    def _unreadable(self, state: LaunchState, item: Item, exc: Exception) -> ItemResult:
+        launch = state.launch
+        return ItemResult(
+            key=item.key,
+            index=item.index,
+            job=launch.job,
+            label=item.label,
+            launch=launch.index,
+            execution=state.execution.name if state.execution else None,
+            state=ItemState.FAILED,
+            reason=self.redact(f"outcome unknown: its result could not be read: {type(exc).__name__}: {exc}"),
         )
 
     def _unfinished(self, execution: ExecutionStatus) -> tuple[ItemState, str | None]:

@@ -9,6 +9,7 @@ string are redacted too, so a secret with a backslash or a quote in it cannot le
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,8 +40,13 @@ class Redactor:
         return text
 
 
+# A lone surrogate: a JSON "\ud800" escape in a log entry decodes to one, and no UTF-8 text can hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def payload_text(payload: Any) -> str:
-    """The line a person reads for a log entry's payload: its text, its ``message``, or else its JSON.
+    """The line a person reads for a log entry's payload: its text, its ``message``, or else its JSON, with
+    each lone surrogate read as U+FFFD (so the line can be written to a report).
 
     Never a Python repr: a redactor looks for a secret as written and as JSON spells it, not as repr does
     for every kind of value.
@@ -48,10 +54,12 @@ def payload_text(payload: Any) -> str:
     if payload is None:
         return ""
     if isinstance(payload, str):
-        return payload
-    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-        return str(payload["message"])
-    return json.dumps(payload, ensure_ascii=False, default=str, sort_keys=True)
+        text = payload
+    elif isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        text = str(payload["message"])
+    else:
+        text = json.dumps(payload, ensure_ascii=False, default=str, sort_keys=True)
+    return _SURROGATE.sub("\ufffd", text)
 
 
 __all__ = ["MASK", "MIN_SECRET_CHARS", "Redactor", "payload_text"]

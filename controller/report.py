@@ -213,9 +213,7 @@ class Report(_Frozen):
         yield head.encode() + b',\n "items": ['
         for start in range(0, len(self.items), items_per_chunk):
             chunk = self.items[start : start + items_per_chunk]
-            yield b"".join(
-                (b",\n" if start or n else b"\n") + _ITEM_JSON.dump_json(item) for n, item in enumerate(chunk)
-            )
+            yield b"".join((b",\n" if start or n else b"\n") + item_json(item) for n, item in enumerate(chunk))
         yield b"\n]\n}" if self.items else b"]\n}"
 
     @classmethod
@@ -236,6 +234,39 @@ class Report(_Frozen):
 
 
 _ITEM_JSON: TypeAdapter[ItemResult] = TypeAdapter(ItemResult)
+_ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+_IDENTITY = frozenset({"key", "index", "job", "state"})  # from the validated spec and the outcome: never dropped
+
+
+def item_json(item: ItemResult) -> bytes:
+    """One item as report.json holds it; an item with a value no JSON document can hold is written as
+    ``writable`` makes it, so one bad value never costs the report."""
+    try:
+        return _ITEM_JSON.dump_json(item)
+    except ValueError:  # PydanticSerializationError: checked field by field only then, so it costs nothing else
+        return _ITEM_JSON.dump_json(writable(item))
+
+
+def writable(item: ItemResult) -> ItemResult:
+    """``item`` without the fields no JSON document can hold (a lone surrogate in a log line or a reason, a
+    value nested past the serializer's limit), each set back to its default, and its reason saying which."""
+    lost: list[str] = []
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(item):
+        value = getattr(item, field.name)
+        if field.name in _IDENTITY or value is None:
+            continue
+        try:
+            _ANY_JSON.dump_json(value)
+        except ValueError as exc:
+            lost.append(f"{field.name} ({str(exc).removeprefix('Error serializing to JSON: ')})")
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            changes[field.name] = default
+    if not lost:
+        return item
+    note = "not in the report, no JSON document can hold it: " + ", ".join(lost)
+    reason = changes.get("reason", item.reason)
+    return dataclasses.replace(item, **{**changes, "reason": f"{reason}; {note}" if reason else note})
 
 
 def summarize(items: Iterable[ItemResult], *, launches: int, duration_seconds: float | None) -> Summary:

@@ -234,12 +234,21 @@ def jsonl_chunks(items: Iterable[ItemResult], items_per_chunk: int = 1000) -> It
         record: dict[str, Any] = {"key": item.key, "state": str(item.state), "result": item.result}
         if item.result_uri:
             record["result_uri"] = item.result_uri
-        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        lines.append(_jsonl_line(record))
         if len(lines) >= items_per_chunk:
             yield b"".join(lines)
             lines = []
     if lines:
         yield b"".join(lines)
+
+
+def _jsonl_line(record: dict[str, Any]) -> bytes:
+    """One strict JSON line; a result no JSON can hold (``collect_results`` refuses those it reads, but an
+    item's result may come from elsewhere) is written null rather than costing the file."""
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        return json.dumps({**record, "result": None}, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 class ResultRecord(NamedTuple):

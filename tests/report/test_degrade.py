@@ -1,0 +1,54 @@
+"""Degrade, never destroy: a value no JSON document can hold, wherever in an item it comes from, costs that
+item's field (with a reason), never the report, results.jsonl or report.html; a launch whose cost cannot be
+counted keeps its outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+from controller.html_report import render_html_chunks
+from controller.redact import payload_text
+from controller.report import Report
+from controller.results import jsonl_chunks
+
+
+def _strict(line: bytes) -> object:
+    def refuse(name: str) -> object:
+        raise AssertionError(f"{name} is not JSON")
+
+    return json.loads(line.decode("utf-8"), parse_constant=refuse)
+
+
+def test_an_item_field_no_json_can_hold_is_left_out_with_a_reason(make_report: Callable[..., Report]) -> None:
+    report = make_report(3)
+    deep: object = []
+    for _ in range(300):  # past the serializer's depth limit
+        deep = [deep]
+    bad = dataclasses.replace(
+        report.items[1], log_tail=["ok", "lone \ud800 surrogate"], result=deep, reason="failed \udfff"
+    )
+    nan = dataclasses.replace(report.items[2], result=float("nan"))
+    report = report.model_copy(update={"items": [report.items[0], bad, nan]})
+
+    document = b"".join(report.json_chunks())
+    back = Report.from_json(document)
+
+    assert back.items[0] == report.items[0]  # the others whole
+    kept = back.items[1]
+    assert kept.key == bad.key and kept.state is bad.state and kept.log_tail is None and kept.result is None
+    assert kept.reason is not None and kept.reason.startswith("not in the report, no JSON document can hold it: ")
+    assert all(f"{name} (" in kept.reason for name in ("reason", "log_tail", "result"))
+    lines = b"".join(jsonl_chunks(report.items)).splitlines()
+    records = [_strict(line) for line in lines]  # strict JSON on every line: NaN written as null
+    assert [record["key"] for record in records] == [item.key for item in report.items]  # type: ignore[index]
+    assert records[2]["result"] is None  # type: ignore[index]
+    assert b"".join(render_html_chunks(report)).startswith(b"<!DOCTYPE html>")
+
+
+def test_a_log_line_with_a_lone_surrogate_reads_as_a_replacement_character() -> None:
+    assert payload_text("a \ud800 b") == "a \ufffd b"
+    assert payload_text({"message": "\udfff"}) == "\ufffd"
+    assert payload_text({"data": "\ud800"}) == '{"data": "\ufffd"}'
+    assert payload_text("\U0001f600 fine") == "\U0001f600 fine"  # a real character outside the BMP stays
