@@ -17,12 +17,14 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from cloudrun_emulator.api import discovery
 from cloudrun_emulator.api.rpc import LOST, ROUTER, ClientGone, Dispatcher
 from cloudrun_emulator.errors import ApiError, invalid
 from cloudrun_emulator.faults import Faults
 from cloudrun_emulator.render import enums_as_ints
 
 log = logging.getLogger("cloudrun_emulator")
+DISCOVERY_PATH = "/$discovery/rest"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -56,6 +58,9 @@ class EmulatorApp:
             if path.startswith("/_emulator/"):
                 status, payload = await self._own(method, path, receive)
                 rpc = "Emulator"
+            elif path == DISCOVERY_PATH and method == "GET":
+                status, payload = _discovery(scope)
+                rpc = "Discovery"
             else:
                 status, payload, rpc = await self._google(scope, receive, send)
             if payload is not None:
@@ -118,6 +123,20 @@ class EmulatorApp:
             return 200, {"status": "ok"}
         error = ApiError("NOT_FOUND", f"No emulator endpoint {method} {path}.")
         return error.http_code, error.body()
+
+
+def _discovery(scope: Scope) -> tuple[int, Any]:
+    """The discovery document of ``version=v2``, its URLs at the host the client asked (its Host header)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    version = query.get("version", [""])[-1]
+    if version != "v2":
+        error = ApiError("NOT_FOUND", f"No discovery document for version {version!r}; the emulator serves v2.")
+        return error.http_code, error.body()
+    host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"host"), "")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"[{server[0]}]:{server[1]}" if ":" in str(server[0]) else f"{server[0]}:{server[1]}"
+    return 200, discovery.document(f"http://{host}/")
 
 
 async def _read_json(receive: Receive) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.cloud import run_v2
 from google.longrunning import operations_pb2
 
-from cloudrun_emulator.api.routing import EXEC, JOB, Call, descriptor, route
+from cloudrun_emulator.api.routing import EXEC, JOB, Call, descriptor, route, unimplemented
 from cloudrun_emulator.records import Wire
 from cloudrun_emulator.service import CloudRunService
 
@@ -39,4 +39,5 @@ ROUTES = [
     route("GET", EXEC, "Executions.GetExecution", get_execution, descriptor(run_v2.Execution)),
     route("DELETE", EXEC, "Executions.DeleteExecution", delete_execution, _OP),
     route("POST", EXEC + r":cancel", "Executions.CancelExecution", cancel_execution, _OP, has_body=True),
+    route("GET", EXEC + r"/(?P<operation_id>[^/:]+):exportStatus", "Executions.ExportStatus", unimplemented, None),
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from google.cloud import run_v2
 from google.longrunning import operations_pb2
 
-from cloudrun_emulator.api.routing import JOB, LOC, Call, descriptor, route
-from cloudrun_emulator.errors import ApiError, invalid
+from cloudrun_emulator.api.routing import JOB, LOC, Call, descriptor, route, unimplemented
+from cloudrun_emulator.errors import invalid
 from cloudrun_emulator.records import Wire
 from cloudrun_emulator.service import CloudRunService
 
@@ -37,10 +37,6 @@ async def delete_job(s: CloudRunService, c: Call) -> Wire:
 
 async def run_job(s: CloudRunService, c: Call) -> Wire:
     return s.run_job(*c.where, c.params["job"], c.body)
-
-
-async def unimplemented(s: CloudRunService, c: Call) -> Wire:
-    raise ApiError("UNIMPLEMENTED", "This method is not implemented by the local Cloud Run emulator.")
 
 
 _OP = operations_pb2.Operation.DESCRIPTOR

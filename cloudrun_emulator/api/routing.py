@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
+from cloudrun_emulator.errors import ApiError
 from cloudrun_emulator.records import Wire
 from cloudrun_emulator.service import CloudRunService
 
@@ -35,6 +36,11 @@ class Call:
 
 
 Handler = Callable[[CloudRunService, Call], Awaitable[Wire]]
+
+
+async def unimplemented(s: CloudRunService, c: Call) -> Wire:
+    """The handler of a method the emulator knows but does not emulate: 501 UNIMPLEMENTED."""
+    raise ApiError("UNIMPLEMENTED", "This method is not implemented by the local Cloud Run emulator.")
 
 
 @dataclass(frozen=True)
