@@ -8,10 +8,10 @@ locals {
   # The defaults of controller.catalog.JobDefinition, for fields a job.yaml leaves out.
   # tests/terraform checks that the two stay equal.
   job_defaults = {
-    command       = []
-    args          = []
-    env           = {}
-    secret_env    = {}
+    command         = []
+    args            = []
+    env             = {}
+    secret_env      = {}
     timeout         = "600s"
     max_retries     = 3
     task_count      = 1
@@ -86,6 +86,9 @@ locals {
   # only-dir, and with implicit-dirs an item's folder in it before it creates a file there; its layout
   # probe at mount time (GetStorageLayout, on unless the volume passes enable-hns=false) would need listing
   # the whole bucket.
+  # An Artifact Registry path, LOCATION-docker.pkg.dev/PROJECT/REPOSITORY[/...], or null for another registry.
+  registry = try(regex("^([a-z0-9-]+)-docker\\.pkg\\.dev/([a-z0-9:.-]+)/([a-z0-9._-]+)", var.image_registry), null)
+
   results_list_condition = "api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith(\"${var.report_prefix}\") && api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").extract(\"${var.report_prefix}{batch}/results/\") != \"\""
 }
 
@@ -215,7 +218,11 @@ resource "google_cloud_run_v2_job" "this" {
 
   # A job whose tasks read a secret they may not access fails when it runs, not when it is created: create
   # the grants first (the provider's own cloudrunv2_job_secret example does the same).
-  depends_on = [google_secret_manager_secret_iam_member.jobs_secrets]
+  # The same holds for pulling images from a registry in another project.
+  depends_on = [
+    google_secret_manager_secret_iam_member.jobs_secrets,
+    google_artifact_registry_repository_iam_member.run_agent_pulls_images,
+  ]
 
   lifecycle {
     precondition {
@@ -240,6 +247,33 @@ resource "google_cloud_run_v2_job" "this" {
   }
 }
 
+# --- pulling the images ---------------------------------------------------------------------------------
+# Cloud Run pulls a job's image as the project's Cloud Run service agent, which can read Artifact Registry
+# repositories of its own project only. With images in another project's repository, grant_registry_access
+# gives it Artifact Registry Reader on that one repository.
+
+data "google_project" "this" {
+  count      = var.grant_registry_access ? 1 : 0
+  project_id = var.project_id
+}
+
+resource "google_artifact_registry_repository_iam_member" "run_agent_pulls_images" {
+  count = var.grant_registry_access ? 1 : 0
+
+  project    = local.registry[1]
+  location   = local.registry[0]
+  repository = local.registry[2]
+  role       = "roles/artifactregistry.reader"
+  member     = "serviceAccount:service-${data.google_project.this[0].number}@serverless-robot-prod.iam.gserviceaccount.com"
+
+  lifecycle {
+    precondition {
+      condition     = local.registry != null
+      error_message = "grant_registry_access needs an Artifact Registry image_registry (LOCATION-docker.pkg.dev/PROJECT/REPOSITORY); grant other registries' read access outside this module."
+    }
+  }
+}
+
 # --- controller access to the jobs --------------------------------------------------------------------
 # Granted on each job, not the project, so the controller can run only these jobs.
 
@@ -255,14 +289,28 @@ resource "google_cloud_run_v2_job_iam_member" "controller_run" {
   member   = local.controller_member
 }
 
-# Reads of the job and of its executions and tasks (states, exit codes, attempts), which live under it.
+# Reads of the job's executions and tasks (states, exit codes, attempts), which live under it: a custom role
+# with the three calls controller/cloudrun.py makes. roles/run.viewer would add run.jobs.get, run.tasks.get
+# and the IAM policy reads, which nothing here calls.
+resource "google_project_iam_custom_role" "job_reader" {
+  project     = var.project_id
+  role_id     = "${local.role_prefix}_job_reader"
+  title       = "Fan-out: watch job executions"
+  description = "Read a job's executions and list their tasks, granted on each fan-out job."
+  permissions = [
+    "run.executions.get",  # GetExecution
+    "run.executions.list", # ListExecutions
+    "run.tasks.list",      # ListTasks
+  ]
+}
+
 resource "google_cloud_run_v2_job_iam_member" "controller_view" {
   for_each = google_cloud_run_v2_job.this
 
   project  = var.project_id
   location = var.region
   name     = each.value.name
-  role     = "roles/run.viewer"
+  role     = google_project_iam_custom_role.job_reader.name
   member   = local.controller_member
 }
 
@@ -375,6 +423,12 @@ resource "google_storage_bucket" "reports" {
     enabled = true
   }
 
+  # Versioning already keeps a deleted object noncurrent_retention_days; soft delete (7 days unless set)
+  # would keep it, and bill it, that much longer again once the lifecycle rules remove it. Off by default.
+  soft_delete_policy {
+    retention_duration_seconds = var.soft_delete_retention_days * 86400
+  }
+
   lifecycle_rule {
     condition {
       age            = var.report_retention_days
@@ -432,6 +486,12 @@ resource "google_storage_bucket" "reports" {
     precondition {
       condition     = !startswith(var.report_prefix, var.manifest_prefix) && !startswith(var.manifest_prefix, var.report_prefix)
       error_message = "report_prefix and manifest_prefix must not contain one another: the jobs may read manifests but not reports."
+    }
+    # Cloud Storage uses a default key only from the bucket's own location; the multi-region EU is
+    # "europe" in Cloud KMS, US and ASIA are "us" and "asia" in both.
+    precondition {
+      condition     = var.kms_key_name == null || try(regex("/locations/([^/]+)/", var.kms_key_name)[0], "") == lookup({ eu = "europe" }, lower(coalesce(var.bucket_location, var.region)), lower(coalesce(var.bucket_location, var.region)))
+      error_message = "kms_key_name must be a key in the bucket's location (${lower(coalesce(var.bucket_location, var.region))}); Cloud Storage cannot use a key from another location."
     }
     precondition {
       condition     = !startswith(var.spec_prefix, var.manifest_prefix)
@@ -558,4 +618,47 @@ resource "google_storage_bucket_iam_member" "jobs_results" {
     description = "Only objects in a batch's results/ folder under the report prefix, and listings of it."
     expression  = "(${local.results_condition}) || (${local.results_list_condition})"
   }
+}
+
+# --- teardown -------------------------------------------------------------------------------------------
+# The provider refuses to delete a job with deletion_protection, but only when it gets to the job: a plain
+# `terraform destroy` would first remove the grants, roles, log view and bucket, then stop with the jobs and
+# their service account left. Destroy order is the reverse of dependencies, so this guard, which depends on
+# everything here, is destroyed first, and while deletion_protection is on it fails before anything is gone.
+# Tear down with deletion_protection = false: apply it, then destroy (README.md, "Tearing down").
+resource "terraform_data" "destroy_guard" {
+  input = var.deletion_protection
+
+  provisioner "local-exec" {
+    when    = destroy
+    command = self.input ? "echo 'deletion_protection is on: terraform apply -var deletion_protection=false first, then destroy' >&2; exit 1" : "true"
+  }
+
+  depends_on = [
+    google_service_account.jobs,
+    google_service_account.controller,
+    google_cloud_run_v2_job.this,
+    google_artifact_registry_repository_iam_member.run_agent_pulls_images,
+    google_cloud_run_v2_job_iam_member.controller_run,
+    google_project_iam_custom_role.job_reader,
+    google_cloud_run_v2_job_iam_member.controller_view,
+    google_project_iam_custom_role.one_off_jobs,
+    google_project_iam_member.controller_one_off_jobs,
+    google_service_account_iam_member.controller_acts_as_jobs,
+    google_logging_log_view.jobs,
+    google_logging_log_view_iam_member.controller_logs,
+    google_project_iam_member.controller_logs_project,
+    google_secret_manager_secret_iam_member.jobs_secrets,
+    google_storage_bucket.reports,
+    google_kms_crypto_key_iam_member.storage_agent_uses_key,
+    google_project_iam_custom_role.controller_objects,
+    google_project_iam_custom_role.object_reader,
+    google_project_iam_custom_role.result_writer,
+    google_storage_bucket_iam_member.controller_objects,
+    google_storage_bucket_iam_member.controller_specs,
+    google_project_iam_custom_role.bucket_metadata_reader,
+    google_storage_bucket_iam_member.controller_bucket_metadata,
+    google_storage_bucket_iam_member.jobs_manifests,
+    google_storage_bucket_iam_member.jobs_results,
+  ]
 }

@@ -5,13 +5,13 @@ output "job_catalog" {
     region  = var.region
     jobs = {
       for name, job in google_cloud_run_v2_job.this : name => {
-        description   = local.jobs[name].description
-        image         = local.jobs[name].image
-        command       = local.jobs[name].command
-        args          = local.jobs[name].args
-        env           = local.jobs[name].env
-        secret_env    = local.jobs[name].secret_env
-        resources     = local.jobs[name].resources
+        description     = local.jobs[name].description
+        image           = local.jobs[name].image
+        command         = local.jobs[name].command
+        args            = local.jobs[name].args
+        env             = local.jobs[name].env
+        secret_env      = local.jobs[name].secret_env
+        resources       = local.jobs[name].resources
         timeout         = local.jobs[name].timeout
         max_retries     = local.jobs[name].max_retries
         task_count      = local.jobs[name].task_count
@@ -25,13 +25,11 @@ output "job_catalog" {
         volume_mounts   = local.jobs[name].volume_mounts
       }
     }
-    report_bucket              = google_storage_bucket.reports.name
-    report_prefix              = var.report_prefix
-    manifest_prefix            = var.manifest_prefix
-    log_view                   = var.log_access == "view" ? google_logging_log_view.jobs[0].id : null
-    controller_service_account = google_service_account.controller.email
-    jobs_service_account       = google_service_account.jobs.email
-    spec_prefix                = var.spec_prefix
+    report_bucket        = google_storage_bucket.reports.name
+    report_prefix        = var.report_prefix
+    manifest_prefix      = var.manifest_prefix
+    log_view             = var.log_access == "view" ? google_logging_log_view.jobs[0].id : null
+    jobs_service_account = google_service_account.jobs.email
   }
 }
 

@@ -155,7 +155,7 @@ variable "log_access" {
 }
 
 variable "deletion_protection" {
-  description = "Refuse to destroy the Cloud Run jobs (the provider's deletion_protection); turn off only to tear an environment down."
+  description = "Refuse to destroy the Cloud Run jobs (the provider's deletion_protection), and stop a terraform destroy before it removes anything; apply with false first to tear an environment down."
   type        = bool
   default     = true
 }
@@ -196,5 +196,22 @@ variable "extra_secret_ids" {
   validation {
     condition     = alltrue([for id in var.extra_secret_ids : can(regex("^(projects/[^/]+/secrets/)?[A-Za-z0-9_-]{1,255}$", id))])
     error_message = "extra_secret_ids must be secret IDs (letters, digits, '_' or '-') or projects/PROJECT/secrets/ID."
+  }
+}
+
+variable "grant_registry_access" {
+  description = "Grant the project's Cloud Run service agent Artifact Registry Reader on the image_registry repository, which it needs to pull the jobs' images when that repository is in another project (within the project it can already)."
+  type        = bool
+  default     = false
+}
+
+variable "soft_delete_retention_days" {
+  description = "Days Cloud Storage keeps, and bills, an object after it is deleted for good (soft delete). 0 turns it off: versioning already keeps deleted reports noncurrent_retention_days."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.soft_delete_retention_days == 0 || (var.soft_delete_retention_days >= 7 && var.soft_delete_retention_days <= 90 && floor(var.soft_delete_retention_days) == var.soft_delete_retention_days)
+    error_message = "soft_delete_retention_days must be 0 (off) or a whole number of days from 7 to 90."
   }
 }

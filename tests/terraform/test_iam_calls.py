@@ -18,6 +18,7 @@ BINDING_KINDS = (
     "google_secret_manager_secret_iam_member",
     "google_service_account_iam_member",
     "google_kms_crypto_key_iam_member",
+    "google_artifact_registry_repository_iam_member",
 )
 _CUSTOM_ROLE = re.compile(r"^google_project_iam_custom_role\.(\w+)(?:\[0\])?\.name$")
 

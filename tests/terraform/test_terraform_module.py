@@ -30,7 +30,8 @@ def test_versions_pin_terraform_and_the_google_provider(module):
     (settings,) = module["terraform"]
     assert settings["required_version"] == ">= 1.5.0"
     google = settings["required_providers"][0]["google"]
-    assert google == {"source": "hashicorp/google", "version": "~> 7.0"}
+    # 7.31.0 is the lowest release the module plans against (test_terraform_cli.py shows 6.50.0 cannot).
+    assert google == {"source": "hashicorp/google", "version": "~> 7.31"}
 
 
 def test_every_variable_has_a_description_a_type_and_validation_unless_boolean(module):
@@ -146,8 +147,14 @@ def test_one_off_jobs_get_only_the_calls_they_need(module):
 
 def test_controller_runs_and_reads_each_job(module):
     grants = resources(module, "google_cloud_run_v2_job_iam_member")
-    assert {g["role"] for g in grants.values()} == {"roles/run.jobsExecutorWithOverrides", "roles/run.viewer"}
+    assert {g["role"] for g in grants.values()} == {
+        "roles/run.jobsExecutorWithOverrides",
+        "${google_project_iam_custom_role.job_reader.name}",
+    }
     assert all(expression(g["member"]) == "local.controller_member" for g in grants.values())
+    # Not roles/run.viewer: run.jobs.get, run.tasks.get and the IAM policy reads are never called.
+    reader = resources(module, "google_project_iam_custom_role")["job_reader"]
+    assert set(reader["permissions"]) == {"run.executions.get", "run.executions.list", "run.tasks.list"}
 
 
 OBJECT_PERMISSIONS_NEVER_USED = {
@@ -220,7 +227,10 @@ def test_the_storage_agent_may_use_the_buckets_kms_key(module):
 
 def test_jobs_are_created_after_their_secret_grants(module):
     job = resources(module, "google_cloud_run_v2_job")["this"]
-    assert job["depends_on"] == ["${google_secret_manager_secret_iam_member.jobs_secrets}"]
+    assert job["depends_on"] == [
+        "${google_secret_manager_secret_iam_member.jobs_secrets}",
+        "${google_artifact_registry_repository_iam_member.run_agent_pulls_images}",
+    ]
 
 
 def test_the_bucket_is_private_versioned_and_expires_objects(module):
@@ -282,6 +292,17 @@ def test_the_catalog_output_lists_every_field_the_controller_reads(module):
     assert {a for a, b in job_fields if a == b} == {a for a, _ in job_fields}
     expected = json.loads((REPO / "tests/terraform/job_catalog_output.json").read_text())
     assert {field for field, _ in job_fields} == set(next(iter(expected["jobs"].values())))
+    assert set(value) == set(expected)
+
+
+def test_every_top_level_catalog_field_is_read_by_the_controller(module):
+    """An output field nothing reads is a promise nobody keeps (controller_service_account and spec_prefix
+    were: the controller's identity has its own output, and specs are read by name)."""
+    outputs = {name: body for block in module["output"] for name, body in block.items()}
+    source = (REPO / "controller" / "catalog.py").read_text(encoding="utf-8")
+    reader = source[source.index("def from_terraform_output") : source.index("def load(")]
+    read = set(re.findall(r"""data(?:\.get\(|\[)["'](\w+)["']""", reader))
+    assert set(outputs["job_catalog"]["value"]) == read - {"job_catalog", "value"}  # those two unwrap the output
 
 
 @pytest.mark.parametrize("wrap", ["value", "terraform output -json", "whole output"])

@@ -16,7 +16,11 @@ module "fanout" {
   image_registry     = var.image_registry
   report_bucket_name = var.report_bucket_name
 
-  # Set to false and apply before `terraform destroy`: the provider refuses to delete protected jobs.
+  # The controller may create, run and delete its own jobs for one-off items (image + command), as
+  # examples/mixed.yaml has.
+  allow_one_off_jobs = true
+
+  # Set to false and apply before `terraform destroy`: until then a destroy stops before removing anything.
   deletion_protection = var.deletion_protection
   # jobs_dir is left at its default: the repository's jobs/ folder, the controller's own source.
 }
