@@ -19,8 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from controller import limits
 from controller.durations import parse_duration, to_api_duration
+from controller.files import read_regular_file
 
 DEFAULT_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+# The most a catalog file may hold: a Terraform output of thousands of jobs is a few MiB; a job.yaml a few KiB.
+MAX_CATALOG_BYTES = 64 * 2**20
+MAX_JOB_FILE_BYTES = 2**20
 LOCAL_REGISTRY = "local"
 
 
@@ -366,9 +370,9 @@ class Catalog:
         problems: list[str] = []
         for path in files:
             try:
-                raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+                raw = yaml.safe_load(read_regular_file(path, MAX_JOB_FILE_BYTES).decode("utf-8"))
                 job = JobDefinition.model_validate(raw)
-            except (OSError, yaml.YAMLError, ValidationError) as exc:
+            except (OSError, ValueError, yaml.YAMLError, ValidationError) as exc:
                 problems.append(f"{path}: {_short(exc)}")
                 continue
             if job.name != path.parent.name:
@@ -420,7 +424,7 @@ class Catalog:
         if path.is_dir():
             return cls.from_jobs_dir(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular_file(path, MAX_CATALOG_BYTES).decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise CatalogError(f"cannot read job catalog {path}: {_short(exc)}") from None
         return cls.from_terraform_output(data)

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import textwrap
@@ -25,6 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from controller.catalog import Catalog, CatalogError
+from controller.files import NotReadable, read_regular_file
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
 from controller.ownership import BatchConflict
 from controller.plan import Launch, Mode, Plan, PlanError, plan
@@ -515,12 +515,9 @@ def _read_local_report(path: Path) -> bytes:
     if path.is_dir():
         path = path / "report.json"
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path} is not a regular file; give report.json or its folder")
-        if info.st_size > MAX_REPORT_BYTES:
-            raise InputError(f"{path} is {info.st_size:,} bytes; a fanout report is at most {MAX_REPORT_BYTES:,}")
-        return path.read_bytes()
+        return read_regular_file(path, MAX_REPORT_BYTES)
+    except NotReadable as exc:
+        raise InputError(f"{exc}; give report.json or its folder") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 

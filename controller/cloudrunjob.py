@@ -22,8 +22,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from controller import limits
 from controller.catalog import Catalog
 from controller.report import ItemResult, ItemState, Report
 from controller.spec import load_batch
@@ -90,6 +91,36 @@ class CloudRunJob(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     report_to: str = Field(default="reports", description="a folder or gs:// prefix for the batch's report")
     poll_interval: float = Field(default=2.0, gt=0)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, region: str) -> str:
+        if not limits.REGION_RE.match(region):
+            raise ValueError(f"{region!r} is not a Cloud Run region such as 'us-central1' or 'europe-west1'")
+        return region
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, report_to: str) -> str:
+        if not report_to.strip():
+            raise ValueError("give a folder or a gs://BUCKET/PREFIX for the report, not an empty string")
+        if report_to.startswith("gs://") and not report_to.removeprefix("gs://").partition("/")[0]:
+            raise ValueError(f"{report_to!r} names no bucket; use gs://BUCKET/PREFIX")
+        return report_to
+
+    @model_validator(mode="after")
+    def _resources(self) -> CloudRunJob:
+        """cpu and memory against Cloud Run's limits for jobs, before anything is sent."""
+        cpu = None if self.cpu is None else str(self.cpu)
+        memory = None if self.memory is None or self.memory_unit is None else f"{self.memory}{self.memory_unit}"
+        problem = (
+            (cpu and limits.cpu_problem(cpu))
+            or (memory and limits.memory_problem(memory))
+            or ((cpu or memory) and limits.resources_problem(cpu or "1", memory or "512Mi"))
+        )
+        if problem:
+            raise ValueError(f"CloudRunJob cpu/memory: {problem}")
+        return self
 
     def run(self) -> CloudRunJobResult:
         """Run the command once and wait for it to end."""

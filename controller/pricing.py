@@ -9,12 +9,12 @@ discounts, no Tier 2 regions, nothing for requests, egress, logging or storage.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from controller.catalog import Catalog
+from controller.limits import quantity
 from controller.plan import Launch, Plan
 
 if TYPE_CHECKING:
@@ -29,28 +29,6 @@ ESTIMATE_NOTE = "estimate at Cloud Run Tier 1 list prices; no free tier, no disc
 BILLING_STEP_SECONDS = 0.1
 # The task timeout Cloud Run applies when the job sets none (the controller's one-off jobs set none).
 DEFAULT_TASK_TIMEOUT_SECONDS = 600.0
-
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-_FACTOR = {
-    None: 1.0,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-}
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as a number: "1" -> 1, "500m" -> 0.5, "512Mi" -> 536870912."""
-    match = _QUANTITY.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a quantity such as '1', '500m' or '512Mi'")
-    return float(match.group(1)) * _FACTOR[match.group(2)]
 
 
 def gib(memory: str) -> float:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from controller import limits, spec_yaml
 from controller.catalog import Catalog, JobDefinition
 from controller.durations import parse_duration
+from controller.files import NotReadable, read_regular_file
 from controller.gc_pause import gc_paused
 from controller.redact import MIN_SECRET_CHARS, Redactor
 from controller.spec_lines import LazyLines, line_of
@@ -115,6 +116,34 @@ class ItemFields(_Strict):
                     f"(Cloud Run's limit), got {timeout!r}"
                 )
         return timeout
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and (not image or image != image.strip() or any(c.isspace() for c in image)):
+            raise ValueError("image is a container image URL such as 'us-docker.pkg.dev/P/R/NAME:TAG', without spaces")
+        return image
+
+    @field_validator("task_count", "retries", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's true would count as 1
+            raise ValueError(f"a whole number is needed, not {str(value).lower()}")
+        return value
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, cpu: str | None) -> str | None:
+        if cpu is not None and (problem := limits.cpu_problem(cpu)):
+            raise ValueError(problem)
+        return cpu
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, memory: str | None) -> str | None:
+        if memory is not None and (problem := limits.memory_problem(memory)):
+            raise ValueError(problem)
+        return memory
 
     @field_validator("args", "command")
     @classmethod
@@ -263,16 +292,15 @@ def parse_text(text: str | bytes, source: str = "<spec>") -> tuple[Any, str]:
 def load_spec_file(path: str | Path) -> tuple[Any, str, str]:
     """Read a spec file: returns the parsed data, its text and a display name.
 
-    The read is bounded: a FIFO fed for ever or /dev/zero (whose size says 0) is refused at the limit.
+    Only a regular file, and the read is bounded: a FIFO, /dev/zero or a file over the limit is refused.
     """
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_SPEC_BYTES + 1)
+        raw = read_regular_file(path, MAX_SPEC_BYTES)
     except OSError as exc:
         raise SpecError([f"cannot read the spec: {exc.strerror or exc}"], str(path)) from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError([f"the spec is over {MAX_SPEC_BYTES:,} bytes, the limit"], str(path))
+    except NotReadable as exc:
+        raise SpecError([f"cannot read the spec: {exc}; give a YAML or JSON file"], str(path)) from None
     data, text = parse_text(raw, str(path))
     return data, text, str(path)
 
@@ -467,6 +495,14 @@ def _target(
     return _Target(job, image, definition), problems
 
 
+def _resources_problems(fields: _Fields, here: _Loc) -> _Problems:
+    """A one-off run's cpu and memory as a pair (each alone is checked by the schema)."""
+    if fields["cpu"] is None and fields["memory"] is None:
+        return []
+    problem = limits.resources_problem(fields["cpu"] or "1", fields["memory"] or "512Mi")
+    return [((*here, "memory" if fields["memory"] is not None else "cpu"), problem)] if problem else []
+
+
 def _job_problems(own: _Fields, args: list[str] | None, target: _Target, here: _Loc) -> _Problems:
     """What a provisioned job's definition forbids: missing args, a retries value it cannot take."""
     definition, job = target.definition, target.job
@@ -552,6 +588,8 @@ class _Resolver:
             _env({**(base_env or {}), **(own["env"] or {})}, here) if own["env"] or base_env else (_NO_ENV, [])
         )
         problems += target_problems + _job_problems(own, fields["args"], target, here) + env_problems
+        if target.image is not None:
+            problems += _resources_problems(fields, here)
         if problems:
             return None, problems
         command, args, timeout = fields["command"], fields["args"], fields["timeout"]

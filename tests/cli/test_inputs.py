@@ -207,30 +207,28 @@ def test_report_show_does_not_wait_on_a_fifo(capsys: pytest.CaptureFixture[str],
     assert f"fanout: {fifo} is not a regular file" in err
 
 
-def _feed(fifo: Path, done: threading.Event) -> None:
-    try:
-        with fifo.open("wb") as handle:
-            while not done.is_set():
-                handle.write(b"y\n" * 4096)
-    except OSError:
-        return
-
-
-def test_a_spec_from_an_endless_fifo_is_refused_at_the_limit(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_fifo_as_spec_or_catalog_is_refused_whether_fed_or_not(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from controller import spec
-
-    monkeypatch.setattr(spec, "MAX_SPEC_BYTES", 64 * 1024)
     fifo = tmp_path / "spec.yaml"
-    os.mkfifo(fifo)
-    done = threading.Event()
-    threading.Thread(target=lambda: _feed(fifo, done), daemon=True).start()
-    try:
-        err = refused(capsys, "plan", str(fifo))
-    finally:
-        done.set()
-    assert "the spec is over 65,536 bytes, the limit" in err
+    os.mkfifo(fifo)  # no writer: opening it to read would block for ever
+    spec = tmp_path / "one.yaml"
+    spec.write_text("items:\n  - job: hello\n")
+    codes: list[int] = []
+
+    def plans() -> None:
+        codes.append(main(["plan", str(fifo)]))
+        codes.append(main(["plan", str(spec), "--catalog", str(fifo)]))
+        codes.append(main(["plan", str(spec), "--catalog", "/dev/zero"]))  # its size says 0; it never ends
+
+    reader = threading.Thread(target=plans, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert codes == [2, 2, 2], "fanout plan blocked on a FIFO or read /dev/zero"
+    err = capsys.readouterr().err
+    assert f"cannot read the spec: {fifo} is not a regular file; give a YAML or JSON file" in err
+    assert f"fanout: cannot read job catalog {fifo}: {fifo} is not a regular file" in err
+    assert "fanout: cannot read job catalog /dev/zero: /dev/zero is not a regular file" in err
 
 
 def test_plan_uses_words_for_counts(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

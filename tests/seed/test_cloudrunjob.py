@@ -7,6 +7,7 @@ The article's flow is written here as the article has it; only its ``CloudRunJob
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,29 @@ def test_invalid_fields_are_refused_by_name() -> None:
         CloudRunJob(image="python:3.12-slim", region="us-central1", command=["true"], vpc_connector="x")
     with pytest.raises(ValueError, match="memory_unit"):
         CloudRunJob(image="python:3.12-slim", region="us-central1", command=["true"], memory=512).run()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"cpu": 10**9}, "'1000000000' is not a CPU limit Cloud Run takes"),
+        ({"cpu": 3}, "'3' is not a CPU limit Cloud Run takes"),
+        ({"memory": 99999999999999999, "memory_unit": "Gi"}, "is not a memory limit Cloud Run takes"),
+        ({"memory": 64, "memory_unit": "Mi"}, "'64Mi' is not a memory limit Cloud Run takes"),
+        ({"cpu": 1, "memory": 16, "memory_unit": "Gi"}, "memory '16Gi' needs at least 4 vCPU (cpu is '1')"),
+        ({"region": "../../x"}, "'../../x' is not a Cloud Run region such as 'us-central1'"),
+        ({"report_to": "gs://"}, "'gs://' names no bucket; use gs://BUCKET/PREFIX"),
+        ({"report_to": ""}, "give a folder or a gs://BUCKET/PREFIX for the report, not an empty string"),
+    ],
+)
+def test_limits_region_and_report_destination_are_checked_when_the_block_is_made(
+    fields: dict[str, Any], message: str
+) -> None:
+    from controller import CloudRunJob
+
+    with pytest.raises(ValidationError, match=re.escape(message)) as caught:
+        CloudRunJob(**{"image": "python:3.12-slim", "region": "us-central1", "command": ["true"], **fields})
+    assert len(str(caught.value)) < 1000  # one clear error, not a long traceback of the run
 
 
 def test_a_project_from_an_unsaved_block_is_refused_before_anything_starts(adc: None) -> None:

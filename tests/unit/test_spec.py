@@ -282,8 +282,49 @@ def test_a_secret_in_any_label_is_masked_and_in_a_key_refused(catalog: Catalog) 
     assert problems == ["items[1].key: the key contains a secret literal; keys are shown and stored in clear"]
 
 
-def test_an_endless_spec_file_is_refused_at_the_limit(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_spec_file_over_the_limit_or_not_a_file_is_refused(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(spec_module, "MAX_SPEC_BYTES", 1024)
+    large = tmp_path / "large.yaml"
+    large.write_text("items:\n" + "  - job: hello\n" * 100)
     with pytest.raises(SpecError) as caught:
-        load_batch("/dev/zero", catalog)
-    assert caught.value.problems == ["the spec is over 1,024 bytes, the limit"]
+        load_batch(large, catalog)
+    assert caught.value.problems == [
+        f"cannot read the spec: {large} is over 1,024 bytes, the limit; give a YAML or JSON file"
+    ]
+    with pytest.raises(SpecError) as caught:
+        load_batch("/dev/zero", catalog)  # its size says 0: read, it never ends
+    assert caught.value.problems == ["cannot read the spec: /dev/zero is not a regular file; give a YAML or JSON file"]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "problem"),
+    [
+        ("0.08", None, None),
+        ("500m", "1Gi", None),
+        ("1", "4Gi", None),
+        ("8", "32Gi", None),
+        ("2", "8Gi", None),
+        ("0.07", None, "items[0].cpu: '0.07' is not a CPU limit Cloud Run takes"),
+        ("0.0805", None, "items[0].cpu: '0.0805' is not a CPU limit Cloud Run takes"),
+        ("3", None, "items[0].cpu: '3' is not a CPU limit Cloud Run takes"),
+        ("16", None, "items[0].cpu: '16' is not a CPU limit Cloud Run takes"),
+        (None, "256Mi", "items[0].memory: '256Mi' is not a memory limit Cloud Run takes"),
+        (None, "33Gi", "items[0].memory: '33Gi' is not a memory limit Cloud Run takes"),
+        ("250m", "1Gi", "items[0].memory: memory '1Gi' needs at least 0.5 vCPU (cpu is '250m')"),
+        (None, "5Gi", "items[0].memory: memory '5Gi' needs at least 2 vCPU (cpu is '1')"),
+        ("4", "1Gi", "items[0].memory: cpu '4' needs at least 2Gi of memory (memory is '1Gi')"),
+    ],
+)
+def test_one_off_cpu_and_memory_are_checked_against_cloud_runs_limits(
+    catalog: Catalog, cpu: str | None, memory: str | None, problem: str | None
+) -> None:
+    item = {"image": "busybox:1.36", "command": ["true"]} | ({"cpu": cpu} if cpu else {})
+    item |= {"memory": memory} if memory else {}
+    try:
+        load_batch({"items": [item]}, catalog)
+    except SpecError as error:
+        assert problem is not None and len(error.problems) == 1 and error.problems[0].startswith(problem)
+    else:
+        assert problem is None
