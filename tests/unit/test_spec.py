@@ -322,9 +322,8 @@ def test_one_off_cpu_and_memory_are_checked_against_cloud_runs_limits(
 ) -> None:
     item = {"image": "busybox:1.36", "command": ["true"]} | ({"cpu": cpu} if cpu else {})
     item |= {"memory": memory} if memory else {}
-    try:
+    if problem is None:
         load_batch({"items": [item]}, catalog)
-    except SpecError as error:
-        assert problem is not None and len(error.problems) == 1 and error.problems[0].startswith(problem)
-    else:
-        assert problem is None
+        return
+    problems = problems_of({"items": [item]}, catalog)
+    assert len(problems) == 1 and problems[0].startswith(problem)
