@@ -91,9 +91,7 @@ def download(package: str, version: str, into: Path) -> Path:
     target = into / name
     if target.exists():
         return target
-    request = urllib.request.Request(
-        f"{INDEX}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
+    request = urllib.request.Request(f"{INDEX}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(request, timeout=120) as answer:
         files = json.load(answer)["files"]
     (entry,) = [f for f in files if f["filename"] == name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -110,6 +111,29 @@ def _created(plan: dict[str, Any]) -> list[str]:
     return sorted(c["address"] for c in plan["resource_changes"] if c["change"]["actions"] == ["create"])
 
 
+def _after(plan: dict[str, Any], address: str) -> dict[str, Any]:
+    (change,) = [c for c in plan["resource_changes"] if c["address"] == address]
+    return change["change"]["after"]
+
+
+def readme_commands() -> list[str]:
+    """The three commands of terraform/README.md's "Apply, run a batch, tear down", in order."""
+    readme = (TERRAFORM / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Apply, run a batch, tear down") :]
+    block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def _terraform_steps(command: str) -> list[list[str]]:
+    """The terraform invocations of one README command, without the -chdir that points at the example."""
+    steps = []
+    for part in command.split("&&"):
+        words = shlex.split(part)
+        assert words[:2] == ["terraform", f"-chdir={EXAMPLE}"], part
+        steps.append(words[2:])
+    return steps
+
+
 def test_terraform_files_are_formatted():
     result = subprocess.run(
         [TERRAFORM_BIN or "terraform", "fmt", "-check", "-recursive", "-diff", "-no-color", str(TERRAFORM)],
@@ -144,11 +168,12 @@ def test_the_provider_pin_starts_at_the_lowest_version_that_plans(tmp_path):
 @pytest.mark.slow(minutes=0.3)
 @pytest.mark.parametrize("version", BOUNDS)
 def test_validate_and_plan_the_example_and_every_option(tmp_path, version):
-    example, full = workspace(tmp_path / "example", version), workspace(tmp_path / "full", version)
-    with ThreadPoolExecutor(2) as pool:
+    example, off, full = (workspace(tmp_path / name, version) for name in ("example", "off", "full"))
+    with ThreadPoolExecutor(3) as pool:
         planned_example = pool.submit(_plan, example, EXAMPLE, EXAMPLE_VARS)
+        planned_off = pool.submit(_plan, off, "terraform", [*EXAMPLE_VARS, "-var=region=europe-west1"])
         planned_full = pool.submit(_plan, full, "terraform", _everything_on(full))
-        example_plan, full_plan = planned_example.result(), planned_full.result()
+        example_plan, off_plan, full_plan = planned_example.result(), planned_off.result(), planned_full.result()
 
     created = _created(example_plan)
     assert len(created) == len(example_plan["resource_changes"])
@@ -158,6 +183,18 @@ def test_validate_and_plan_the_example_and_every_option(tmp_path, version):
     ]
     # The example turns one-off jobs on, so examples/mixed.yaml runs against what it creates.
     assert "module.fanout.google_project_iam_custom_role.one_off_jobs[0]" in created
+    # Soft delete is off unless asked for: versioning already keeps deleted reports.
+    bucket = _after(example_plan, "module.fanout.google_storage_bucket.reports")
+    assert [p["retention_duration_seconds"] for p in bucket["soft_delete_policy"]] == [0]
+
+    # The module with every option at its default: none of the opt-in resources.
+    none = _created(off_plan)
+    assert not [a for a in none if a.endswith("[0]") and "log_view" not in a], none
+    assert {a.removeprefix("module.fanout.") for a in created} - set(none) == {
+        "google_project_iam_custom_role.one_off_jobs[0]",
+        "google_project_iam_member.controller_one_off_jobs[0]",
+        "google_service_account_iam_member.controller_acts_as_jobs[0]",
+    }
 
     every = _created(full_plan)
     for address in (
@@ -172,6 +209,30 @@ def test_validate_and_plan_the_example_and_every_option(tmp_path, version):
     ):
         assert address in every, address
     assert len(every) > len(created)
+    assert [
+        p["retention_duration_seconds"]
+        for p in _after(full_plan, "google_storage_bucket.reports")["soft_delete_policy"]
+    ] == [7 * 86400]
+    pull = _after(full_plan, "google_artifact_registry_repository_iam_member.run_agent_pulls_images[0]")
+    assert (pull["project"], pull["location"], pull["repository"], pull["role"]) == (
+        "images-project",
+        "europe-west1",
+        "fanout-jobs",
+        "roles/artifactregistry.reader",
+    )
+    assert pull["member"].startswith("serviceAccount:service-")
+    assert pull["member"].endswith("@serverless-robot-prod.iam.gserviceaccount.com")
+
+
+@pytest.mark.slow(minutes=0.2)
+def test_a_kms_key_outside_the_buckets_location_stops_the_plan(tmp_path):
+    """Cloud Storage would refuse it at apply, after the service agent's grant on the key was made."""
+    ws = workspace(tmp_path, BOUNDS[-1])
+    key = "-var=kms_key_name=projects/keys/locations/us-east1/keyRings/r/cryptoKeys/k"
+    ws.run("init", "-backend=false", "-no-color")
+    result = ws.run("plan", "-no-color", *EXAMPLE_VARS, "-var=region=europe-west1", key, check=False)
+    assert result.returncode == 1
+    assert "kms_key_name must be a key in the bucket's location (europe-west1)" in result.stderr, result.stderr
 
 
 @pytest.mark.slow(minutes=0.2)
@@ -179,14 +240,14 @@ def test_an_argument_the_provider_does_not_have_is_caught(tmp_path):
     ws = workspace(tmp_path, BOUNDS[-1])
     main = ws.root / "terraform" / "main.tf"
     text = main.read_text()
-    text = text.replace("  storage_class               = \"STANDARD\"\n", "  storage_clas = \"STANDARD\"\n", 1)
+    text = text.replace('  storage_class               = "STANDARD"\n', '  storage_clas = "STANDARD"\n', 1)
     image = "        image = each.value.image\n"
     text = text.replace(image, image + '        imag  = "x"\n', 1)
     main.write_text(text)
     ws.run("init", "-backend=false", "-no-color", cwd=EXAMPLE)
     result = ws.run("validate", "-no-color", cwd=EXAMPLE, check=False)
     assert result.returncode == 1
-    assert result.stderr.count('Unsupported argument') == 2, result.stderr
+    assert result.stderr.count("Unsupported argument") == 2, result.stderr
     assert 'An argument named "storage_clas" is not expected here' in result.stderr
     assert 'An argument named "imag" is not expected here' in result.stderr
 
@@ -203,15 +264,35 @@ def test_apply_then_destroy_leaves_nothing_and_a_protected_destroy_removes_nothi
     # deletion_protection is on: the destroy is refused before anything is gone, not half-way through.
     refused = ws.run("destroy", "-auto-approve", "-no-color", *EXAMPLE_VARS, cwd=EXAMPLE, check=False)
     assert refused.returncode == 1
-    assert "deletion_protection" in refused.stderr
+    assert "deletion_protection is on" in refused.stderr, refused.stderr
     assert ws.left() == created
 
-    # README's order: turn protection off, then destroy.
-    off = [*EXAMPLE_VARS, "-var=deletion_protection=false"]
-    ws.run("apply", "-auto-approve", "-no-color", *off, cwd=EXAMPLE)
-    ws.run("destroy", "-auto-approve", "-no-color", *off, cwd=EXAMPLE)
+    # README's teardown, as written there: protection off, then destroy.
+    for step in _terraform_steps(readme_commands()[2]):
+        ws.run(*step, "-auto-approve", "-no-color", *EXAMPLE_VARS, cwd=EXAMPLE)
     assert ws.left() == []
     assert ws.run("state", "list", cwd=EXAMPLE).stdout == ""
+
+
+def test_the_readme_gives_apply_run_and_destroy_as_one_command_each():
+    apply, run, teardown = readme_commands()
+    assert [s[0] for s in _terraform_steps(apply)] == ["apply"]
+    output, fanout = run.split("&&")
+    assert _terraform_steps(output) == [["output", "-json", "job_catalog", ">", "job_catalog.json"]]
+    assert shlex.split(fanout)[:2] == ["fanout", "run"] and "--catalog job_catalog.json" in fanout
+    assert [s[0] for s in _terraform_steps(teardown)] == ["apply", "destroy"]
+    readme = (TERRAFORM / "README.md").read_text(encoding="utf-8")
+    for needed in (
+        "What a deployer sets",
+        "jobs_dir",
+        "--impersonate-service-account",
+        "grant_registry_access",
+        "soft_delete_retention_days",
+        ".terraform.lock.hcl",
+    ):
+        assert needed in readme, needed
+    root = (REPO / "README.md").read_text(encoding="utf-8")
+    assert all(command in root for command in (apply.split(" && ")[-1], run, teardown))
 
 
 def test_the_schema_is_read_from_the_bindings_not_guessed(tmp_path):

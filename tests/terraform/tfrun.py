@@ -105,7 +105,7 @@ def workspace(tmp: Path, version: str) -> Workspace:
     store.mkdir()
     cli_config = tmp / "terraformrc"
     cli_config.write_text(
-        'provider_installation {\n  filesystem_mirror {\n'
+        "provider_installation {\n  filesystem_mirror {\n"
         f'    path    = "{mirror(version)}"\n'
         '    include = ["registry.terraform.io/hashicorp/google"]\n  }\n}\n'
     )
