@@ -18,6 +18,9 @@ from test_provider_rules import FULL_JOB
 from tfparse import REPO, TERRAFORM, load_dir
 from tfrun import TERRAFORM_BIN, Workspace, workspace
 
+from controller.catalog import Catalog
+from controller.spec import load_batch
+
 pytestmark = pytest.mark.skipif(
     TERRAFORM_BIN is None, reason="no terraform binary on PATH (CI has /usr/local/bin/terraform)"
 )
@@ -84,8 +87,8 @@ def _everything_on(ws: Workspace) -> list[str]:
                 "grant_registry_access = true",
                 f'jobs_dir = "{jobs}"',
                 'report_bucket_name = "my-project-fanout-reports"',
-                'bucket_location = "europe-west1"',
-                'kms_key_name = "projects/keys/locations/europe-west1/keyRings/r/cryptoKeys/k"',
+                'bucket_location = "EU"',  # a multi-region: its Cloud KMS location is "europe"
+                'kms_key_name = "projects/keys/locations/europe/keyRings/r/cryptoKeys/k"',
                 'access_log_bucket = "my-access-logs"',
                 'log_access = "project"',
                 "allow_one_off_jobs = true",
@@ -260,6 +263,15 @@ def test_apply_then_destroy_leaves_nothing_and_a_protected_destroy_removes_nothi
     created = ws.left()
     jobs = [o for o in created if o["type"] == "google_cloud_run_v2_job"]
     assert len(jobs) == len(list((REPO / "jobs").glob("*/job.yaml")))
+
+    # The catalog as terraform prints it is the controller's, and examples/mixed.yaml (a one-off item
+    # among them) validates against it, with the jobs' account for its one-off job.
+    output = json.loads(ws.run("output", "-json", "job_catalog", cwd=EXAMPLE).stdout)
+    catalog = Catalog.from_terraform_output(output)
+    assert catalog.project == "my-project" and catalog.report_to == "gs://my-project-fanout-reports/fanout/reports"
+    assert catalog.jobs_service_account and catalog.log_view
+    batch = load_batch(REPO / "examples" / "mixed.yaml", catalog)
+    assert {item.job for item in batch.items} == {"hello", "wordcount", "flaky", None}  # None: the one-off item
 
     # deletion_protection is on: the destroy is refused before anything is gone, not half-way through.
     refused = ws.run("destroy", "-auto-approve", "-no-color", *EXAMPLE_VARS, cwd=EXAMPLE, check=False)
