@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
 
+from controller.batchfolder import save_spec
 from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, LaunchUnverified, TaskStatus, short_name
+from controller.launch_state import LaunchState
 from controller.logs import Tail, TailTarget, fetch_tails
 from controller.outcomes import INTERIM_PROBLEM, Outcomes
 from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
@@ -35,7 +37,6 @@ from controller.report import (
     batch_status,
     summarize,
 )
-from controller.rerun import save_spec
 from controller.results import collect_results, make_item_folders
 from controller.retry import api_error_message, is_retryable
 from controller.slots import TaskSlots
@@ -54,20 +55,6 @@ def cloud_error(exc: Exception) -> str | None:
     if is_retryable(exc):
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-@dataclass
-class LaunchState:
-    launch: Launch
-    execution: ExecutionStatus | None = None
-    error: str | None = None  # why it never started
-    unverified: str | None = None  # RunJob's answer was lost and whether it started could not be checked
-    tasks: list[TaskStatus] | None = None
-    adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
-
-    @property
-    def active(self) -> bool:
-        return self.execution is not None and not self.execution.done
 
 
 @dataclass

@@ -23,21 +23,21 @@ from typing import Any
 
 from rich.console import Console
 
+from controller.batchfolder import ReportUnreadable, finished_notice, open_report, standing_report
 from controller.catalog import Catalog, CatalogError
-from controller.files import NotReadable, read_regular_file
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
 from controller.ownership import BatchConflict
 from controller.plan import Launch, Mode, Plan, PlanError, plan
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
 from controller.report import Report
-from controller.rerun import NothingToRerun, RerunError, finished_notice, plan_rerun, standing_report
+from controller.rerun import NothingToRerun, RerunError, plan_rerun
 from controller.spec import Batch, SpecError, load_batch
 from controller.store import StoreError, open_store
 from controller.summary import plural, print_summary
+from controller.target import choose_target, serving
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
-LOCAL_PROJECT = "local-project"
 # Under this much free space a folder cannot take a report: a batch's report.json alone may be megabytes.
 MIN_FREE_BYTES = 16 * 1024**2
 
@@ -47,7 +47,17 @@ class InputError(Exception):
 
 
 # What a user can fix: each is one line ``fanout: ...`` and exit 2, never a traceback.
-USER_ERRORS = (SpecError, PlanError, CatalogError, StoreError, BatchConflict, InputError, OptionError, RerunError)
+USER_ERRORS = (
+    SpecError,
+    PlanError,
+    CatalogError,
+    StoreError,
+    BatchConflict,
+    InputError,
+    OptionError,
+    RerunError,
+    ReportUnreadable,
+)
 
 
 SPEC_HELP = """\
@@ -337,21 +347,6 @@ def writable_folder_problem(folder: Path) -> str | None:
     return None
 
 
-def _target(options: RunOptions, catalog: Catalog) -> tuple[str, Any]:
-    """The project to run in, and the embedded emulator to start when there is neither project nor emulator."""
-    project = options.project or catalog.project
-    if options.emulator:
-        os.environ["FANOUT_EMULATOR_HOST"] = options.emulator
-        return project or LOCAL_PROJECT, None
-    if project:
-        return project, None
-    from controller.emulator_jobs import catalog_emulator, report_buckets
-
-    buckets = report_buckets(options.report_to or catalog.report_to or "reports")
-    region = options.region or "us-central1"
-    return LOCAL_PROJECT, catalog_emulator(catalog, project=LOCAL_PROJECT, region=region, local_buckets=buckets)
-
-
 def _storage_client() -> Any:
     """A google-cloud-storage client for reading reports (fake-gcs-server when STORAGE_EMULATOR_HOST is set)."""
     from controller.clients import Clients, Endpoints
@@ -415,8 +410,14 @@ def _launch(
     options: RunOptions, catalog: Catalog, batch: Batch, the_plan: Plan, flow_args: dict[str, Any], spec: str | None
 ) -> int:
     """Run the flow for a checked batch (``flow_args``: the flow's batch parameters); the exit code."""
-    project, emulator = _target(options, catalog)
-    _check_report_to(options, catalog, embedded=emulator is not None)
+    target = choose_target(
+        options.project or catalog.project,
+        catalog,
+        region=options.region,
+        report_to=options.report_to or catalog.report_to or "reports",
+        emulator=options.emulator,
+    )
+    _check_report_to(options, catalog, embedded=target.embedded is not None)
     if (code := _finished_already(options, catalog, batch, the_plan, spec)) is not None:
         return code
 
@@ -429,23 +430,18 @@ def _launch(
         print(f"fanout: {exc}", file=sys.stderr)
         return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
     console = Console(stderr=True)
-    if emulator is not None:
-        emulator.start()
-        os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
-        if not options.quiet:
-            console.print(f"fanout: no --project: running on the local emulator at {emulator.url}", highlight=False)
+    if (embedded := prefect_api.enter_context(serving(target))) and not options.quiet:
+        console.print(f"fanout: no --project: running on the local emulator at {embedded}", highlight=False)
     from controller.flow import ReportNotStored, fan_out
 
     log_to_console(console, quiet=options.quiet, reported=(*USER_ERRORS, ReportNotStored))
     not_stored: ReportNotStored | None = None
     try:
-        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, project, console, flow_args)
+        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, target.project, console, flow_args)
     except ReportNotStored as exc:  # the items ran: their summary still counts, the lost report fails the run
         not_stored, report, url, interrupted = exc, exc.report, None, False
     finally:
-        if emulator is not None:
-            emulator.stop()
-        prefect_api.close()
+        prefect_api.close()  # the embedded emulator first, then the Prefect server
     if report is None:
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -506,41 +502,8 @@ def _run_flow(
     return captured.get("report"), captured.get("url"), interrupted
 
 
-MAX_REPORT_BYTES = 2 * 1024**3
-
-
-def _read_local_report(path: Path) -> bytes:
-    """A report file's bytes; a folder means its report.json. Only regular files: /dev/zero or a FIFO would
-    be read for ever."""
-    if path.is_dir():
-        path = path / "report.json"
-    try:
-        return read_regular_file(path, MAX_REPORT_BYTES)
-    except NotReadable as exc:
-        raise InputError(f"{exc}; give report.json or its folder") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def cmd_report_show(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from controller.report import Report
-
-    if args.url.startswith("gs://"):
-        from controller.store import read_url
-
-        url = args.url if args.url.endswith(".json") else args.url.rstrip("/") + "/report.json"
-        data = read_url(url, _storage_client(), limit=MAX_REPORT_BYTES)
-    else:
-        url = args.url
-        data = _read_local_report(Path(args.url).expanduser())
-    try:
-        report = Report.from_json(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in error["loc"])
-        return _error(f"{url} is not a fanout report: {where + ': ' if where else ''}{error['msg']}")
+    report = open_report(args.url, _gcs_if(args.url)).report
     print_summary(report, Console(), max_failed=args.failed)
     return EXIT_OK
 

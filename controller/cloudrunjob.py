@@ -17,7 +17,6 @@ to ``report_to`` (default ``reports``).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,9 +27,7 @@ from controller import limits
 from controller.catalog import Catalog
 from controller.report import ItemResult, ItemState, Report
 from controller.spec import load_batch
-
-LOCAL_PROJECT = "local-project"
-EMULATOR_HOST = "FANOUT_EMULATOR_HOST"
+from controller.target import choose_target, serving
 
 
 @dataclass(frozen=True)
@@ -207,22 +204,9 @@ class CloudRunJob(BaseModel):
 @contextlib.contextmanager
 def _target(project: str | None, region: str, report_to: str) -> Iterator[tuple[str, bool]]:
     """(project, on Google Cloud): a configured emulator, the project, or an embedded emulator for the call."""
-    if os.environ.get(EMULATOR_HOST):
-        yield project or LOCAL_PROJECT, False
-        return
-    if project:
-        yield project, True
-        return
-    from controller.emulator_jobs import catalog_emulator, report_buckets
-
-    with catalog_emulator(
-        None, project=LOCAL_PROJECT, region=region, local_buckets=report_buckets(report_to)
-    ) as emulator:
-        os.environ[EMULATOR_HOST] = emulator.url
-        try:
-            yield LOCAL_PROJECT, False
-        finally:
-            os.environ.pop(EMULATOR_HOST, None)
+    target = choose_target(project, None, region=region, report_to=report_to)
+    with serving(target):
+        yield target.project, target.on_cloud
 
 
 __all__ = ["CloudRunJob", "CloudRunJobResult"]

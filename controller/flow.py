@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from controller import rerun as reruns  # noqa: E402
 from controller import results  # noqa: E402
 from controller.batch import CANCEL_SECONDS, BatchRunner, LaunchState, PollPolicy  # noqa: E402
+from controller.batchfolder import finished_notice, standing_report, store_report, write_html  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
@@ -45,6 +45,7 @@ from controller.report import BatchLink, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
 from controller.store import Store, StoreError, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
+from controller.target import choose_target, serving  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def execute(
     try:
         # A batch that ran to its end starts nothing: its one-off jobs, and with them their executions, were
         # deleted, so looking executions up by launch key would not find them and would run items again.
-        finished = reruns.standing_report(store, runner.plan.batch, len(runner.states)) if resumed else None
+        finished = standing_report(store, runner.plan.batch, len(runner.states)) if resumed else None
         if finished is not None:
             log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
         elif use_prefect_tasks:
@@ -240,7 +241,7 @@ def _stop(runner: BatchRunner, store: Store, exc: BaseException, flow_run_id: st
     runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
     runner.cancel_event.set()
     try:
-        reruns.store_report(store, runner.interim_report(flow_run_id=flow_run_id))
+        store_report(store, runner.interim_report(flow_run_id=flow_run_id))
     except Exception as error:
         log.warning("interim report not written: %s", runner.redact(str(error)))
     runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
@@ -313,11 +314,11 @@ def _finish(
         runner.problems.append(runner.redact(f"results.jsonl not written: {exc}"))
     report = runner.report(items, flow_run_id=flow_run_id)
     try:
-        report, url, generation = reruns.store_report(store, report)  # a resumed batch keeps the reruns listed
+        report, url, generation = store_report(store, report)  # a resumed batch keeps the reruns listed
     except StoreError as exc:  # the items ran: this is not the caller's mistake, and the summary is still due
         raise ReportNotStored(runner.redact(f"the report was not stored: {exc}"), report) from None
     try:
-        reruns.write_html(store, report, generation)
+        write_html(store, report, generation)
     except Exception as exc:
         log.warning("report.html not written: %s", runner.redact(str(exc)))
     # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running
@@ -366,32 +367,18 @@ def _summary(report: Report, url: str) -> dict[str, Any]:
 
 @contextmanager
 def _target(options: RunOptions, catalog: Catalog) -> Iterator[str]:
-    """The project to run in; with no project, no catalog project and no emulator configured, the embedded
-    emulator serving the catalog's jobs, as ``fanout run`` does, for the time of the run."""
-    from controller.cli import LOCAL_PROJECT
-
-    project = options.project or catalog.project
-    if project or Endpoints.from_env().cloud_run:
-        yield project or LOCAL_PROJECT
-        return
-    from controller.emulator_jobs import catalog_emulator, report_buckets
-
-    buckets = report_buckets(options.report_to or catalog.report_to or "reports")
-    emulator = catalog_emulator(
-        catalog, project=LOCAL_PROJECT, region=options.region or "us-central1", local_buckets=buckets
+    """The project to run in (controller.target), on the embedded emulator for the time of the run when there
+    is neither a project nor an emulator, as ``fanout run`` does."""
+    target = choose_target(
+        options.project or catalog.project,
+        catalog,
+        region=options.region,
+        report_to=options.report_to or catalog.report_to or "reports",
     )
-    emulator.start()
-    previous = os.environ.get("FANOUT_EMULATOR_HOST")
-    os.environ["FANOUT_EMULATOR_HOST"] = emulator.url
-    get_run_logger().info("no project: running on the embedded emulator at %s", emulator.url)
-    try:
-        yield LOCAL_PROJECT
-    finally:
-        emulator.stop()
-        if previous is None:
-            os.environ.pop("FANOUT_EMULATOR_HOST", None)
-        else:
-            os.environ["FANOUT_EMULATOR_HOST"] = previous
+    with serving(target) as embedded:
+        if embedded:
+            get_run_logger().info("no project: running on the embedded emulator at %s", embedded)
+        yield target.project
 
 
 def _name_flow_run(batch_id: str) -> None:
@@ -448,7 +435,7 @@ def _final_state(report: Report, url: str, fail_on_item_failure: bool) -> dict[s
 
 def _standing_state(report: Report, url: str, spec: Any, fail_on_item_failure: bool) -> State[Any]:
     """The state of a run that found its batch finished: nothing launched, and how to run it again."""
-    notice = reruns.finished_notice(report, url, spec if isinstance(spec, str) else None)
+    notice = finished_notice(report, url, spec if isinstance(spec, str) else None)
     get_run_logger().info(notice)
     summary = _summary(report, url)
     if isinstance(_final_state(report, url, fail_on_item_failure), dict):
@@ -603,6 +590,22 @@ def with_result_block(block_name: str) -> Flow[..., dict[str, Any] | State[Any]]
     )
 
 
+def rerun(
+    report: str,
+    states: str | Iterable[str] | None = None,
+    *,
+    spec: str | dict[str, Any] | None = None,
+    **parameters: Any,
+) -> Any:
+    """Rerun a finished batch's items in ``states`` (default: every state but succeeded) as a new batch,
+    through the ``fan_out`` flow: a flow run of its own. ``report`` is a report.json, its folder or a gs://
+    URL; ``spec`` the batch's spec, needed only for items with literal secrets; ``parameters`` are
+    ``fan_out``'s (``report_to`` defaults to the parent's report location). Returns what ``fan_out`` does: the
+    summary, or it raises ``ItemsFailed`` when rerun items fail again (unless ``fail_on_item_failure=False``)."""
+    listed = None if states is None else [str(s) for s in (states.split(",") if isinstance(states, str) else states)]
+    return fan_out(batch=spec, rerun_of=report, rerun_states=listed, **parameters)
+
+
 __all__ = [
     "ItemsFailed",
     "LaunchState",
@@ -612,5 +615,6 @@ __all__ = [
     "fan_out",
     "progress_sink",
     "report_sink",
+    "rerun",
     "with_result_block",
 ]

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TypedDict
 
 from controller.cloudrun import ExecutionStatus, TaskStatus
+from controller.launch_state import LaunchState
 from controller.plan import Launch
 from controller.pricing import tasks_usage
 from controller.report import ItemResult, ItemState, LaunchResult, LaunchStatus, TaskResult
 from controller.spec import Item
-
-if TYPE_CHECKING:
-    from controller.batch import LaunchState
-
 
 INTERIM_PROBLEM = (
     "interim report: written as the batch was interrupted, before its cancellation; the controller was stopped "

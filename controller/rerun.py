@@ -1,8 +1,8 @@
 """Rerun what did not succeed: a new batch of a finished batch's items, linked to it both ways.
 
-Every batch stores its spec beside ``batch.json`` when it opens: ``spec.json`` (create-only), each item's
-entry with the defaults applied and its key, literal secret values withheld (replaced by a marker, never by
-the value or anything computed from it). A rerun reads the parent's report for the items in the chosen
+Every batch stores its spec beside ``batch.json`` when it opens (``spec.json``, controller.batchfolder):
+each item's entry with the defaults applied and its key, literal secret values withheld (replaced by a
+marker, never by the value or anything computed from it). A rerun reads the parent's report for the items in the chosen
 states, takes their entries from ``spec.json`` (or from the spec file given again, which must be the very
 spec the parent ran: the only way to pass withheld secrets) and runs them as a new batch
 ``<parent>-rerun-<n>``. The new report says ``rerun_of``; the parent's report lists the rerun under
@@ -18,29 +18,27 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
+from controller.batchfolder import (
+    HTML_FILE,
+    REPORT_FILE,
+    RESERVE_ATTEMPTS,
+    SPEC_FILE,
+    WITHHELD,
+    ReportUnreadable,
+    open_report,
+    parse_report,
+    spec_entry,
+    write_html,
+)
 from controller.catalog import Catalog
-from controller.html_report import render_html_chunks
 from controller.ownership import BATCH_STATE
 from controller.report import BatchLink, ItemState, Report, Rerun
-from controller.spec import Batch, Item, load_batch, new_batch_id
-from controller.store import Store, StoreConflict, StoreError, open_store, read_url
+from controller.spec import Batch, load_batch
+from controller.store import Store, StoreConflict, StoreError, open_store
 
-SPEC_FILE = "spec.json"
-SPEC_SCHEMA = "fanout.spec/v1"
-REPORT_FILE = "report.json"
-HTML_FILE = "report.html"
-WITHHELD = "withheld"  # the key that marks a literal secret left out of spec.json
-MAX_REPORT_BYTES = 2 * 1024**3
-# Each lost race for the parent's report means another rerun listed itself meanwhile; only many reruns
-# started at the same moment lose this often.
-RESERVE_ATTEMPTS = 8
 DEFAULT_STATES = tuple(state for state in ItemState if state is not ItemState.SUCCEEDED)
-_RERUNS: TypeAdapter[list[Rerun]] = TypeAdapter(list[Rerun])
 
 log = logging.getLogger(__name__)
 
@@ -51,80 +49,6 @@ class RerunError(Exception):
 
 class NothingToRerun(Exception):
     """No item of the report is in the states asked for."""
-
-
-# -- spec.json: the entries every batch stores when it opens ---------------------------------------------
-
-
-def spec_entry(item: Item, *, withhold_secrets: bool) -> dict[str, Any]:
-    """The item as a spec entry with its defaults applied: run as it stands, it runs the item again."""
-    entry: dict[str, Any] = {"key": item.key, "job": item.job} if item.job else {"key": item.key, "image": item.image}
-    fields = {
-        "command": list(item.command) if item.command is not None else None,
-        "args": list(item.args) if item.args is not None else None,
-        "task_count": item.task_count,
-        "timeout": item.timeout_seconds,
-        "retries": item.retries if item.job is None else None,  # a provisioned job's retries are its own
-        "cpu": item.cpu,
-        "memory": item.memory,
-        "label": item.label,
-    }
-    entry.update((name, value) for name, value in fields.items() if value is not None)
-    env: dict[str, Any] = dict(item.env)
-    env.update((name, {"secret": secret, "version": version}) for name, secret, version in item.secret_env)
-    env.update(
-        (name, {WITHHELD: "a literal secret; not stored"} if withhold_secrets else {"value": value})
-        for name, value in item.sensitive_env
-    )
-    if env:
-        entry["env"] = env
-    return entry
-
-
-def save_spec(store: Store, batch: Batch) -> None:
-    """Write ``<batch-id>/spec.json`` unless it exists (a resumed batch wrote it when it was created)."""
-    head = {
-        "schema": SPEC_SCHEMA,
-        "batch_id": batch.batch_id,
-        "spec_digest": batch.digest,
-        "keep_jobs": batch.keep_jobs,
-    }
-    # One item per line, each entry encoded and dropped in turn: a 100,000-item spec as one document encoded
-    # with ``indent`` (json's pure-Python encoder) peaked at about 1 KiB per item.
-    entries = b",\n".join(json.dumps(spec_entry(item, withhold_secrets=True)).encode() for item in batch.items)
-    data = json.dumps(head, indent=1).removesuffix("\n}").encode() + b',\n "items": [\n' + entries + b"\n ]\n}"
-    # A conflict: written when the batch was created, and batch.json already checked that the spec is the same.
-    with contextlib.suppress(StoreConflict):
-        store.write_if(batch.batch_id, SPEC_FILE, data, None)
-
-
-# -- a finished batch run again --------------------------------------------------------------------------
-
-
-def standing_report(store: Store, batch: Batch, launches: int) -> Report | None:
-    """The stored report of this batch if it ran to its end (in ``launches`` launches), else None."""
-    data = store.read(batch.batch_id, REPORT_FILE)
-    if data is None:
-        return None
-    try:
-        report = Report.from_json(data)
-    except ValueError:  # unreadable or another schema: resume from the executions instead
-        return None
-    return report if report.ran_to_end(batch.digest, launches) else None
-
-
-def finished_notice(report: Report, url: str, spec: str | None) -> str:
-    """What running a finished batch again says, on the command line and as the flow run's state message."""
-    when = report.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    failed = report.summary.not_succeeded
-    outcome = f"{failed:,} of {report.summary.total:,} items did not succeed" if failed else "every item succeeded"
-    spec_arg = spec if isinstance(spec, str) and "\n" not in spec else "SPEC"
-    return (
-        f"batch {report.batch_id} already finished at {when} ({outcome}): nothing was launched.\n"
-        f"report: {url}\n"
-        f"to run it anew:        fanout run {spec_arg} --batch-id {new_batch_id()}\n"
-        f"to rerun its failures: fanout rerun {url}"
-    )
 
 
 # -- the parent: its report, where it lies ---------------------------------------------------------------
@@ -144,47 +68,25 @@ class Parent:
         return self.report.batch_id
 
 
-def _parse_report(data: bytes, url: str) -> Report:
+@contextlib.contextmanager
+def _unreadable_as_rerun_error() -> Iterator[None]:
     try:
-        return Report.from_json(data)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise RerunError(f"{url} is not a fanout report: {where + ': ' if where else ''}{error['msg']}") from None
-
-
-def _read_local(location: str) -> tuple[bytes, Path]:
-    path = Path(location).expanduser()
-    if path.is_dir():
-        path = path / REPORT_FILE
-    if not path.is_file():  # also refuses a FIFO or /dev/zero, which would be read for ever
-        raise RerunError(f"{path}: no such report; give a report.json, its batch folder or gs://BUCKET/.../report.json")
-    if path.stat().st_size > MAX_REPORT_BYTES:
-        raise RerunError(f"{path} is over {MAX_REPORT_BYTES:,} bytes, more than any fanout report")
-    try:
-        return path.read_bytes(), path.resolve()
-    except OSError as exc:
-        raise RerunError(f"cannot read {path}: {exc.strerror or exc}") from None
+        yield
+    except ReportUnreadable as exc:
+        raise RerunError(str(exc)) from None
 
 
 def open_parent(location: str, storage_client: Any | None = None) -> Parent:
     """The report at ``location`` (report.json, its folder, or a gs:// URL of either), checked."""
-    if location.startswith("gs://"):
-        url = location if location.endswith(".json") else location.rstrip("/") + "/" + REPORT_FILE
-        if storage_client is None:
-            raise RerunError(f"{url}: reading gs:// needs a storage client")
-        data = read_url(url, storage_client, limit=MAX_REPORT_BYTES)
-        root, _, folder = url.rpartition("/")[0].rpartition("/")
-    else:
-        data, path = _read_local(location)
-        url, root, folder = str(path), str(path.parent.parent), path.parent.name
-    report = _parse_report(data, url)
-    if report.batch_id != folder:
+    with _unreadable_as_rerun_error():
+        found = open_report(location, storage_client)
+    report, url = found.report, found.url
+    if report.batch_id != found.folder:
         raise RerunError(
-            f"{url} is the report of batch {report.batch_id!r} but lies in folder {folder!r}; a rerun reads the "
-            "batch's spec.json beside its report, so give the report where its batch wrote it"
+            f"{url} is the report of batch {report.batch_id!r} but lies in folder {found.folder!r}; a rerun reads "
+            "the batch's spec.json beside its report, so give the report where its batch wrote it"
         )
-    return Parent(report, url, root, open_store(root, storage_client))
+    return Parent(report, url, found.root, open_store(found.root, storage_client))
 
 
 def parse_states(states: str | Iterable[str] | None) -> tuple[ItemState, ...]:
@@ -338,7 +240,9 @@ class RerunPlan:
             if found is None:
                 raise RerunError(f"{self.parent.url} no longer exists")
             data, generation = found
-            updated = change(_parse_report(data, self.parent.url))
+            with _unreadable_as_rerun_error():
+                current = parse_report(data, self.parent.url)
+            updated = change(current)
             if updated is None:
                 return
             try:
@@ -416,82 +320,13 @@ def plan_rerun(
     return RerunPlan(parent, chosen, entries, keep_jobs)
 
 
-def rerun(
-    report: str,
-    states: str | Iterable[str] | None = None,
-    *,
-    spec: str | dict[str, Any] | None = None,
-    **parameters: Any,
-) -> Any:
-    """Rerun a finished batch's items in ``states`` (default: every state but succeeded) as a new batch,
-    through the ``fan_out`` flow: a flow run of its own. ``report`` is a report.json, its folder or a gs://
-    URL; ``spec`` the batch's spec, needed only for items with literal secrets; ``parameters`` are
-    ``fan_out``'s (``report_to`` defaults to the parent's report location). Returns what ``fan_out`` does: the
-    summary, or it raises ``ItemsFailed`` when rerun items fail again (unless ``fail_on_item_failure=False``)."""
-    from controller.flow import fan_out
-
-    listed = None if states is None else [str(s) for s in (states.split(",") if isinstance(states, str) else states)]
-    return fan_out(batch=spec, rerun_of=report, rerun_states=listed, **parameters)
-
-
-# -- a report written again keeps its links ----------------------------------------------------------------
-
-
-def store_report(store: Store, report: Report) -> tuple[Report, str, str | None]:
-    """Write ``report`` as its batch's report.json; return it as written, where, and its generation when it
-    replaced one. A report already stored there (the batch is resumed) is replaced only at the generation
-    read, with the reruns it lists kept: ``fanout rerun`` listed them, and one listed meanwhile makes this
-    read again."""
-    batch_id = report.batch_id
-    for _ in range(RESERVE_ATTEMPTS):
-        found = store.read_versioned(batch_id, REPORT_FILE)
-        if found is None:  # no report yet, so no rerun can have listed itself in one: streamed, never joined
-            return report, store.write(batch_id, REPORT_FILE, report.json_chunks()), None
-        data, generation = found
-        kept = report.model_copy(update={"reruns": _listed_reruns(data)})
-        try:
-            generation = store.write_if(batch_id, REPORT_FILE, b"".join(kept.json_chunks()), generation)
-        except StoreConflict:
-            continue
-        return kept, store.url(batch_id, REPORT_FILE), generation
-    raise StoreError(f"{store.url(batch_id, REPORT_FILE)} changed {RESERVE_ATTEMPTS} times while it was written")
-
-
-def _listed_reruns(data: bytes) -> list[Rerun]:
-    """The reruns a stored report lists; none when it is not a report this version can read."""
-    try:
-        return _RERUNS.validate_python(json.loads(data).get("reruns", []))
-    except (ValueError, AttributeError):  # not JSON, not an object, or not reruns as this schema has them
-        return []
-
-
-def write_html(store: Store, report: Report, generation: str | None) -> None:
-    """Write the batch's report.html from ``report``, which is report.json at ``generation``; when that is
-    known, again from the stored report.json while it changed meanwhile (a rerun listed itself), so that the
-    last page written shows the last report."""
-    for _ in range(RESERVE_ATTEMPTS):
-        store.write(report.batch_id, HTML_FILE, render_html_chunks(report), content_type="text/html")
-        found = None if generation is None else store.read_versioned(report.batch_id, REPORT_FILE)
-        if found is None or found[1] == generation:
-            return
-        data, generation = found
-        report = Report.from_json(data)
-    log.warning("%s may not show every rerun: report.json kept changing", store.url(report.batch_id, HTML_FILE))
-
-
 __all__ = [
     "NothingToRerun",
     "RerunError",
     "RerunPlan",
     "StartedRerun",
-    "finished_notice",
     "open_parent",
     "parse_states",
     "plan_rerun",
-    "rerun",
-    "save_spec",
-    "standing_report",
-    "store_report",
     "withdrawn_unless_opened",
-    "write_html",
 ]

@@ -10,10 +10,8 @@ finished. The count can only be high, never low, so at no moment do more tasks r
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from controller.batch import LaunchState
+from controller.launch_state import LaunchState
 
 
 def may_run(state: LaunchState) -> int:

@@ -453,7 +453,7 @@ def _child(
         traceback.print_exc()
     finally:
         with contextlib.suppress(BaseException):
-            from controller.fast_exit import settle
+            from controller.clean_exit import settle
 
             settle()
         with contextlib.suppress(BaseException):

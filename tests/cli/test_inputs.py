@@ -189,7 +189,7 @@ def test_report_show_refuses_what_is_not_a_report(capsys: pytest.CaptureFixture[
     other.write_text('{"hello": 1}')
     assert f"{other} is not a fanout report: " in refused(capsys, "report", "show", str(other))
     assert "/dev/zero is not a regular file" in refused(capsys, "report", "show", "/dev/zero")
-    assert "cannot read" in refused(capsys, "report", "show", str(tmp_path / "missing.json"))
+    assert "missing.json: no such report" in refused(capsys, "report", "show", str(tmp_path / "missing.json"))
     err = refused(capsys, "report", "show", str(other), "--failed", "9" * 5000)
     assert "--failed: expected a whole number of at most 9 digits" in err
     assert len(err) < 400

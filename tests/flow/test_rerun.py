@@ -17,10 +17,12 @@ from google.cloud import run_v2
 from testenv import BUCKET, FLOW_PARAMS, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
+from controller.batchfolder import store_report
 from controller.catalog import Catalog
+from controller.flow import rerun
 from controller.ownership import BatchConflict
 from controller.report import BatchLink, ItemState, Report
-from controller.rerun import RerunError, plan_rerun, rerun, rerun_batch_id, store_report
+from controller.rerun import RerunError, plan_rerun, rerun_batch_id
 from controller.store import Store, open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]

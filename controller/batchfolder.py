@@ -1,0 +1,224 @@
+"""The batch folder: what lies in ``<report-to>/<batch-id>/`` and how it is written and read.
+
+    batch.json        the batch's owner and lease (controller.ownership, create-only then generation-matched)
+    spec.json         each item's entry with its defaults applied, literal secrets withheld (create-only)
+    report.json       the canonical report (controller.report); a resumed batch's replaces it keeping its reruns
+    report.html       the page of report.json (controller.html_report)
+    results/          what the items' tasks wrote to $FANOUT_RESULT_FILE (controller.results)
+    manifests/        the item lists of packed launches (controller.plan)
+
+Here: spec.json, report.json and report.html written, a stored report read back (the batch ran to its end
+already), and a report opened by where it is (a report.json, its batch folder, or a gs:// URL of either),
+for ``fanout report show`` and ``fanout rerun`` alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from controller.files import NotReadable, read_regular_file
+from controller.html_report import render_html_chunks
+from controller.report import Report, Rerun
+from controller.spec import Batch, Item, new_batch_id
+from controller.store import Store, StoreConflict, StoreError, read_url
+
+SPEC_FILE = "spec.json"
+SPEC_SCHEMA = "fanout.spec/v1"
+REPORT_FILE = "report.json"
+HTML_FILE = "report.html"
+WITHHELD = "withheld"  # the key that marks a literal secret left out of spec.json
+MAX_REPORT_BYTES = 2 * 1024**3  # more than any fanout report: a bound on what opening one reads
+# Each lost race for a stored report means another rerun listed itself in it meanwhile; only many reruns
+# started at the same moment lose this often.
+RESERVE_ATTEMPTS = 8
+_RERUNS: TypeAdapter[list[Rerun]] = TypeAdapter(list[Rerun])
+
+log = logging.getLogger(__name__)
+
+
+class ReportUnreadable(Exception):
+    """The location holds no report this version can read; the message says why and where."""
+
+
+# -- spec.json: the entries every batch stores when it opens ---------------------------------------------
+
+
+def spec_entry(item: Item, *, withhold_secrets: bool) -> dict[str, Any]:
+    """The item as a spec entry with its defaults applied: run as it stands, it runs the item again."""
+    entry: dict[str, Any] = {"key": item.key, "job": item.job} if item.job else {"key": item.key, "image": item.image}
+    fields = {
+        "command": list(item.command) if item.command is not None else None,
+        "args": list(item.args) if item.args is not None else None,
+        "task_count": item.task_count,
+        "timeout": item.timeout_seconds,
+        "retries": item.retries if item.job is None else None,  # a provisioned job's retries are its own
+        "cpu": item.cpu,
+        "memory": item.memory,
+        "label": item.label,
+    }
+    entry.update((name, value) for name, value in fields.items() if value is not None)
+    env: dict[str, Any] = dict(item.env)
+    env.update((name, {"secret": secret, "version": version}) for name, secret, version in item.secret_env)
+    env.update(
+        (name, {WITHHELD: "a literal secret; not stored"} if withhold_secrets else {"value": value})
+        for name, value in item.sensitive_env
+    )
+    if env:
+        entry["env"] = env
+    return entry
+
+
+def save_spec(store: Store, batch: Batch) -> None:
+    """Write ``<batch-id>/spec.json`` unless it exists (a resumed batch wrote it when it was created)."""
+    head = {
+        "schema": SPEC_SCHEMA,
+        "batch_id": batch.batch_id,
+        "spec_digest": batch.digest,
+        "keep_jobs": batch.keep_jobs,
+    }
+    # One item per line, each entry encoded and dropped in turn: a 100,000-item spec as one document encoded
+    # with ``indent`` (json's pure-Python encoder) peaked at about 1 KiB per item.
+    entries = b",\n".join(json.dumps(spec_entry(item, withhold_secrets=True)).encode() for item in batch.items)
+    data = json.dumps(head, indent=1).removesuffix("\n}").encode() + b',\n "items": [\n' + entries + b"\n ]\n}"
+    # A conflict: written when the batch was created, and batch.json already checked that the spec is the same.
+    with contextlib.suppress(StoreConflict):
+        store.write_if(batch.batch_id, SPEC_FILE, data, None)
+
+
+# -- report.json and report.html ---------------------------------------------------------------------------
+
+
+def store_report(store: Store, report: Report) -> tuple[Report, str, str | None]:
+    """Write ``report`` as its batch's report.json; return it as written, where, and its generation when it
+    replaced one. A report already stored there (the batch is resumed) is replaced only at the generation
+    read, with the reruns it lists kept: ``fanout rerun`` listed them, and one listed meanwhile makes this
+    read again."""
+    batch_id = report.batch_id
+    for _ in range(RESERVE_ATTEMPTS):
+        found = store.read_versioned(batch_id, REPORT_FILE)
+        if found is None:  # no report yet, so no rerun can have listed itself in one: streamed, never joined
+            return report, store.write(batch_id, REPORT_FILE, report.json_chunks()), None
+        data, generation = found
+        kept = report.model_copy(update={"reruns": _listed_reruns(data)})
+        try:
+            generation = store.write_if(batch_id, REPORT_FILE, b"".join(kept.json_chunks()), generation)
+        except StoreConflict:
+            continue
+        return kept, store.url(batch_id, REPORT_FILE), generation
+    raise StoreError(f"{store.url(batch_id, REPORT_FILE)} changed {RESERVE_ATTEMPTS} times while it was written")
+
+
+def _listed_reruns(data: bytes) -> list[Rerun]:
+    """The reruns a stored report lists; none when it is not a report this version can read."""
+    try:
+        return _RERUNS.validate_python(json.loads(data).get("reruns", []))
+    except (ValueError, AttributeError):  # not JSON, not an object, or not reruns as this schema has them
+        return []
+
+
+def write_html(store: Store, report: Report, generation: str | None) -> None:
+    """Write the batch's report.html from ``report``, which is report.json at ``generation``; when that is
+    known, again from the stored report.json while it changed meanwhile (a rerun listed itself), so that the
+    last page written shows the last report."""
+    for _ in range(RESERVE_ATTEMPTS):
+        store.write(report.batch_id, HTML_FILE, render_html_chunks(report), content_type="text/html")
+        found = None if generation is None else store.read_versioned(report.batch_id, REPORT_FILE)
+        if found is None or found[1] == generation:
+            return
+        data, generation = found
+        report = Report.from_json(data)
+    log.warning("%s may not show every rerun: report.json kept changing", store.url(report.batch_id, HTML_FILE))
+
+
+# -- a finished batch run again --------------------------------------------------------------------------
+
+
+def standing_report(store: Store, batch: Batch, launches: int) -> Report | None:
+    """The stored report of this batch if it ran to its end (in ``launches`` launches), else None."""
+    data = store.read(batch.batch_id, REPORT_FILE)
+    if data is None:
+        return None
+    try:
+        report = Report.from_json(data)
+    except ValueError:  # unreadable or another schema: resume from the executions instead
+        return None
+    return report if report.ran_to_end(batch.digest, launches) else None
+
+
+def finished_notice(report: Report, url: str, spec: str | None) -> str:
+    """What running a finished batch again says, on the command line and as the flow run's state message."""
+    when = report.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    failed = report.summary.not_succeeded
+    outcome = f"{failed:,} of {report.summary.total:,} items did not succeed" if failed else "every item succeeded"
+    spec_arg = spec if isinstance(spec, str) and "\n" not in spec else "SPEC"
+    return (
+        f"batch {report.batch_id} already finished at {when} ({outcome}): nothing was launched.\n"
+        f"report: {url}\n"
+        f"to run it anew:        fanout run {spec_arg} --batch-id {new_batch_id()}\n"
+        f"to rerun its failures: fanout rerun {url}"
+    )
+
+
+# -- a report opened by where it is -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Located:
+    """A report read from where it lies: ``url`` its report.json (a gs:// URL or a resolved path), ``root``
+    the report location (``--report-to``) that holds its batch folder, ``folder`` that folder's name."""
+
+    report: Report
+    url: str
+    root: str
+    folder: str
+
+
+def open_report(location: str, storage_client: Any | None = None) -> Located:
+    """The report at ``location``: a report.json, its batch folder, or a gs:// URL of either. Raises
+    ReportUnreadable (or StoreError from GCS) with where and why."""
+    if location.startswith("gs://"):
+        url = location if location.endswith(".json") else location.rstrip("/") + "/" + REPORT_FILE
+        if storage_client is None:
+            raise ReportUnreadable(f"{url}: reading gs:// needs a storage client")
+        data = read_url(url, storage_client, limit=MAX_REPORT_BYTES)
+        root, _, folder = url.rpartition("/")[0].rpartition("/")
+    else:
+        data, path = _read_local(location)
+        url, root, folder = str(path), str(path.parent.parent), path.parent.name
+    return Located(parse_report(data, url), url, root, folder)
+
+
+def parse_report(data: bytes, url: str) -> Report:
+    """``data`` as a report, or ReportUnreadable naming the first field that is not as the schema has it."""
+    try:
+        return Report.from_json(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ReportUnreadable(f"{url} is not a fanout report: {where + ': ' if where else ''}{error['msg']}") from None
+
+
+def _read_local(location: str) -> tuple[bytes, Path]:
+    """A report file's bytes and resolved path; a folder means its report.json. Only a regular file, read to
+    the limit at most: /dev/zero or a FIFO would be read for ever."""
+    path = Path(location).expanduser()
+    if path.is_dir():
+        path = path / REPORT_FILE
+    try:
+        return read_regular_file(path, MAX_REPORT_BYTES), path.resolve()
+    except FileNotFoundError:
+        raise ReportUnreadable(
+            f"{path}: no such report; give a report.json, its batch folder or gs://BUCKET/.../report.json"
+        ) from None
+    except NotReadable as exc:
+        raise ReportUnreadable(f"{exc}; give report.json or its folder") from None
+    except OSError as exc:
+        raise ReportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None

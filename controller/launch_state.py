@@ -1,0 +1,25 @@
+"""What the runner knows of one launch as the batch runs: its execution as last seen, why it never started or
+whether that could not be checked, its tasks once read. The runner (controller.batch) updates it; the task
+slots (controller.slots) and the outcomes (controller.outcomes) read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.cloudrun import ExecutionStatus, TaskStatus
+from controller.plan import Launch
+
+
+@dataclass
+class LaunchState:
+    launch: Launch
+    execution: ExecutionStatus | None = None
+    error: str | None = None  # why it never started
+    unverified: str | None = None  # RunJob's answer was lost and whether it started could not be checked
+    tasks: list[TaskStatus] | None = None
+    adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
+
+    @property
+    def active(self) -> bool:
+        return self.execution is not None and not self.execution.done
