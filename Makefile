@@ -2,8 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# Test workers: four. On 2 cores both three and six took longer in measured runs: a worker also waits on the
-# processes of its test (tasks, servers, polls), and more workers than that only add contention.
+# Test workers: four on 2 cores (three and six both took longer: docs/benchmarks.md, "Build and test tooling"):
+# a worker also waits on the processes of its test (tasks, servers, polls), and more only add contention.
 PYTEST_WORKERS ?= 4
 # The emulator and fake-gcs-server are per worker (session fixtures) and the Prefect server is the run's (each
 # worker's flows in a project of their own), so any worker can run any test: each gets its next test as it
@@ -12,11 +12,11 @@ PYTEST_WORKERS ?= 4
 
 .PHONY: install run test suite unit fmt lint lint-code lint-iac test-modules bench bench-startup clean
 
-# uv resolves and installs the same packages as pip, five times faster (19 s instead of 96 s on a fresh clone),
-# and compiles them as pip does: with PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and
-# every process that imports Prefect would compile it again (8 s of CPU instead of 4).
-# The virtualenv starts without pip (ensurepip's install of it is 7 s, before anything else can start): the
-# machine's pip puts uv in it, or, where that pip is missing or older than 22.3 (no --python), the venv's own.
+# uv resolves and installs the same packages as pip, several times faster, and compiles them as pip does: with
+# PYTHONDONTWRITEBYTECODE set (as here) nothing would cache them later, and every process that imports Prefect
+# would compile it again. The virtualenv starts without pip (ensurepip's install of it would come before
+# anything else can start): the machine's pip puts uv in it, or, where that pip is missing or older than 22.3
+# (no --python), the venv's own. What each saves: docs/benchmarks.md, "Build and test tooling".
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv --without-pip $(VENV)
 	python3 -m pip --python $(PY) install -q uv || { $(PY) -m ensurepip >/dev/null && $(PY) -m pip install -q uv; }
@@ -48,8 +48,8 @@ lint-iac: install
 	scripts/check-iac
 
 # The test run's Python processes keep their bytecode, as Python does unless PYTHONDONTWRITEBYTECODE is set
-# (it is on some CI images): otherwise every xdist worker rewrites every test module's asserts again, 13 s of
-# CPU per worker instead of 6.
+# (it is on some CI images): otherwise every xdist worker rewrites every test module's asserts again (about
+# twice the CPU per worker: docs/benchmarks.md).
 TEST_ENV := PYTHONDONTWRITEBYTECODE=
 
 # pytest rewrites and caches the test modules once, instead of each worker doing it at once.
@@ -67,7 +67,7 @@ unit: install
 	$(TEST_ENV) $(PY) -m pytest -p no:xdist -q -m "not prefect and not emulator and not browser and not slow" \
 		tests/unit tests/report tests/store $(PYTEST_ARGS)
 
-# The suite starts as soon as the test modules are collected; mypy and checkov (~35 s of CPU) run beside its
+# The suite starts as soon as the test modules are collected; mypy and checkov run beside its
 # first minute instead of before it. A lint failure that comes before the suite starts keeps it from starting.
 suite: test-modules
 	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 1 --durations=40 $(PYTEST_ARGS)
