@@ -16,6 +16,11 @@ controller with it, as in-process. It runs the command in its own process instea
 message, whenever the host is absent (and starts one in the background for the next command), refuses
 (other code), does not answer, or ``FANOUT_WARM=0``. Once the child has the command, the child owns it.
 
+A command hands over its argv, environment (secrets included) and stdio, so it trusts only its own user's
+host: the state dir must be this user's with mode 0700 (a host creates it so, or makes this user's so), the
+socket file this user's, and the process listening on it this user's (SO_PEERCRED); otherwise it runs in its
+own process. The host takes commands only from processes of its own user, the same way.
+
 The host forks only from a process that has imported modules and nothing more: one thread, no event loop,
 no Prefect client, no gRPC channel. It stops on ``fanout server stop``, when its code changed on disk, when
 its socket is gone, or after ``FANOUT_SERVER_IDLE_MINUTES`` (as the local server) without a command.
@@ -32,6 +37,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -138,7 +144,7 @@ def run(argv: list[str]) -> int | None:
     try:
         directory = state_dir()
         digest = code_digest()
-        sock = _connect(directory, digest)
+        sock = _connect(directory, digest) if _private(directory) else None
     except OSError:
         return None
     if sock is None:
@@ -148,16 +154,57 @@ def run(argv: list[str]) -> int | None:
         return _hand_over(sock, argv, digest)
 
 
+def _private(directory: Path) -> bool:
+    """Whether ``directory`` is this user's alone (owned by it, mode 0700): a command hands its argv,
+    environment (secrets included) and stdio to whatever listens there, so nobody else may put a socket in."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and info.st_mode & 0o7777 == 0o700
+
+
+def _make_private(directory: Path) -> None:
+    """Create ``directory`` as 0700, or make this user's own 0700; raises PermissionError for another's."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.stat(directory)
+    if info.st_uid != os.getuid():
+        raise PermissionError(f"{directory} belongs to user {info.st_uid}, not to this user ({os.getuid()})")
+    if info.st_mode & 0o7777 != 0o700:
+        # A folder others could write to may hold a socket someone else put there: the host replaces it (bind),
+        # and commands check that theirs is this user's (``_connect``).
+        os.chmod(directory, 0o700)
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The uid of the process at the other end of ``conn``; None where the system cannot say (no SO_PEERCRED)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    return int(uid)
+
+
 def _connect(directory: Path, digest: str) -> socket.socket | None:
+    """A connection to this user's warm host, or None: no socket, a dead one, or one that is not this user's
+    (the file's owner, then the listening process's, by SO_PEERCRED)."""
     path = socket_path(directory, digest)
-    if not path.exists():
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(HANDSHAKE_TIMEOUT)
     try:
         with _address(path) as address:
             sock.connect(address)
+        uid = _peer_uid(sock)
     except OSError:  # a socket left by a host that died: the next host replaces it
+        sock.close()
+        return None
+    if uid is not None and uid != os.getuid():
         sock.close()
         return None
     return sock
@@ -169,7 +216,7 @@ def _spawn(directory: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
     with contextlib.suppress(OSError):
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_private(directory)  # another user's folder: no host, the commands run in their own process
         with (directory / "warm.log").open("ab") as log:
             subprocess.Popen(
                 [sys.executable, "-m", "controller.warm", "serve"],
@@ -291,7 +338,7 @@ def _peer_pid(conn: socket.socket) -> int | None:
     """The connected command's pid (0 where the system does not say); None if another user's."""
     option = getattr(socket, "SO_PEERCRED", None)
     if option is None:
-        return 0  # no SO_PEERCRED (macOS): the socket file's mode (0600) is the guard
+        return 0  # no SO_PEERCRED (macOS): the socket file's mode (0600) and its 0700 folder are the guard
     pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
     return int(pid) if uid == os.getuid() else None
 
@@ -311,8 +358,9 @@ class Host:
         self.pid = os.getpid()
 
     def claim(self) -> bool:
-        """The host's lock, held for its life; False if another host of this code holds it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """The host's lock, held for its life; False if another host of this code holds it. Raises
+        PermissionError when the folder is another user's."""
+        _make_private(self.directory)
         handle = _lock_path(self.directory, self.digest).open("a")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -529,8 +577,12 @@ def serve(directory: Path) -> int:
     """``python -m controller.warm serve``: import, then host commands until told or time to stop."""
     digest = code_digest()
     host = Host(directory, digest, idle_seconds_from_env())
-    if not host.claim():
-        return 0  # another host serves this code
+    try:
+        if not host.claim():
+            return 0  # another host serves this code
+    except PermissionError as exc:
+        _said(f"not hosting: {exc}")
+        return 1
     for name in PRELOAD:
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)

@@ -264,7 +264,7 @@ def test_a_signal_to_the_command_cancels_the_batch_in_the_warm_host(
 
 def _serve_once(path: Path, answer: bytes | None) -> threading.Thread:
     """A broken host at ``path``: takes one connection, answers ``answer`` (or nothing) and hangs up."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as a host makes it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(1)
@@ -301,7 +301,7 @@ def test_a_broken_warm_host_means_a_run_in_process(env: dict[str, str], tmp_path
 
 def test_a_dead_warm_hosts_socket_means_a_run_in_process_and_a_new_host(env: dict[str, str], tmp_path: Path) -> None:
     host = Host(Path(env["FANOUT_CACHE_DIR"]))
-    host.directory.mkdir(parents=True)
+    host.directory.mkdir(mode=0o700, parents=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(host.socket()))  # a socket file nobody listens on any more
     spec = _write_spec(tmp_path, "dead", [{"job": "hello", "args": ["Grace"]}])
@@ -340,3 +340,101 @@ def test_fanout_warm_0_runs_in_process_and_starts_no_host(env: dict[str, str], t
     assert bad.returncode == 2
     assert "FANOUT_WARM" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+class _Impostor:
+    """A listener at a warm host's socket that is not this user's host: it takes a command the way a host does,
+    keeps what it was sent, prints a made-up success and answers exit 0 without running anything."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(1)
+        self.received = b""
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            self.connected.set()
+            with conn:
+                conn.settimeout(30)
+                _data, fds, _flags, _addr = socket.recv_fds(conn, 1, 3)
+                reader = conn.makefile("rb")
+                self.received = reader.readline()
+                conn.sendall(b'{"pid": 1}\n')
+                if reader.readline().strip() == b"go":
+                    for fd in fds[1:2]:
+                        os.write(fd, b"Batch: succeeded - all items succeeded\n")
+                    conn.sendall(b"exit 0\n")
+                for fd in fds:
+                    os.close(fd)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_socket_in_a_folder_others_can_write_to_is_not_handed_the_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    host = Host(Path(env["FANOUT_CACHE_DIR"]))
+    host.directory.mkdir(parents=True)
+    os.chmod(host.directory, 0o777)  # a shared cache folder: anyone may put a socket of that name there
+    impostor = _Impostor(host.socket())
+    canary = "canary-warm-env-0123456789"
+    spec = _write_spec(tmp_path, "impostor", [{"job": "hello", "args": ["Grace"]}])
+    try:
+        result, _pid = _run(
+            ["run", str(spec), "--report-to", str(tmp_path / "reports"), "--quiet"], {**env, "SOME_TOKEN": canary}
+        )
+    finally:
+        impostor.close()
+    assert result.returncode == 0, result.stderr
+    assert _summary(tmp_path / "reports", "impostor")["status"] == "succeeded"  # it ran, in its own process
+    assert not impostor.connected.is_set() and canary.encode() not in impostor.received
+    # The host started for the next command made the folder private first (and replaced the socket).
+    wait_for(lambda: any("hosting `fanout run`" in line for line in host.lines()), HOST_READY, 0.2, "a new host")
+    assert host.directory.stat().st_mode & 0o777 == 0o700
+
+
+LISTEN_AS_NOBODY = """
+import os, socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])  # as root, so the file is this user's: only the listener's credentials tell
+os.setuid(65534)
+listener.listen(1)  # SO_PEERCRED reports the credentials of the process that called listen()
+print("listening", flush=True)
+listener.settimeout(float(sys.argv[2]))
+try:
+    conn, _ = listener.accept()
+except TimeoutError:
+    print("no connection", flush=True)
+    sys.exit(0)
+conn.settimeout(10)
+data = b""
+try:
+    while chunk := conn.recv(65536):
+        data += chunk
+except OSError:
+    pass
+print(f"received {len(data)} bytes", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to listen as another user")
+def test_a_listener_of_another_user_is_not_handed_the_command(env: dict[str, str], tmp_path: Path) -> None:
+    host = Host(Path(env["FANOUT_CACHE_DIR"]))
+    host.directory.mkdir(mode=0o700, parents=True)
+    listener = subprocess.Popen(
+        [sys.executable, "-c", LISTEN_AS_NOBODY, str(host.socket()), "120"], stdout=subprocess.PIPE, text=True
+    )
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
+    spec = _write_spec(tmp_path, "nobody", [{"job": "hello", "args": ["Grace"]}])
+    result, _pid = _run(["run", str(spec), "--report-to", str(tmp_path / "reports"), "--quiet"], env)
+    assert result.returncode == 0, result.stderr
+    assert _summary(tmp_path / "reports", "nobody")["status"] == "succeeded"
+    listener.kill()
+    out, _err = listener.communicate(timeout=30)
+    assert "received" not in out or "received 0 bytes" in out, out  # connected, checked, hung up: nothing sent
