@@ -1,4 +1,5 @@
-"""Reading the Terraform module with python-hcl2 (there is no terraform binary here)."""
+"""Reading the Terraform module with python-hcl2: its structure, which tests check without running terraform
+(test_terraform_cli.py runs the binary against the provider's schema)."""
 
 from __future__ import annotations
 

@@ -41,8 +41,12 @@ def _framework(cache: Path) -> Path:
     with (cache / "pylib.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "tf" / "runner.py").exists():
-            uv = Path(sys.executable).parent / "uv"
-            install = [str(uv), "pip", "install", "-q", "--no-deps", "--python", sys.executable]
+            uv = Path(sys.executable).parent / "uv"  # make install puts it in the virtualenv
+            install = (
+                [str(uv), "pip", "install", "-q", "--no-deps", "--python", sys.executable]
+                if uv.exists()
+                else [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+            )
             subprocess.run([*install, "--target", str(target), TF_FRAMEWORK], check=True)
     return target
 
