@@ -13,6 +13,7 @@ its holder dies, so a crash never leaves the object locked).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -70,11 +71,25 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``os.umask`` sets it, and another
+    thread creating a file meanwhile would get the wrong mode)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class LocalStore:
-    """A folder on this machine."""
+    """A folder on this machine. Files get the mode any new file gets (0666 less the umask), as the results
+    the runner writes beside them do; the temporary file each write goes through is 0600 until then."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.file_mode = 0o666 & ~_umask()
 
     def url(self, batch_id: str, name: str = "") -> str:
         return str(self.root / batch_id / name) if name else str(self.root / batch_id)
@@ -95,6 +110,7 @@ class LocalStore:
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
+                os.fchmod(handle.fileno(), self.file_mode)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -259,6 +275,8 @@ def open_store(destination: str, storage_client: Any | None = None) -> Store:
         return GcsStore(storage_client, bucket, prefix)
     if "://" in destination:
         raise StoreError(f"unsupported report destination {destination!r}: use gs://BUCKET/PREFIX or a folder")
+    if not destination.strip():  # "" would be the working folder, which nobody means
+        raise StoreError("the report destination is empty: give a folder or gs://BUCKET/PREFIX")
     return LocalStore(destination)
 
 

@@ -42,6 +42,21 @@ def test_local_store_streams_chunks_and_replaces_whole(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "b1") == ["report.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_local_files_honour_the_umask_like_any_new_file(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        store = LocalStore(tmp_path)
+        written = [Path(store.write("b", name, b"{}")) for name in ("report.json", "results.jsonl")]
+        written.append(Path(store.write("b", "report.html", iter([b"<html>"]))))
+        (tmp_path / "b" / "results").mkdir()
+        beside = tmp_path / "b" / "results" / "0.json"
+        beside.write_text("1")  # what a task's program or the runner writes: an ordinary new file
+    finally:
+        os.umask(previous)
+    assert {path.stat().st_mode & 0o777 for path in written} == {beside.stat().st_mode & 0o777} == {0o666 & ~umask}
+
+
 @pytest.mark.parametrize("size", [3 * 2**20, GCS_CHUNK_BYTES + 2**20 + 17], ids=["multipart", "resumable"])
 def test_gcs_store_streams_chunks(gcs: Any, size: int) -> None:
     store = GcsStore(gcs, BUCKET, "store-tests")
@@ -74,7 +89,7 @@ def test_gcs_store_names_a_missing_bucket(gcs: Any) -> None:
 
 @pytest.mark.parametrize(
     ("destination", "message"),
-    [("gs://", "names no bucket"), ("s3://bucket/x", "unsupported report destination")],
+    [("gs://", "names no bucket"), ("s3://bucket/x", "unsupported report destination"), ("", "destination is empty")],
 )
 def test_open_store_rejects_bad_destinations(destination: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
