@@ -129,6 +129,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="port of the gRPC server (the same API over gRPC); 0 picks a free one, printed at start "
         "(default: --port + 1, or a free one when --port is 0)",
     )
+    parser.add_argument(
+        "--grpc-tls-port",
+        type=_bounded_int(0, 65535),
+        default=None,
+        help="port of the gRPC server with TLS, a self-signed certificate made at start whose file is printed "
+        "(for clients left unchanged: trust it with GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); 0 picks a free one "
+        "(default: --port + 2, or a free one when --port is 0)",
+    )
     parser.add_argument("--project", default="local-project", help="project of the catalog jobs (default: %(default)s)")
     parser.add_argument("--region", default="us-central1", help="region of the catalog jobs (default: %(default)s)")
     parser.add_argument(
@@ -230,10 +238,12 @@ def _exposure(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _grpc_port(args: argparse.Namespace) -> int:
-    if args.grpc_port is not None:
-        return int(args.grpc_port)
-    return args.port + 1 if args.port and args.port < 65535 else 0
+def _grpc_port(args: argparse.Namespace, option: str = "grpc_port", offset: int = 1) -> int:
+    """A gRPC port option's value: as given, else ``--port`` + ``offset``, else (``--port 0``) a free one."""
+    given = getattr(args, option)
+    if given is not None:
+        return int(given)
+    return args.port + offset if args.port and args.port + offset <= 65535 else 0
 
 
 def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults | None) -> Emulator:
@@ -246,6 +256,7 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
         host=args.host,
         port=args.port,
         grpc_port=_grpc_port(args),
+        grpc_tls_port=_grpc_port(args, "grpc_tls_port", 2),
         faults=faults,
         local_images=local_images,
         max_running_tasks=args.max_running_tasks,
@@ -257,7 +268,7 @@ def _emulator(args: argparse.Namespace, sources: list[JobSource], faults: Faults
 
 
 def _banner(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource]) -> str:
-    url, target = emulator.url, emulator.grpc_target
+    url, target, tls = emulator.url, emulator.grpc_target, emulator.grpc_tls_target
     return (
         f"Cloud Run emulator serving {url} (REST) and {target} (gRPC, plaintext) (project {args.project}, "
         f"region {args.region}, {_jobs_phrase(sources)}). Point clients at it:\n"
@@ -268,11 +279,16 @@ def _banner(emulator: Emulator, args: argparse.Namespace, sources: list[JobSourc
         f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(), _use_grpc=False,\n"
         f"                 client_options={{'api_endpoint': '{url}'}})\n"
         f"  gcloud config set api_endpoint_overrides/run {url}/\n"
-        "gRPC (the clients' default transport, over a plaintext channel):\n"
+        "gRPC (the clients' default transport), over a plaintext channel:\n"
         f"  run_v2.JobsClient(transport=JobsGrpcTransport(channel=grpc.insecure_channel('{target}')))\n"
         f"  LoggingServiceV2Client(\n"
         f"      transport=LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel('{target}')))\n"
-        f"  Go/Java/Node: endpoint {target} with insecure (plaintext) credentials\n"
+        "  Node: new JobsClient({apiEndpoint, port, sslCreds: grpc.credentials.createInsecure()})\n"
+        f"gRPC with TLS at {tls} (self-signed), for clients left unchanged but for endpoint and credentials:\n"
+        f"  export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={emulator.grpc_roots_file}\n"
+        f"  run_v2.JobsClient(credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint='{tls}'))\n"
+        f"  logging.Client(project='{args.project}', credentials=AnonymousCredentials(),\n"
+        f"                 client_options={{'api_endpoint': '{tls}'}})\n"
         "Ctrl-C stops it."
     )
 
@@ -288,7 +304,9 @@ def _serve(emulator: Emulator, args: argparse.Namespace, sources: list[JobSource
         try:
             emulator.start()
         except OSError as exc:
-            print(f"{prog}: cannot listen on {args.host}:{args.port} (gRPC {_grpc_port(args)}): {exc}", file=sys.stderr)
+            # The gRPC ports' errors name their port; the HTTP socket's are the OS's own.
+            where = "" if "gRPC" in str(exc) else f" on {args.host}:{args.port}"
+            print(f"{prog}: cannot listen{where}: {exc}", file=sys.stderr)
             return 1
         print(_banner(emulator, args, sources), flush=True)
         # Wake up now and then: a signal handler only runs between bytecodes of the main thread.

@@ -6,10 +6,13 @@ import asyncio
 import atexit
 import contextlib
 import functools
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 
 import grpc
@@ -40,6 +43,10 @@ class Emulator:
     Storage volumes sync with ``STORAGE_EMULATOR_HOST`` (else Cloud Storage), or map to a local folder for the
     buckets in ``local_buckets`` (bucket name -> folder; cloudrun_emulator.volumes). Each instance has
     fresh state, plus the ``jobs`` it is seeded with. Use as a context manager, or call ``start()`` and ``stop()``.
+
+    The API is served over HTTP/JSON at ``url`` and over gRPC at ``grpc_target`` (plaintext, ``grpc_port``),
+    and, with ``grpc_tls_port``, over gRPC with TLS at ``grpc_tls_target`` with a self-signed certificate in
+    ``grpc_roots_file`` (for clients that open TLS channels and are to stay unchanged).
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class Emulator:
         simulate: bool = False,
         local_buckets: Mapping[str, str] | None = None,
         grpc_port: int = 0,
+        grpc_tls_port: int | None = None,
     ) -> None:
         self.project = project
         self.region = region
@@ -68,6 +76,9 @@ class Emulator:
         self._requested_port = port
         self._requested_grpc_port = grpc_port
         self._grpc_port: int | None = None
+        self._requested_tls_port = grpc_tls_port
+        self._tls_port: int | None = None
+        self._tls_dir: str | None = None
         self._faults = FaultInjector(faults)
         self._stats = Stats()
         self._make_service = functools.partial(
@@ -142,8 +153,11 @@ class Emulator:
         where = _host_port(self.host, self._requested_grpc_port)
         try:
             self._grpc_port = grpc_server.add_insecure_port(where)
+            if self._requested_tls_port is not None:
+                where = _host_port(self.host, self._requested_tls_port)
+                self._tls_port = grpc_server.add_secure_port(where, self._tls_credentials())
         except RuntimeError as exc:
-            raise OSError(f"cannot serve gRPC on {where}: {exc}") from None
+            raise OSError(f"cannot serve gRPC on {where}: {exc} (is the port taken?)") from None
         await grpc_server.start()
         config = uvicorn.Config(
             EmulatorApp(dispatcher),
@@ -169,6 +183,16 @@ class Emulator:
             await grpc_server.stop(_GRPC_GRACE)
             await service.shutdown()
 
+    def _tls_credentials(self) -> grpc.ServerCredentials:
+        """Server credentials from a fresh self-signed certificate, written (the certificate only) to a file
+        of this instance's for clients to trust."""
+        from cloudrun_emulator.tls import self_signed  # cryptography only for an emulator that serves TLS
+
+        key, cert = self_signed(self.host)
+        self._tls_dir = tempfile.mkdtemp(prefix="cloudrun-emulator-tls-")
+        Path(self._tls_dir, "roots.pem").write_bytes(cert)
+        return grpc.ssl_server_credentials([(key, cert)])
+
     def stop(self) -> None:
         """Stop serving, then kill every running task process (whole process group). Idempotent.
 
@@ -187,6 +211,9 @@ class Emulator:
                 asyncio.run_coroutine_threadsafe(service.shutdown(), loop).result(_STOP_TIMEOUT)
         if self._sock is not None:
             self._sock.close()
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
         self._thread = None
 
     def __enter__(self) -> Emulator:
@@ -226,6 +253,20 @@ class Emulator:
     def grpc_target(self) -> str:
         """``host:port`` of the gRPC server (plaintext), for ``grpc.insecure_channel`` and ``api_endpoint``."""
         return _host_port(self.host, self.grpc_port)
+
+    @property
+    def grpc_tls_target(self) -> str:
+        """``host:port`` of the TLS gRPC port (``grpc_tls_port=``): an unchanged client's ``api_endpoint``."""
+        if self._tls_port is None:
+            raise RuntimeError("the emulator serves no TLS gRPC port (start it with grpc_tls_port=0)")
+        return _host_port(self.host, self._tls_port)
+
+    @property
+    def grpc_roots_file(self) -> str:
+        """The TLS port's certificate (PEM), for ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``; removed at stop."""
+        if self._tls_dir is None:
+            raise RuntimeError("the emulator serves no TLS gRPC port (start it with grpc_tls_port=0)")
+        return str(Path(self._tls_dir, "roots.pem"))
 
     def stats(self) -> dict[str, int]:
         """Requests received per API method, e.g. ``{"Jobs.RunJob": 3, "Logging.ListLogEntries": 1}``."""

@@ -1,16 +1,18 @@
 // Google's Node.js client for Cloud Run (@google-cloud/run) against the local emulator, over gRPC (the
-// client's default) and over REST (fallback: 'rest'): a job's whole lifecycle, each check printed.
+// client's default) on a plaintext channel, over REST (fallback: 'rest'), and, given the TLS gRPC port, over
+// gRPC with TLS and no other change (grpc-js trusts the emulator's certificate through
+// GRPC_DEFAULT_SSL_ROOTS_FILE_PATH): a job's whole lifecycle, each check printed.
 //
 //   npm install @google-cloud/run@3          (in this folder)
-//   fanout emulator --port 8123 --grpc-port 8124 &
-//   node lifecycle.js http://127.0.0.1:8123 127.0.0.1:8124
+//   fanout emulator --port 8123 &           # gRPC on 8124, gRPC with TLS on 8125; prints the roots file
+//   GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=<printed file> node lifecycle.js http://127.0.0.1:8123 127.0.0.1:8124 localhost:8125
 //
 // Exits 1 if any check fails. docs/emulator.md ("Clients tried") has what it covers.
 'use strict';
 const {JobsClient, ExecutionsClient, TasksClient} = require('@google-cloud/run').v2;
 const grpc = require('@grpc/grpc-js');
 
-const [restUrl, grpcTarget] = process.argv.slice(2);
+const [restUrl, grpcTarget, tlsTarget] = process.argv.slice(2);
 const parent = 'projects/local-project/locations/us-central1';
 let failed = 0;
 function check(what, ok) {
@@ -29,10 +31,12 @@ function options(transport) {
     getClient: async () => authClient,
     fetch: (url, init) => fetch(url, init),
   };
-  if (transport === 'grpc') {
-    const colon = grpcTarget.lastIndexOf(':');
-    const [host, port] = [grpcTarget.slice(0, colon), grpcTarget.slice(colon + 1)];
-    return {apiEndpoint: host, port: Number(port), sslCreds: grpc.credentials.createInsecure(), authClient};
+  if (transport === 'grpc' || transport === 'grpc-tls') {
+    const target = transport === 'grpc' ? grpcTarget : tlsTarget;
+    const colon = target.lastIndexOf(':');
+    const [host, port] = [target.slice(0, colon), Number(target.slice(colon + 1))];
+    if (transport === 'grpc-tls') return {apiEndpoint: host, port, authClient};
+    return {apiEndpoint: host, port, sslCreds: grpc.credentials.createInsecure(), authClient};
   }
   const url = new URL(restUrl);
   return {apiEndpoint: url.hostname, port: Number(url.port), protocol: 'http', fallback: 'rest', authClient};
@@ -92,7 +96,7 @@ async function lifecycle(transport) {
 }
 
 (async () => {
-  for (const transport of ['grpc', 'rest']) {
+  for (const transport of tlsTarget ? ['grpc', 'rest', 'grpc-tls'] : ['grpc', 'rest']) {
     try {
       await lifecycle(transport);
     } catch (err) {

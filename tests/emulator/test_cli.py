@@ -60,9 +60,10 @@ def _job_yaml(jobs_dir: Path, pid_file: Path) -> None:
 def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Path, sig: signal.Signals) -> None:
     pid_file = tmp_path / "task.pid"
     _job_yaml(tmp_path / "jobs", pid_file)
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port, tls_port = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = ["emulator", "--port", str(port), "--grpc-port", str(grpc_port), "--jobs-dir", str(tmp_path / "jobs")]
+    ports = ["--port", str(port), "--grpc-port", str(grpc_port), "--grpc-tls-port", str(tls_port)]
+    command = ["emulator", *ports, "--jobs-dir", str(tmp_path / "jobs")]
     proc = subprocess.Popen(
         [PY, "-m", "controller.cli", *command, "-v"],
         stdout=subprocess.PIPE,
@@ -107,6 +108,8 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
     assert f"serving {url} (REST) and 127.0.0.1:{grpc_port} (gRPC, plaintext)" in out
     assert "api_endpoint" in out
     assert f"grpc.insecure_channel('127.0.0.1:{grpc_port}')" in out
+    assert f"gRPC with TLS at 127.0.0.1:{tls_port}" in out
+    assert "export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=" in out
     assert "stopped" in out
     assert "POST /v2/projects/local-project/locations/us-central1/jobs/sleeper:run -> 200 Jobs.RunJob" in err
     deadline = time.monotonic() + 5

@@ -1,12 +1,16 @@
 """The emulator over gRPC, through the official clients' default (gRPC) transport: google-cloud-run's Jobs,
-Executions, Tasks and their long-running operations, google-cloud-logging's LoggingServiceV2. The clients are
-unchanged but for where they connect: a plaintext channel to the emulator's gRPC port. Then the same calls over
+Executions, Tasks and their long-running operations, google-cloud-logging's LoggingServiceV2. Most tests give
+the clients a plaintext channel to the emulator's gRPC port; the last runs a program whose clients are
+unchanged but for their endpoint and anonymous credentials, against the TLS port. Then the same calls over
 REST and gRPC, answer for answer."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,9 @@ from tests.emulator.conftest import FAST_POLL, Clients, wait_until
 
 Overrides = run_v2.RunJobRequest.Overrides
 # Task 0 succeeds, task 1 exits 3; each prints a line and a structured one.
+# A bound for a hung client process, not a guess at its time (imports alone can take tens of seconds on a
+# loaded 2-core machine).
+HUNG = 300.0
 TASKS = """
 import json, os, sys
 index = os.environ["CLOUD_RUN_TASK_INDEX"]
@@ -266,3 +273,58 @@ def test_the_grpc_port_is_the_emulators_own(tmp_path: Path) -> None:
         taken = Emulator(grpc_port=one.grpc_port)
         with pytest.raises(OSError, match="gRPC"):
             taken.start()
+
+
+# A user's program, unchanged but for its endpoint and anonymous credentials: google-cloud-run's and
+# google-cloud-logging's default (gRPC, TLS) clients. It trusts the emulator's certificate through gRPC's own
+# GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, set in its environment.
+UNCHANGED = """
+import json, sys
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import logging, run_v2
+
+endpoint, parent, command = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+options = ClientOptions(api_endpoint=endpoint)
+jobs = run_v2.JobsClient(credentials=AnonymousCredentials(), client_options=options)
+tasks = run_v2.TasksClient(credentials=AnonymousCredentials(), client_options=options)
+container = run_v2.Container(image="example.com/unchanged:1", command=command)
+job = run_v2.Job(template=run_v2.ExecutionTemplate(task_count=2, template=run_v2.TaskTemplate(containers=[container])))
+created = jobs.create_job(parent=parent, job=job, job_id="unchanged").result(timeout=30)
+execution = jobs.run_job(name=created.name).result(timeout=60)
+codes = [t.last_attempt_result.exit_code for t in tasks.list_tasks(parent=execution.name)]
+client = logging.Client(project=parent.split("/")[1], credentials=AnonymousCredentials(),
+                        client_options={"api_endpoint": endpoint})
+flt = f'labels."run.googleapis.com/execution_name"="{execution.name.rsplit("/", 1)[-1]}"'
+lines = sorted(str(e.payload) for e in client.list_entries(filter_=flt))
+print(json.dumps({"transport": jobs.transport.kind, "logging": type(client.logging_api).__module__,
+                  "succeeded": execution.succeeded_count, "codes": codes, "lines": lines}))
+"""
+
+
+def test_unchanged_default_clients_reach_the_tls_grpc_port() -> None:
+    with Emulator(grpc_tls_port=0) as emu:
+        env = {**os.environ, "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": emu.grpc_roots_file}
+        parent = f"projects/{emu.project}/locations/{emu.region}"
+        command = json.dumps([sys.executable, "-c", "import os; print('task', os.environ['CLOUD_RUN_TASK_INDEX'])"])
+        ran = subprocess.run(
+            [sys.executable, "-c", UNCHANGED, emu.grpc_tls_target, parent, command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HUNG,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        stats = emu.stats()
+        roots = Path(emu.grpc_roots_file)
+        assert "CERTIFICATE" in roots.read_text()
+        assert "PRIVATE KEY" not in roots.read_text()  # the key stays in the emulator's memory
+    assert not roots.exists()
+    out = json.loads(ran.stdout)
+    assert out["transport"] == "grpc"
+    assert out["logging"] == "google.cloud.logging_v2._gapic"  # its gRPC API, not the HTTP one
+    assert (out["succeeded"], out["codes"]) == (2, [0, 0])
+    assert out["lines"] == ["task 0", "task 1"]
+    assert stats["Jobs.RunJob"] == 1
+    assert stats["Logging.ListLogEntries"] == 1
