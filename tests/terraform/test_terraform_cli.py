@@ -153,6 +153,9 @@ def test_the_provider_pin_starts_at_the_lowest_version_that_plans(tmp_path):
     """The floor plans (test_validate_and_plan_...); the release below it, let past the pin, does not."""
     assert ALLOWED, f"no provider version the tests know of is allowed by {_constraint()!r}"
     assert _key(ALLOWED[-1])[0] == _key(ALLOWED[0])[0], "the pin spans a major version"
+    # The pin's own floor is a release the suite plans against, not an earlier one nobody tried.
+    (floor,) = re.findall(r"(?:~>|>=)\s*([0-9.]+)", _constraint())
+    assert (*_key(floor), 0, 0)[:3] == _key(ALLOWED[0]), f"{_constraint()!r} allows releases before {ALLOWED[0]}"
     below = max((v for v in PACKAGES if _key(v) < _key(ALLOWED[0])), key=_key)
     assert not allows(_constraint(), below)
     ws = workspace(tmp_path, below)
