@@ -1,4 +1,5 @@
-"""The item states, as one table: each state's name, rank, label, colours and whether it is terminal.
+"""The item states, as one table: each state's name, rank, label and colours, terminal (``ItemState``: every
+item ends in one) or not (``InFlight``: pending, running).
 
 Every renderer reads its rows from here: the outcomes (which state an item of several tasks takes), the CLI
 summary and the Markdown artifact (in which order items that did not succeed are listed, how a state reads,
@@ -65,17 +66,10 @@ class ItemState(_Row):
     def ok(self) -> bool:
         return self is ItemState.SUCCEEDED
 
-    @property
-    def terminal(self) -> bool:
-        return True
-
 
 class InFlight(_Row):
-    """Where an item that has not ended is, as the live progress display counts it (never in a report)."""
-
-    @property
-    def terminal(self) -> bool:
-        return False
+    """Where an item that has not ended is, as the live progress display counts it (never in a report); they
+    rank after every terminal state."""
 
     RUNNING = "running", 50, "running", "cyan"
     PENDING = "pending", 60, "pending", "dim"
