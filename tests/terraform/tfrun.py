@@ -59,15 +59,17 @@ def mirror(version: str) -> Path:
     root = cache / f"mirror-{schema.stem}"
     package = root / "registry.terraform.io" / "hashicorp" / "google" / version / "linux_amd64"
     plugin = package / f"terraform-provider-google_v{version}"
-    if not plugin.exists():
+    home = cache / "home"  # tf keeps its TLS certificate under ~/.cache
+    script = (
+        "#!/bin/sh\n"
+        f"HOME='{home}' PYTHONPATH='{pylib}:{HERE}' FAKEGOOGLE_SCHEMA='{schema}' "
+        f"exec '{sys.executable}' '{HERE / 'fakegoogle.py'}' \"$@\"\n"
+    )
+    # Written again when it names another checkout or virtualenv; atomically, as workers share it.
+    if not plugin.exists() or plugin.read_text() != script:
         package.mkdir(parents=True, exist_ok=True)
-        home = cache / "home"  # tf keeps its TLS certificate under ~/.cache
-        partial = plugin.with_suffix(".part")
-        partial.write_text(
-            "#!/bin/sh\n"
-            f"HOME='{home}' PYTHONPATH='{pylib}:{HERE}' FAKEGOOGLE_SCHEMA='{schema}' "
-            f"exec '{sys.executable}' '{HERE / 'fakegoogle.py'}' \"$@\"\n"
-        )
+        partial = plugin.with_name(f"{plugin.name}.{os.getpid()}.part")
+        partial.write_text(script)
         partial.chmod(0o755)
         partial.rename(plugin)
     return root
