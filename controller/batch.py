@@ -477,6 +477,8 @@ class BatchRunner:
             return results
         if stats.incomplete:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
+        if stats.unreadable:
+            self.problems.append(f"log tails: {stats.unreadable:,} log entries could not be read and were left out")
         with_tails: dict[str, Tail] = tails
         return [replace(r, **with_tails[r.key].fields()) if r.key in with_tails else r for r in results]
 

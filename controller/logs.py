@@ -92,6 +92,7 @@ class TailStats:
     calls: int = 0
     entries: int = 0
     incomplete: bool = False  # the call or time budget ran out before every tail was full
+    unreadable: int = 0  # entries skipped: their labels or payload were not what Cloud Logging writes
 
 
 def _quote(value: str) -> str:
@@ -177,7 +178,10 @@ def fetch_tails(
             )
 
         for entry in budget.pages(query, until=collector.done):
-            collector.add(entry)
+            try:
+                collector.add(entry)
+            except (AttributeError, TypeError, ValueError):  # one odd entry costs its line, not every tail
+                stats.unreadable += 1
         if stats.incomplete:
             break
     return collector.tails, stats

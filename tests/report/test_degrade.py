@@ -7,8 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from controller.html_report import render_html_chunks
+from controller.logs import TailTarget, fetch_tails
+from controller.quota import Unlimited
 from controller.redact import payload_text
 from controller.report import Report
 from controller.results import jsonl_chunks
@@ -52,3 +55,25 @@ def test_a_log_line_with_a_lone_surrogate_reads_as_a_replacement_character() -> 
     assert payload_text({"message": "\udfff"}) == "\ufffd"
     assert payload_text({"data": "\ud800"}) == '{"data": "\ufffd"}'
     assert payload_text("\U0001f600 fine") == "\U0001f600 fine"  # a real character outside the BMP stays
+
+
+class _OddEntries:
+    """Cloud Logging's list_entries with entries nobody foresaw among good ones (newest first)."""
+
+    def list_entries(self, **_: object) -> object:
+        execution = {"run.googleapis.com/execution_name": "exec-1"}
+        return iter(
+            [
+                SimpleNamespace(payload="last \ud800 line", labels=execution),
+                SimpleNamespace(payload="odd index", labels={**execution, "run.googleapis.com/task_index": "x"}),
+                SimpleNamespace(payload="no labels at all", labels=["not", "a", "mapping"]),
+                SimpleNamespace(payload="first line", labels=execution),
+            ]
+        )
+
+
+def test_an_odd_log_entry_costs_its_line_not_every_tail() -> None:
+    target = TailTarget(key="item", execution="exec-1", task_index=None)
+    tails, stats = fetch_tails(_OddEntries(), "p", [target], limiter=Unlimited())
+    assert tails["item"].fields()["log_tail"] == ["first line", "odd index", "last \ufffd line"]
+    assert stats.unreadable == 1
