@@ -34,9 +34,10 @@ def _drain(stream: Any, sink: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def emulator(max_running_tasks: int, *, simulate: bool = False) -> Iterator[str]:
+def emulator(max_running_tasks: int, *, simulate: bool = False, grpc_port: int = 0) -> Iterator[str]:
     """Start ``python -m cloudrun_emulator`` on a free port; yields its URL; stops it (SIGTERM kills
-    every task's process group). ``simulate``: no process starts (``--simulate-tasks``, scale cases only)."""
+    every task's process group). ``simulate``: no process starts (``--simulate-tasks``, scale cases only).
+    ``grpc_port``: where its gRPC server listens (default a free port)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -48,6 +49,8 @@ def emulator(max_running_tasks: int, *, simulate: bool = False) -> Iterator[str]
             PROJECT,
             "--region",
             REGION,
+            "--grpc-port",
+            str(grpc_port),
             "--max-running-tasks",
             str(max_running_tasks),
             *(["--simulate-tasks"] if simulate else []),
