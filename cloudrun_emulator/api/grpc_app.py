@@ -15,7 +15,9 @@ googleapis-common-protos and google-cloud-logging; nothing is generated here.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ from google.rpc import error_details_pb2, status_pb2
 from cloudrun_emulator.api.methods import METHODS, PATH_FIELD, Method
 from cloudrun_emulator.api.rpc import LOST, ROUTER, Dispatcher
 from cloudrun_emulator.errors import ApiError, invalid
+
+log = logging.getLogger("cloudrun_emulator")
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,27 @@ class GrpcApp:
         return [grpc.method_handlers_generic_handler(s, table) for s, table in by_service.items()]
 
     def _behaviour(self, method: Method, response: type[Message]) -> Any:
+        full_name = f"/{method.service}/{method.name}"
+
         async def behaviour(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            started, status = time.perf_counter(), "OK"
             try:
                 return json_format.ParseDict(await self._answer(method, request, context), response())
             except ApiError as exc:
                 code, trailer = _status_of(exc)
+                status = code.name
                 # abort() ends the call by raising.
                 await context.abort(code, exc.message, trailing_metadata=trailer)
                 raise
+            except Exception:
+                # An answer that does not fit its message is the emulator's bug, answered as the HTTP app does.
+                log.exception("%s failed in the emulator", full_name)
+                status = "INTERNAL"
+                await context.abort(grpc.StatusCode.INTERNAL, "The emulator failed to serve this request.")
+                raise
+            finally:
+                # The HTTP app's request line, for gRPC (-v).
+                log.debug("gRPC %s -> %s %.1fms", full_name, status, (time.perf_counter() - started) * 1000)
 
         return behaviour
 

@@ -112,6 +112,7 @@ def test_cli_serves_logs_requests_and_exits_cleanly_with_tasks_gone(tmp_path: Pa
     assert "export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=" in out
     assert "stopped" in out
     assert "POST /v2/projects/local-project/locations/us-central1/jobs/sleeper:run -> 200 Jobs.RunJob" in err
+    assert "gRPC /google.cloud.run.v2.Jobs/GetJob -> OK" in err
     deadline = time.monotonic() + 5
     while psutil.pid_exists(task_pid) and psutil.Process(task_pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the task process outlived the emulator"
