@@ -94,9 +94,15 @@ class ProgressArtifact:
                 update_progress_artifact(  # type: ignore[call-arg]
                     artifact_id=self.artifact_id, progress=percent, description=description, _sync=True
                 )
-        except Exception:  # a view of the batch, like the other artifacts: never a reason to fail it
+        except Exception as exc:  # a view of the batch, like the other artifacts: never a reason to fail it
             self._broken = True
-            logger.warning("could not update the Prefect progress artifact of batch %s", self.batch_id, exc_info=True)
+            # The error, not its traceback: an API that went away is the usual cause, and one line says so.
+            logger.warning(
+                "could not update the Prefect progress artifact of batch %s: %s: %s",
+                self.batch_id,
+                type(exc).__name__,
+                exc,
+            )
 
 
 def publish_artifacts(report: Report, *, report_url: str | None = None) -> None:
@@ -137,5 +143,7 @@ def _attempt(report: Report, key: str, create: Callable[[], object]) -> None:
         create()
     # Anything the Prefect client raises (HTTP status, transport, validation) lands here: the report is the
     # record and is stored elsewhere, so a broken artifact is worth a warning, not a failed batch.
-    except Exception:
-        logger.warning("could not publish Prefect artifact %s for batch %s", key, report.batch_id, exc_info=True)
+    except Exception as exc:
+        logger.warning(
+            "could not publish Prefect artifact %s for batch %s: %s: %s", key, report.batch_id, type(exc).__name__, exc
+        )

@@ -23,7 +23,16 @@ from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, Lau
 from controller.launch_state import LaunchState
 from controller.logs import Tail, TailTarget, fetch_tails
 from controller.outcomes import INTERIM_PROBLEM, Outcomes
-from controller.ownership import LEASE_SECONDS, BatchConflict, BatchOwned, Lease, Owner, acquire
+from controller.ownership import (
+    BatchConflict,
+    BatchOwned,
+    FencedStore,
+    Lease,
+    LeaseLost,
+    Owner,
+    acquire,
+    lease_seconds,
+)
 from controller.pace import Pace, PollPolicy
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
 from controller.redact import Redactor
@@ -71,7 +80,7 @@ class BatchRunner:
     progress: Callable[[Mapping[str, int]], None] | None = None
     deadline_seconds: float | None = None
     sleep: Callable[[float], None] = time.sleep
-    lease_seconds: float = LEASE_SECONDS
+    lease_seconds: float = field(default_factory=lease_seconds)  # FANOUT_LEASE_SECONDS
     rerun_of: BatchLink | None = None  # the batch whose items this one reruns (controller.rerun)
 
     def __post_init__(self) -> None:
@@ -82,6 +91,7 @@ class BatchRunner:
         self.cancelled = False
         self.lease: Lease | None = None
         self.cloud_lost: str | None = None  # why the controller stopped hearing from Cloud Run
+        self._told_lease_ran_out = False
         self.cancel_failed: set[str] = set()  # executions whose cancellation Cloud Run never accepted
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
@@ -116,6 +126,11 @@ class BatchRunner:
             seconds=self.lease_seconds,
         )
         self.started_at = datetime.fromisoformat(self.lease.record["started_at"])
+        # From here on every write of the batch's files checks the lease first: a controller that lost the
+        # batch (paused past its lease, then taken over) writes nothing over the new owner's files.
+        self.store = FencedStore(self.store, self.lease)
+        if self.manifest_store is not None:
+            self.manifest_store = FencedStore(self.manifest_store, self.lease)
         try:
             save_spec(self.store, batch)  # what a rerun of its items needs; literal secrets withheld
         except BaseException:
@@ -175,10 +190,11 @@ class BatchRunner:
                 if self.cancel_event.is_set():
                     state.error = _CANCELLED_BEFORE_START
                     return state
-                if self.lease is not None and not self.lease.valid():
-                    state.error = f"not started: this controller no longer holds the batch ({self._lease_problem()})"
-                    return state
-                execution = self.cloud.run(state.launch, since=self.started_at)
+                guard = None if self.lease is None else self.lease.check
+                execution = self.cloud.run(state.launch, since=self.started_at, guard=guard)
+        except LeaseLost:
+            assert self.lease is not None
+            state.error = f"not started: this controller no longer holds the batch ({self.lease.problem()})"
         except LaunchUnverified as exc:
             state.unverified = self.redact(str(exc))
             log.warning("launch %s (%s): %s", state.launch.key, state.launch.job, state.unverified)
@@ -194,10 +210,6 @@ class BatchRunner:
         finally:
             self.task_slots.changed()
         return state
-
-    def _lease_problem(self) -> str:
-        assert self.lease is not None
-        return self.lease.lost or f"its lease ran out at {self.lease.until.isoformat(timespec='seconds')}"
 
     def launch_all(self, *, watch: bool = False) -> None:
         """Start every pending launch on ``concurrency`` threads (the flow uses Prefect tasks instead), then
@@ -279,10 +291,21 @@ class BatchRunner:
         return "not started: the batch stopped before a running task made room"
 
     def _lease_lost(self) -> bool:
+        """Whether to stop watching: another controller took the batch over (it watches the executions now).
+        A lease that ran out while batch.json could not be written stops the launches, not the watch: reading
+        what Cloud Run says is no act of an owner, and the report then tells how the executions ended."""
         if self.lease is None or self.lease.lost is None:
             return False
-        self.problems.append(f"stopped watching: {self.lease.lost}")
-        return True
+        if self.lease.taken:
+            self.problems.append(f"stopped watching: {self.lease.lost}")
+            return True
+        if not self._told_lease_ran_out:
+            self._told_lease_ran_out = True
+            self.problems.append(
+                f"{self.lease.lost}; from then on nothing was launched or cancelled, and the executions already "
+                "started were watched to their end"
+            )
+        return False
 
     def _poll_active(self, active: list[LaunchState], pace: Pace) -> bool:
         """One poll of the running executions; False (and the reason recorded) when Cloud Run is lost."""
@@ -337,10 +360,16 @@ class BatchRunner:
 
     def cancel(self, *, wait_seconds: float = CANCEL_SECONDS) -> None:
         """Cancel every execution of the batch still running, then wait until they have stopped, all within
-        ``wait_seconds``. What Cloud Run did not confirm is recorded: such items are never reported as cancelled."""
-        self.cancelled = True
+        ``wait_seconds``. What Cloud Run did not confirm is recorded: such items are never reported as cancelled.
+
+        A controller that lost the batch's lease cancels nothing: its executions may be another controller's
+        now, adopted when it took the batch over."""
         self.cancel_event.set()
         self.task_slots.close(_CANCELLED_BEFORE_START)
+        if self.lease is not None and self.lease.lost is not None:
+            self.problems.append(f"nothing cancelled: this controller no longer holds the batch ({self.lease.lost})")
+            return
+        self.cancelled = True
         deadline = self.clock() + wait_seconds
         with self._lock:
             first = [s for s in self.states if s.active]

@@ -23,10 +23,11 @@ from typing import Any
 
 from rich.console import Console
 
+from controller.api_watch import ApiWatch
 from controller.batchfolder import ReportUnreadable, finished_notice, open_report, standing_report
 from controller.catalog import Catalog, CatalogError
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
-from controller.ownership import BatchConflict
+from controller.ownership import BatchConflict, LeaseLost
 from controller.plan import Launch, Mode, Plan, PlanError, plan
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
@@ -434,17 +435,31 @@ def _launch(
         console.print(f"fanout: no --project: running on the local emulator at {embedded}", highlight=False)
     from controller.flow import ReportNotStored, fan_out
 
-    log_to_console(console, quiet=options.quiet, reported=(*USER_ERRORS, ReportNotStored))
+    log_to_console(console, quiet=options.quiet, reported=(*USER_ERRORS, LeaseLost, ReportNotStored))
     not_stored: ReportNotStored | None = None
+    watch = ApiWatch()
     try:
-        report, url, interrupted = _run_flow(fan_out, options, batch, catalog, target.project, console, flow_args)
+        report, url, interrupted = _run_flow(
+            fan_out, options, batch, catalog, target.project, console, flow_args, watch
+        )
     except ReportNotStored as exc:  # the items ran: their summary still counts, the lost report fails the run
         not_stored, report, url, interrupted = exc, exc.report, None, False
+    except LeaseLost as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        what = "another controller runs it now" if exc.taken else "another controller may run it now"
+        print(f"fanout: {what}; this one stopped launching and wrote none of the batch's files", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     finally:
+        watch.stop()
         prefect_api.close()  # the embedded emulator first, then the Prefect server
     if report is None:
         print("fanout: the batch was interrupted before its report was built", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return _conclude(report, url, interrupted=interrupted, not_stored=not_stored)
+
+
+def _conclude(report: Report, url: str | None, *, interrupted: bool, not_stored: Exception | None) -> int:
+    """Print the summary and where the report is; the exit code."""
     print_summary(report, Console(stderr=False))
     if not_stored is not None:
         print(f"fanout: {not_stored}", file=sys.stderr)
@@ -463,20 +478,32 @@ def _run_flow(
     project: str,
     console: Console,
     flow_args: dict[str, Any],
+    watch: ApiWatch,
 ) -> tuple[Report | None, str | None, bool]:
     """Run the flow in this process with live progress; returns the report, where it went, and whether the
-    run was interrupted."""
+    run was interrupted. ``watch`` starts once the report is stored (``ApiWatch``)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from controller.flow import MAX_LAUNCH_THREADS, prepared_batch, prepared_catalog, progress_sink, report_sink
 
     captured: dict[str, Any] = {}
     progress = None if options.quiet else Progress(len(batch.items), console=console)
+
+    def reported(report: Report, url: str) -> None:
+        captured.update(report=report, url=url)
+
+        def conclude() -> int:
+            if progress is not None:
+                progress.close()
+            return _conclude(report, url, interrupted=False, not_stored=None)
+
+        watch.start(conclude)
+
     # What the flow picks up from this context, for this run only: a caller that runs more than one batch in
     # a process (a test, a notebook) must not hand one run's batch to the next.
     tokens = [
         (progress_sink, progress_sink.set(progress.update if progress is not None else None)),
-        (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
+        (report_sink, report_sink.set(reported)),
         # A rerun's batch gets its id in the flow, which lists it in the report it reruns.
         (prepared_batch, prepared_batch.set(None if "rerun_of" in flow_args else batch)),
         (prepared_catalog, prepared_catalog.set(catalog)),
@@ -491,7 +518,7 @@ def _run_flow(
         # The state, not its result: a Failed run (items failed) is exit 1 from the report, not a traceback.
         state = flow(**{**parameters, "project": project, **flow_args}, return_state=True)
         if "report" not in captured:
-            state.result()  # a crash before the report: raise what the flow raised
+            state.result()  # a crash before the report (or the batch lost to another controller): raise it
     except KeyboardInterrupt:
         interrupted = True
     finally:

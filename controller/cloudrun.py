@@ -379,11 +379,15 @@ class CloudRun:
 
     # -- executions ---------------------------------------------------------------------------------------
 
-    def run(self, launch: Launch, *, since: datetime) -> ExecutionStatus:
+    def run(
+        self, launch: Launch, *, since: datetime, guard: Callable[[], None] | None = None
+    ) -> ExecutionStatus:
         """Start the launch's execution, exactly once.
 
         After an ambiguous failure the job's recent executions are searched for the launch's key before
-        the run is repeated, so a dropped response never leads to a second execution.
+        the run is repeated, so a dropped response never leads to a second execution. ``guard`` is called
+        right before each RunJob is sent (after the rate limiter and after each retry's wait); what it
+        raises ends the call unsent: the batch's lease (``Lease.check``) may have been lost while waiting.
         """
         override = run_v2.RunJobRequest.Overrides.ContainerOverride(
             args=list(launch.args or ()),
@@ -401,6 +405,8 @@ class CloudRun:
         sent_at = time.monotonic()
 
         def start() -> ExecutionStatus:
+            if guard is not None:
+                guard()
             operation = self.clients.jobs.run_job(request=request, retry=None)
             metadata = operation.metadata
             if metadata is None or not metadata.name:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +27,7 @@ from prefect import Flow, flow, get_run_logger, task  # noqa: E402 - quiet defau
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.exceptions import TerminationSignal  # noqa: E402
-from prefect.futures import PrefectFuture, wait  # noqa: E402
+from prefect.futures import PrefectConcurrentFuture  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from prefect.states import Completed, Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
@@ -33,17 +35,18 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from controller import rerun as reruns  # noqa: E402
 from controller import results  # noqa: E402
 from controller.batch import CANCEL_SECONDS, BatchRunner, LaunchState, PollPolicy  # noqa: E402
-from controller.batchfolder import finished_notice, standing_report, store_report, write_html  # noqa: E402
+from controller.batchfolder import REPORT_FILE, finished_notice, standing_report, store_report, write_html  # noqa: E402
 from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
 from controller.gc_pause import gc_paused  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
+from controller.ownership import LeaseLost  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
-from controller.report import BatchLink, ItemState, Report  # noqa: E402
+from controller.report import BatchLink, ItemResult, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
-from controller.store import Store, StoreError, open_bucket_block, open_store  # noqa: E402
+from controller.store import LocalStore, Store, StoreError, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
 from controller.target import choose_target, serving  # noqa: E402
 
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = RunOptions.model_fields["concurrency"].default
 MAX_LAUNCH_THREADS = 64
+# Where a report goes when its store cannot take it: this folder in the working directory, else in the
+# temporary directory.
+UNSTORED_FOLDER = "fanout-unstored-reports"
 
 # The CLI shows live progress; the flow reports counts to whatever sink is set for the current context.
 progress_sink: contextvars.ContextVar[Callable[[Mapping[str, int]], None] | None] = contextvars.ContextVar(
@@ -140,9 +146,32 @@ def _results_volume(store: Store, batch_id: str, clients: Clients) -> ResultsVol
     return results.volume(store, batch_id, emulator_buckets(emulator))
 
 
-def _watch(runner: BatchRunner, futures: list[PrefectFuture[str | None]]) -> None:
-    """Watch in the flow's own thread while launch tasks run, so the progress is live from the start."""
-    runner.watch(launching_done=lambda: all(f.state.is_final() for f in futures))
+def _watch(runner: BatchRunner, futures: list[PrefectConcurrentFuture[str | None]]) -> None:
+    """Watch in the flow's own thread while launch tasks run, so the progress is live from the start.
+
+    Whether the launches are done is asked of this process's own futures, never of the Prefect API (a
+    future's ``state`` reads the task run from the API until it is waited on): the API is a window on the
+    batch, and a server that went away must cost the UI, not the batch's executions."""
+    runner.watch(launching_done=lambda: all(f.wrapped_future.done() for f in futures))
+
+
+def _launch_in_tasks(runner: BatchRunner) -> dict[int, UUID]:
+    """Launch every pending launch as a task run while watching; returns the task runs by launch index."""
+    batch_id = runner.plan.batch.batch_id
+    task_runs: dict[int, UUID] = {}
+    futures: list[PrefectConcurrentFuture[str | None]] = []
+    for state in runner.pending():
+        future = launch_task.submit(batch_id, state.launch.index)
+        assert isinstance(future, PrefectConcurrentFuture)  # the flow's task runner is a thread pool
+        task_runs[state.launch.index] = future.task_run_id
+        futures.append(future)
+    _watch(runner, futures)
+    for future in futures:
+        future.wait()  # the thread's own end: no call to the Prefect API
+    if left := runner.pending():  # task runs that never ran their launch: the Prefect API would not record them
+        log.warning("batch %s: %d launch(es) started without a task run", batch_id, len(left))
+        runner.launch_all(watch=True)
+    return task_runs
 
 
 def execute(
@@ -187,10 +216,10 @@ def execute(
     )
     # Outside the try: a run refused the batch (another spec, another live controller) writes nothing.
     resumed = runner.open_batch(project=options.project, region=options.region, flow_run_id=flow_run_id)
+    store = runner.store  # from here on, every write checks that this controller still holds the batch
     _running[batch.batch_id] = runner
     finished: Report | None = None
     launch_task_runs: dict[int, UUID] = {}
-    futures: list[PrefectFuture[str | None]] = []
     try:
         # A batch that ran to its end starts nothing: its one-off jobs, and with them their executions, were
         # deleted, so looking executions up by launch key would not find them and would run items again.
@@ -199,12 +228,7 @@ def execute(
             log.info("batch %s already ran to its end: its report stands and nothing is launched", batch.batch_id)
         elif use_prefect_tasks:
             adopted = prepare_task(batch.batch_id, options.service_account)
-            for state in runner.pending():
-                future = launch_task.submit(batch.batch_id, state.launch.index)
-                launch_task_runs[state.launch.index] = future.task_run_id
-                futures.append(future)
-            _watch(runner, futures)
-            wait(futures)
+            launch_task_runs = _launch_in_tasks(runner)
         else:
             runner.prepare(service_account=options.service_account)
             adopted = runner.adopt_existing()
@@ -242,7 +266,7 @@ def _stop(runner: BatchRunner, store: Store, exc: BaseException, flow_run_id: st
     runner.cancel_event.set()
     try:
         store_report(store, runner.interim_report(flow_run_id=flow_run_id))
-    except Exception as error:
+    except Exception as error:  # LeaseLost too: the batch's files are another controller's now
         log.warning("interim report not written: %s", runner.redact(str(error)))
     runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
 
@@ -282,11 +306,97 @@ def _delete_one_off_jobs(runner: BatchRunner) -> None:
             log.warning("one-off job %s not deleted: %s", job.name, exc)
 
 
+def _unstored(runner: BatchRunner, report: Report, url: str, why: str) -> ReportNotStored:
+    """The error that says the report is not at ``url``, and why, once the report is written to a local
+    folder instead (its problems say so); when no local folder takes it either, the error says that the
+    summary printed is all that is left of it."""
+    for folder in (Path.cwd() / UNSTORED_FOLDER, Path(tempfile.gettempdir()) / UNSTORED_FOLDER):
+        elsewhere = LocalStore(folder)
+        copy = elsewhere.url(report.batch_id)
+        note = runner.redact(f"the report could not be stored at {url}: {why}; this copy was written to {copy}")
+        kept = report.model_copy(update={"problems": [*report.problems, note]})
+        try:
+            elsewhere.write(kept.batch_id, results.JSONL, results.jsonl_chunks(kept.items))
+            elsewhere.write(kept.batch_id, REPORT_FILE, kept.json_chunks())
+            write_html(elsewhere, kept, None)
+        except (StoreError, OSError) as exc:
+            log.warning("the report could not be written to %s either: %s", folder, exc)
+            continue
+        return ReportNotStored(note, kept)
+    note = f"the report could not be stored at {url} ({why}), nor in a local folder: the summary is all there is"
+    return ReportNotStored(runner.redact(note), report)
+
+
+def _store_unusable(runner: BatchRunner) -> str | None:
+    """Why the batch's files cannot be written now (the lease ran out while the store could not be
+    reached), else None. Raises LeaseLost when another controller took the batch over."""
+    if runner.lease is None:
+        return None
+    try:
+        runner.lease.check()
+    except LeaseLost as exc:
+        if exc.taken:
+            raise
+        return str(exc)
+    return None
+
+
 @gc_paused()  # the report's per-item objects all live on until it is written
 def _finish(
     runner: BatchRunner, clients: Clients, store: Store, options: Options, flow_run_id: str | None
 ) -> tuple[Report, str]:
-    """Collect, tail, build and store the report; each step degrades rather than losing the report."""
+    """Collect, tail, build and store the report; each step degrades rather than losing the report.
+
+    Raises ReportNotStored when the report cannot be stored where it belongs (then it is in a local folder
+    the message names), LeaseLost when another controller took the batch over: this one writes none of its
+    files."""
+    unusable = _store_unusable(runner)
+    items = _items(runner, clients, options, read_results=unusable is None)
+    batch_id = runner.plan.batch.batch_id
+    if unusable is None:  # before the report is built, so that a failure is one of its problems
+        unusable = _write_results(runner, store, items)
+    report = runner.report(items, flow_run_id=flow_run_id)
+    url = store.url(batch_id, REPORT_FILE)
+    if unusable is not None:
+        raise _unstored(runner, report, url, unusable)
+    try:
+        report, url, generation = store_report(store, report)  # a resumed batch keeps the reruns listed
+    except LeaseLost as exc:
+        if exc.taken:
+            raise
+        raise _unstored(runner, report, url, str(exc)) from None
+    except StoreError as exc:  # the items ran: this is not the caller's mistake, and the summary is still due
+        raise _unstored(runner, report, url, str(exc)) from None
+    try:
+        write_html(store, report, generation)
+    except Exception as exc:
+        log.warning("report.html not written: %s", runner.redact(str(exc)))
+    # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running
+    # the batch again finds what already ran by launch key and starts only the rest.
+    if all(state.execution is not None and state.execution.done for state in runner.states):
+        _delete_one_off_jobs(runner)
+    elif runner.plan.one_off_jobs and not runner.plan.batch.keep_jobs:
+        log.info("one-off jobs of batch %s kept until it is resumed to its end", batch_id)
+    return report, url
+
+
+def _write_results(runner: BatchRunner, store: Store, items: list[ItemResult]) -> str | None:
+    """Write results.jsonl; a failure is one of the report's problems. Returns why the store cannot be used
+    when the lease ran out meanwhile (LeaseLost propagates when the batch was taken over)."""
+    try:
+        store.write(runner.plan.batch.batch_id, results.JSONL, results.jsonl_chunks(items))
+    except LeaseLost as exc:
+        if exc.taken:
+            raise
+        return str(exc)
+    except StoreError as exc:
+        runner.problems.append(runner.redact(f"results.jsonl not written: {exc}"))
+    return None
+
+
+def _items(runner: BatchRunner, clients: Clients, options: Options, *, read_results: bool) -> list[ItemResult]:
+    """Every item's result: task details, log tails and (``read_results``: the store can be read) the values
+    the items wrote."""
     try:
         runner.collect_tasks()
     except Exception as exc:
@@ -303,31 +413,14 @@ def _finish(
             )
         except Exception as exc:
             runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
+    if not read_results:
+        runner.problems.append("item results not read: the report store cannot be used")
+        return items
     try:
-        items = runner.attach_results(items)
+        return runner.attach_results(items)
     except Exception as exc:
         runner.problems.append(runner.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
-    batch_id = runner.plan.batch.batch_id
-    try:  # before the report is built, so that a failure is one of its problems
-        store.write(batch_id, results.JSONL, results.jsonl_chunks(items))
-    except StoreError as exc:
-        runner.problems.append(runner.redact(f"results.jsonl not written: {exc}"))
-    report = runner.report(items, flow_run_id=flow_run_id)
-    try:
-        report, url, generation = store_report(store, report)  # a resumed batch keeps the reruns listed
-    except StoreError as exc:  # the items ran: this is not the caller's mistake, and the summary is still due
-        raise ReportNotStored(runner.redact(f"the report was not stored: {exc}"), report) from None
-    try:
-        write_html(store, report, generation)
-    except Exception as exc:
-        log.warning("report.html not written: %s", runner.redact(str(exc)))
-    # Deleting a job deletes its executions: while a launch has not run to its end, the jobs stay, so running
-    # the batch again finds what already ran by launch key and starts only the rest.
-    if all(state.execution is not None and state.execution.done for state in runner.states):
-        _delete_one_off_jobs(runner)
-    elif runner.plan.one_off_jobs and not runner.plan.batch.keep_jobs:
-        log.info("one-off jobs of batch %s kept until it is resumed to its end", batch_id)
-    return report, url
+    return items
 
 
 def _stores(options: RunOptions, catalog: Catalog, clients: Clients) -> tuple[Store, Store | None]:

@@ -33,7 +33,8 @@ from controller.batchfolder import (
     write_html,
 )
 from controller.catalog import Catalog
-from controller.ownership import BATCH_STATE
+from controller.outcomes import INTERIM_PROBLEM
+from controller.ownership import BATCH_STATE, BatchOwned, refuse_if_held
 from controller.report import BatchLink, ItemState, Report, Rerun
 from controller.spec import Batch, load_batch
 from controller.store import Store, StoreConflict, StoreError, open_store
@@ -297,6 +298,32 @@ def withdrawn_unless_opened(started: StartedRerun | None, store: Store) -> Itera
         raise
 
 
+def _refuse_unless_ended(parent: Parent) -> None:
+    """A rerun starts from a batch that has ended: never while its controller still runs it (its lease is
+    live: its executions may still end well), nor from an interim report (written as the batch was
+    interrupted; what it lists unfinished may still run). Raises RerunError saying what to do instead."""
+    if INTERIM_PROBLEM in parent.report.problems:
+        raise RerunError(
+            f"{parent.url} is an interim report: batch {parent.batch_id} was interrupted and its controller "
+            "stopped before writing the final one, so executions it lists unfinished may still run. Run the "
+            f"batch's spec again with --batch-id {parent.batch_id} and the same --report-to: it resumes the "
+            "batch, attaches to what still runs and writes the final report; then rerun that"
+        )
+    data = parent.store.read(parent.batch_id, BATCH_STATE)
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return  # a batch from before batch.json, or none to read: nobody can be holding it
+    try:
+        refuse_if_held(record, parent.batch_id, datetime.now(UTC))
+    except BatchOwned as exc:
+        raise RerunError(
+            f"{exc}. Its report ({parent.url}) is not final while it runs: rerun it once that run has ended"
+        ) from None
+
+
 def plan_rerun(
     location: str,
     *,
@@ -308,6 +335,7 @@ def plan_rerun(
     """Check a rerun without writing anything. Raises RerunError (bad input, nothing launched) or
     NothingToRerun."""
     parent = open_parent(location, storage_client)
+    _refuse_unless_ended(parent)
     chosen = parse_states(states)
     keys = [item.key for item in parent.report.items if item.state in chosen]
     if not keys:

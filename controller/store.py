@@ -61,9 +61,13 @@ class Store(Protocol):
         """The object and its generation (an opaque token for ``write_if``), or None when there is none."""
         ...
 
-    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+    def write_if(
+        self, batch_id: str, name: str, data: bytes, generation: str | None, *, deadline: float | None = None
+    ) -> str:
         """Write only if the object is still at ``generation`` (None: only if it does not exist); returns
-        the new generation. Raises StoreConflict when another writer got there first."""
+        the new generation. Raises StoreConflict when another writer got there first, StoreError when the
+        store could not be reached (within ``deadline`` seconds, when given: a lease's renewal is no use
+        once the lease has run out)."""
         ...
 
 
@@ -142,7 +146,10 @@ class LocalStore:
         data = self.read(batch_id, name)
         return None if data is None else (data, _digest(data))
 
-    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+    def write_if(
+        self, batch_id: str, name: str, data: bytes, generation: str | None, *, deadline: float | None = None
+    ) -> str:
+        # ``deadline`` is not needed here: a local write either happens at once or fails at once.
         path = self.root / batch_id / name
         with self._locked(path):
             current = self.read(batch_id, name)
@@ -166,6 +173,31 @@ class LocalStore:
             os.close(fd)  # releases the lock
 
 
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """What a GCS call raises when the service did not answer or refused it: the client's retry giving up
+    (RetryError is no GoogleAPICallError), an API error, or a transport error raised without a retry."""
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    return (gexc.GoogleAPIError, requests.RequestException, auth_exc.GoogleAuthError, OSError)
+
+
+def _why(exc: BaseException) -> str:
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, gexc.RetryError) and exc.cause is not None:
+        return f"no answer in time ({type(exc.cause).__name__}: {api_error_message(exc.cause)})"
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return api_error_message(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Once a call found GCS unreachable for its whole retry deadline, the next calls try once each, this long,
+# until one gets an answer: a batch ending during an outage says so in seconds, not in minutes of retries.
+OUTAGE_TIMEOUT = 10.0
+
+
 class GcsStore:
     """A ``gs://bucket/prefix`` through google-cloud-storage."""
 
@@ -174,6 +206,39 @@ class GcsStore:
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
         self.bucket = client.bucket(bucket)
+        self.outage: str | None = None  # why the last call could not reach GCS; None once one got through
+
+    def _policy(self, deadline: float | None = None) -> tuple[Any, float]:
+        """The retry and per-request timeout of the next call: the client's default retry, shortened to
+        ``deadline`` seconds; a single short try while GCS is known to be out."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        if self.outage is not None:
+            deadline = min(deadline or OUTAGE_TIMEOUT, OUTAGE_TIMEOUT)
+            return DEFAULT_RETRY.with_timeout(deadline), deadline
+        if deadline is None:
+            return DEFAULT_RETRY, 60.0
+        return DEFAULT_RETRY.with_timeout(deadline), min(60.0, deadline)
+
+    @contextmanager
+    def _answered(self, what: str, url: str) -> Iterator[None]:
+        """Turn any failure to reach GCS into a StoreError that says ``what`` failed where, and keep track
+        of the outage it reveals."""
+        from google.api_core import exceptions as gexc
+
+        # The answers a caller reads as such: an object that does not exist (to a read), or at another
+        # generation than the one asked for.
+        answers = (gexc.NotFound, gexc.PreconditionFailed) if what == "read" else (gexc.PreconditionFailed,)
+        try:
+            yield
+        except answers:
+            self.outage = None  # GCS answered
+            raise
+        except _unreachable() as exc:
+            if not isinstance(exc, gexc.ClientError):
+                self.outage = _why(exc)
+            raise StoreError(f"cannot {what} {url}: {_why(exc)}") from None
+        self.outage = None
 
     def _object(self, batch_id: str, name: str) -> str:
         return "/".join(part for part in (self.prefix, batch_id, name) if part)
@@ -182,15 +247,13 @@ class GcsStore:
         return f"gs://{self.bucket_name}/{self._object(batch_id, name)}"
 
     def write(self, batch_id: str, name: str, data: Data, content_type: str = "application/json") -> str:
-        from google.api_core import exceptions as gexc
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
         blob = self.bucket.blob(self._object(batch_id, name))
+        retry, timeout = self._policy()
         # Retrying is safe although the upload is unconditional: every attempt writes the same bytes, so a
         # repeat after a lost response leaves the object exactly as the first attempt did.
-        try:
+        with self._answered("write", self.url(batch_id, name)):
             if isinstance(data, bytes):
-                blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
+                blob.upload_from_string(data, content_type=content_type, retry=retry, timeout=timeout)
             else:
                 # Spooled to a temporary file: an upload needs its size up front, and a retry reads it again.
                 with tempfile.TemporaryFile() as spool:
@@ -200,16 +263,20 @@ class GcsStore:
                     spool.seek(0)
                     if size > GCS_CHUNK_BYTES:
                         blob.chunk_size = GCS_CHUNK_BYTES
-                    blob.upload_from_file(spool, size=size, content_type=content_type, retry=DEFAULT_RETRY)
-        except gexc.GoogleAPICallError as exc:
-            raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
+                    blob.upload_from_file(
+                        spool, size=size, content_type=content_type, retry=retry, timeout=timeout
+                    )
         return self.url(batch_id, name)
 
     def read(self, batch_id: str, name: str) -> bytes | None:
         from google.api_core import exceptions as gexc
 
+        retry, timeout = self._policy()
         try:
-            data: bytes = self.bucket.blob(self._object(batch_id, name)).download_as_bytes()
+            with self._answered("read", self.url(batch_id, name)):
+                data: bytes = self.bucket.blob(self._object(batch_id, name)).download_as_bytes(
+                    retry=retry, timeout=timeout
+                )
         except gexc.NotFound:
             return None
         return data
@@ -218,45 +285,55 @@ class GcsStore:
         from google.api_core import exceptions as gexc
 
         for _ in range(5):
+            retry, timeout = self._policy()
             try:
-                blob = self.bucket.get_blob(self._object(batch_id, name))
-                if blob is None:
-                    return None
-                data: bytes = blob.download_as_bytes(if_generation_match=blob.generation)
+                with self._answered("read", self.url(batch_id, name)):
+                    blob = self.bucket.get_blob(self._object(batch_id, name), retry=retry, timeout=timeout)
+                    if blob is None:
+                        return None
+                    data: bytes = blob.download_as_bytes(
+                        if_generation_match=blob.generation, retry=retry, timeout=timeout
+                    )
             except (gexc.NotFound, gexc.PreconditionFailed):
                 continue  # replaced between the two calls: read the new generation
-            except gexc.GoogleAPICallError as exc:
-                raise StoreError(f"cannot read {self.url(batch_id, name)}: {api_error_message(exc)}") from None
             return data, str(blob.generation)
         raise StoreError(f"{self.url(batch_id, name)} keeps changing while it is read")
 
-    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+    def write_if(
+        self, batch_id: str, name: str, data: bytes, generation: str | None, *, deadline: float | None = None
+    ) -> str:
         from google.api_core import exceptions as gexc
 
         blob = self.bucket.blob(self._object(batch_id, name))
-        # The precondition makes the client's retry safe (its default retries a write only when one is set):
+        retry, timeout = self._policy(deadline)
+        # The precondition makes the retry safe (the client's default retries a write only when one is set):
         # a retry can never overwrite another writer. A 412 can also mean that an attempt whose answer was
         # lost landed, so a 412 whose object holds exactly these bytes is this write.
         try:
-            blob.upload_from_string(data, content_type="application/json", if_generation_match=int(generation or 0))
+            with self._answered("write", self.url(batch_id, name)):
+                blob.upload_from_string(
+                    data,
+                    content_type="application/json",
+                    if_generation_match=int(generation or 0),
+                    retry=retry,
+                    timeout=timeout,
+                )
         except gexc.PreconditionFailed:
             current = self.read_versioned(batch_id, name)
             if current is not None and current[0] == data:
                 return current[1]
             raise StoreConflict(f"{self.url(batch_id, name)} was written by another controller") from None
-        except gexc.GoogleAPICallError as exc:
-            raise StoreError(f"cannot write {self.url(batch_id, name)}: {api_error_message(exc)}") from None
         return str(blob.generation)
 
     def list_sizes(self, batch_id: str, folder: str) -> Iterator[tuple[str, int]]:
-        from google.api_core import exceptions as gexc
-
         start = len(self._object(batch_id, "")) + 1
-        try:
-            for blob in self.client.list_blobs(self.bucket_name, prefix=self._object(batch_id, folder) + "/"):
+        retry, timeout = self._policy()
+        with self._answered("list", self.url(batch_id, folder)):
+            blobs = self.client.list_blobs(
+                self.bucket_name, prefix=self._object(batch_id, folder) + "/", retry=retry, timeout=timeout
+            )
+            for blob in blobs:
                 yield blob.name[start:], int(blob.size or 0)
-        except gexc.GoogleAPICallError as exc:
-            raise StoreError(f"cannot list {self.url(batch_id, folder)}: {api_error_message(exc)}") from None
 
     def write_many(self, batch_id: str, files: list[tuple[str, bytes]]) -> None:
         # Manifests of a 10,000-item launch are 100 small objects: write them side by side.

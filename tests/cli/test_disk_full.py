@@ -53,12 +53,19 @@ def test_a_disk_that_fills_after_the_items_ran_is_said_with_the_summary_and_exit
     env = {**os.environ, "FANOUT_EMULATOR_HOST": ""}  # the embedded emulator: its tasks share the namespace
 
     namespaced = ["unshare", "-rm", "sh", "-c", script]
-    result = subprocess.run(namespaced, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    workdir = tmp_path / "work"  # where the report goes instead: a folder in the working directory
+    workdir.mkdir()
+    result = subprocess.run(namespaced, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False)
 
     assert result.returncode == 1, result.stderr
     assert "all 2 items succeeded" in result.stdout  # the summary, though the report could not be stored
-    assert "fanout: the report was not stored: cannot write" in result.stderr
+    copy = workdir / "fanout-unstored-reports" / "disk-full"
+    assert f"fanout: the report could not be stored at {disk / 'reports' / 'disk-full' / 'report.json'}: " in (
+        result.stderr
+    )
+    assert f"cannot write {disk / 'reports'}" in result.stderr and f"this copy was written to {copy}" in result.stderr
     assert "No space left on device" in result.stderr
+    assert json.loads((copy / "report.json").read_text())["summary"]["total"] == 2
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -100,3 +100,50 @@ def test_run_again_and_rerun_from_the_command_line(
     assert f"rerun as {batch_id}-rerun-1 (report: {child_url})" in capsys.readouterr().out.splitlines()
     page = (reports / batch_id / "report.html").read_bytes()
     assert f"rerun as {batch_id}-rerun-1 (report: {child_url})".encode() in page
+
+
+def test_rerun_refuses_a_batch_still_running_or_an_interim_report(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from prefect.settings import PREFECT_API_URL
+
+    from controller.outcomes import INTERIM_PROBLEM
+    from controller.ownership import Owner, acquire
+    from controller.store import LocalStore
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    batch_id = f"cli-live-{uuid.uuid4().hex[:8]}"
+    items = [{"key": "ok", "job": "hello", "args": ["n"]}, {"key": "bad", "job": "flaky", "args": ["--exit-code", "3"]}]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"batch_id": batch_id, "items": items}))
+    reports = tmp_path / "reports"
+    common = ["--emulator", emulator.url, "--project", emulator.project, "--poll-interval", "0.3", "--quiet"]
+    assert main(["run", str(spec), "--report-to", str(reports), *common]) == 1
+    url = reports / batch_id / "report.json"
+    final = url.read_bytes()
+    digest = Report.from_json(final).spec_digest
+    capsys.readouterr()
+
+    # Its spec is run again (resumed) by a live controller: the report is not final while that runs.
+    store = LocalStore(reports)
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    lease, resumed = acquire(store, batch_id, spec_digest=digest, fields={}, owner=Owner.this_process(), now=now)
+    assert resumed
+    try:
+        assert main(["rerun", str(url), *common]) == 2
+        err = capsys.readouterr().err
+        assert f"batch {batch_id!r} is being run by another controller (host" in err, err
+        assert "rerun it once that run has ended" in err and "Traceback" not in err
+    finally:
+        lease.release()
+
+    # An interim report (its controller was killed while it cancelled the batch): resume first.
+    interim = Report.from_json(final).model_copy(update={"problems": [INTERIM_PROBLEM]})
+    url.write_bytes(b"".join(interim.json_chunks()))
+    assert main(["rerun", str(url), *common]) == 2
+    err = capsys.readouterr().err
+    assert "is an interim report" in err and f"--batch-id {batch_id} and the same --report-to" in err, err
+    assert not (reports / f"{batch_id}-rerun-1").exists()
+    assert Report.from_json(url.read_bytes()).reruns == []

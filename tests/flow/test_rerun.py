@@ -252,11 +252,11 @@ class _ListsARerunFirst:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None) -> str:
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None, **kwargs: Any) -> str:
         if not self.raced:
             self.raced = True
             self.list_rerun()
-        return self.store.write_if(batch_id, name, data, generation)
+        return self.store.write_if(batch_id, name, data, generation, **kwargs)
 
 
 def test_a_report_written_again_keeps_a_rerun_listed_while_it_was_written(

@@ -123,9 +123,9 @@ def test_a_failing_artifact_call_is_a_warning_and_does_not_stop_the_other(
         run_id = publishing_flow(report)()
     warnings = [record for record in caplog.records if record.name == "controller.artifacts"]
     assert [record.getMessage() for record in warnings] == [
-        f"could not publish Prefect artifact {FAILED_ITEMS_KEY} for batch batch-demo"
+        f"could not publish Prefect artifact {FAILED_ITEMS_KEY} for batch batch-demo: ConnectError: connection refused"
     ]
-    assert warnings[0].exc_info is not None
+    assert warnings[0].exc_info is None  # one line: no traceback on the console for a view of the batch
     assert set(read_artifacts(run_id)) == {REPORT_KEY}
 
 

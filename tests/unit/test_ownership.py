@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core.exceptions import RetryError
 
 from controller.batch import BatchRunner
 from controller.catalog import Catalog
-from controller.ownership import BATCH_STATE, BatchConflict, BatchOwned, Owner, acquire
+from controller.ownership import BATCH_STATE, BatchConflict, BatchOwned, LeaseLost, Owner, acquire
 from controller.plan import plan
 from controller.spec import load_batch
 from controller.store import LocalStore
@@ -108,44 +110,118 @@ def test_a_dead_holder_on_this_machine_is_taken_over_before_its_lease_ends(tmp_p
     assert not Owner(host="elsewhere", pid=int(gone.stdout), machine="other-boot/1").known_dead()
 
 
-def test_renewal_keeps_trying_an_unreachable_store_until_the_lease_runs_out(tmp_path: Path) -> None:
-    store, clock = LocalStore(tmp_path), Clock()
-    lease, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock, seconds=60)
-    (tmp_path / "b").rename(tmp_path / "b.away")
-    (tmp_path / "b").write_text("a file where the batch folder was: every write fails")
-    try:
-        clock.now = T0 + timedelta(seconds=30)
-        assert lease.renew() and lease.lost is None
-        clock.now = T0 + timedelta(seconds=61)
-        assert not lease.renew()
-        assert lease.lost is not None and "lease ran out" in lease.lost
-    finally:
-        (tmp_path / "b").unlink()
-        (tmp_path / "b.away").rename(tmp_path / "b")
-
-
 class RecordingCloud:
-    """Stands in for CloudRun where the test shows that it is never called."""
+    """Stands in for CloudRun: calls the lease's guard right before it would send RunJob, as CloudRun.run
+    does, and records the RunJob calls that got past it."""
 
     def __init__(self) -> None:
         self.runs: list[str] = []
 
-    def run(self, launch: Any, *, since: datetime) -> Any:
+    def run(self, launch: Any, *, since: datetime, guard: Any = None) -> Any:
+        if guard is not None:
+            guard()
         self.runs.append(launch.key)
-        raise AssertionError("RunJob sent by a controller that no longer holds the batch")
+        raise AssertionError("stop here: a RunJob was sent")
 
 
-def test_a_runner_whose_lease_ran_out_sends_no_run_job(tmp_path: Path) -> None:
+def _runner(tmp_path: Path, clock: Clock, cloud: RecordingCloud) -> BatchRunner:
     catalog = Catalog.from_jobs_dir()
     batch = load_batch({"batch_id": "b", "items": [{"key": "a", "job": "hello"}]}, catalog)
-    clock, cloud = Clock(), RecordingCloud()
     runner = BatchRunner(plan(batch, catalog), cloud, LocalStore(tmp_path), now=clock)  # type: ignore[arg-type]
     assert not runner.open_batch(project="p", region="r")
+    return runner
+
+
+def test_a_runner_whose_batch_was_taken_over_sends_no_run_job_and_writes_nothing(tmp_path: Path) -> None:
+    clock, cloud = Clock(), RecordingCloud()
+    runner = _runner(tmp_path, clock, cloud)
     nonce = json.loads(LocalStore(tmp_path).read("b", BATCH_STATE) or b"")["nonce"]
     assert runner.states[0].launch.key == f"b/{nonce}/00000"
     assert dict(runner.states[0].launch.env)["FANOUT_LAUNCH_KEY"] == f"b/{nonce}/00000"
-    clock.now = T0 + timedelta(seconds=45)  # the renewal thread has not run (it waits 20 s of real time)
+    # This controller is paused past its lease (the renewal thread waits 20 s of real time: it has not run);
+    # meanwhile another one takes the batch over and writes its report.
+    clock.now = T0 + timedelta(seconds=61)
+    _acquire(LocalStore(tmp_path), clock, Owner(host="b", pid=2), digest=runner.plan.batch.digest)
+    (tmp_path / "b" / "report.json").write_text("the new owner's report")
     state = runner.launch(runner.states[0])
     assert cloud.runs == []
     assert state.error is not None and "no longer holds the batch" in state.error
+    assert "another controller took the batch over" in state.error
+    with pytest.raises(LeaseLost) as lost:
+        runner.store.write("b", "report.json", b"the old owner's report")
+    assert lost.value.taken
+    assert (tmp_path / "b" / "report.json").read_text() == "the new owner's report"
     runner.close()
+
+
+def test_a_lease_that_ran_short_with_no_new_owner_is_renewed_before_run_job(tmp_path: Path) -> None:
+    clock, cloud = Clock(), RecordingCloud()
+    runner = _runner(tmp_path, clock, cloud)
+    clock.now = T0 + timedelta(seconds=75)  # paused past the lease, but nobody took the batch meanwhile
+    with pytest.raises(AssertionError, match="a RunJob was sent"):
+        runner.launch(runner.states[0])
+    assert cloud.runs == [runner.states[0].launch.key]
+    assert runner.lease is not None and runner.lease.until == T0 + timedelta(seconds=75 + 60)
+    runner.close()
+
+
+class FailingStore(LocalStore):
+    """A store whose writes of batch.json fail as ``error`` says, until it is set to None."""
+
+    error: Exception | None = None
+
+    def write_if(self, batch_id: str, name: str, data: bytes, generation: str | None, **kwargs: Any) -> str:
+        if self.error is not None:
+            raise self.error
+        return super().write_if(batch_id, name, data, generation, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RetryError("Timeout of 120.0s exceeded", cause=ConnectionError("refused")),
+        ConnectionError("refused"),
+        RuntimeError("any other failure of the store"),
+    ],
+    ids=["RetryError", "ConnectionError", "RuntimeError"],
+)
+def test_renewal_survives_any_store_error_until_the_lease_would_run_out(tmp_path: Path, error: Exception) -> None:
+    store, clock = FailingStore(tmp_path), Clock()
+    lease, _ = acquire(store, "b", spec_digest="d1", fields=FIELDS, owner=Owner(host="a", pid=1), now=clock)
+    store.error = error
+    clock.now = T0 + timedelta(seconds=30)
+    assert not lease.renew() and lease.lost is None  # not renewed, not lost: tried again
+    store.error = None
+    clock.now = T0 + timedelta(seconds=50)
+    assert lease.renew() and lease.until == T0 + timedelta(seconds=110)  # the store came back in time
+    store.error = error
+    clock.now = T0 + timedelta(seconds=111)
+    assert not lease.renew()
+    assert lease.lost is not None and "lease ran out" in lease.lost and not lease.taken
+    with pytest.raises(LeaseLost, match="lease ran out"):
+        lease.check()
+
+
+def test_the_renewal_thread_keeps_trying_after_a_store_error(tmp_path: Path) -> None:
+    store = FailingStore(tmp_path)
+    lease, _ = acquire(
+        store,
+        "b",
+        spec_digest="d1",
+        fields=FIELDS,
+        owner=Owner(host="a", pid=1),
+        now=lambda: datetime.now(UTC),
+        seconds=1.2,
+    )
+    store.error = RetryError("Timeout of 120.0s exceeded", cause=ConnectionError("refused"))
+    lease.start()
+    first = lease.until
+    try:
+        time.sleep(0.5)  # past the first renewal (0.4 s), which failed; the thread goes on
+        store.error = None
+        deadline = time.monotonic() + 10
+        while lease.until == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.until > first and lease.lost is None
+    finally:
+        lease.release()
