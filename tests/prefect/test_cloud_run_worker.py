@@ -72,6 +72,9 @@ async def _deploy_and_run(emu: Emulator, code_dir: Path, pool: str) -> Any:
                 "region": REGION,
                 "image": "example.com/fanout-flow:1",
                 "command": f"{sys.executable} -m prefect flow-run execute",
+                # The bound of a hung flow-run process: Cloud Run (the emulator) ends the task past it, and the
+                # worker's watch with it.
+                "timeout": 300,
             },
         )
         flow_run = await client.create_flow_run_from_deployment(deployment_id, parameters={"n": 21})
