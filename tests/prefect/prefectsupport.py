@@ -298,9 +298,11 @@ def emulator_process(workdir: Path, project: str, env: Mapping[str, str]) -> Ite
     """``python -m cloudrun_emulator`` as its own process, as a user runs it; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # Free gRPC ports: their default, --port + 1 and + 2, may be another process's.
+    grpc_ports = ["--grpc-port", "0", "--grpc-tls-port", "0"]
     emu = Proc(
         "emulator",
-        [sys.executable, "-m", "cloudrun_emulator", "--port", str(port), "--project", project],
+        [sys.executable, "-m", "cloudrun_emulator", "--port", str(port), *grpc_ports, "--project", project],
         workdir / "emulator.log",
         env,
     ).start()

@@ -73,6 +73,8 @@ class EmulatorProcess:
     def start(self) -> EmulatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [PY, "-m", "cloudrun_emulator", "--port", str(self.port), "--project", self.project]
+        # Free gRPC ports: their default, --port + 1 and + 2, may be another process's.
+        args += ["--grpc-port", "0", "--grpc-tls-port", "0"]
         args += ["--max-running-tasks", "64"]
         if self.faults is not None:
             path = self.workdir / "faults.json"
