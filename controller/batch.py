@@ -35,7 +35,7 @@ from controller.ownership import (
 )
 from controller.pace import Pace, PollPolicy
 from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
-from controller.redact import Redactor
+from controller.redact import Redactor, as_text
 from controller.report import (
     BatchLink,
     BatchStatus,
@@ -582,7 +582,7 @@ class BatchRunner:
             summary=summary,
             launches=outcomes.launch_results(self.states),
             items=items,
-            problems=[self.redact(p) for p in [*problems, *self.problems]],
+            problems=[as_text(self.redact(p)) for p in [*problems, *self.problems]],  # one bad text, one problem
             rerun_of=self.rerun_of,
         )
 

@@ -15,6 +15,7 @@ from controller.cloudrun import ExecutionStatus, TaskStatus
 from controller.launch_state import LaunchState
 from controller.plan import Launch
 from controller.pricing import tasks_usage
+from controller.redact import as_text
 from controller.report import ItemResult, ItemState, LaunchResult, LaunchStatus, TaskResult
 from controller.spec import Item
 
@@ -181,7 +182,7 @@ class Outcomes:
                     items=len(state.launch.items),
                     execution=execution.name if execution else None,
                     state=status,
-                    error=error,
+                    error=as_text(error) if error else None,  # Cloud Run's words: no lone surrogate in the report
                     create_time=execution.create_time if execution else None,
                     start_time=execution.start_time if execution else None,
                     end_time=execution.completion_time if execution else None,

@@ -44,6 +44,11 @@ class Redactor:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def as_text(text: str) -> str:
+    """``text`` with each lone surrogate read as U+FFFD, so that it can be written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def payload_text(payload: Any) -> str:
     """The line a person reads for a log entry's payload: its text, its ``message``, or else its JSON, with
     each lone surrogate read as U+FFFD (so the line can be written to a report).
@@ -59,7 +64,7 @@ def payload_text(payload: Any) -> str:
         text = str(payload["message"])
     else:
         text = json.dumps(payload, ensure_ascii=False, default=str, sort_keys=True)
-    return _SURROGATE.sub("\ufffd", text)
+    return as_text(text)
 
 
-__all__ = ["MASK", "MIN_SECRET_CHARS", "Redactor", "payload_text"]
+__all__ = ["MASK", "MIN_SECRET_CHARS", "Redactor", "as_text", "payload_text"]

@@ -77,3 +77,10 @@ def test_an_odd_log_entry_costs_its_line_not_every_tail() -> None:
     tails, stats = fetch_tails(_OddEntries(), "p", [target], limiter=Unlimited())
     assert tails["item"].fields()["log_tail"] == ["first line", "odd index", "last \ufffd line"]
     assert stats.unreadable == 1
+
+
+def test_a_problem_or_launch_error_reads_a_lone_surrogate_as_a_replacement_character() -> None:
+    from controller.redact import as_text  # what the runner's problems and the launches' errors pass
+
+    assert as_text("Cloud Run said \udc80") == "Cloud Run said \ufffd"
+    assert as_text("fine \u00e9 \U0001f600") == "fine \u00e9 \U0001f600"
