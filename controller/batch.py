@@ -11,13 +11,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Set
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
 
+from controller.attempts import Attempts
 from controller.batchfolder import save_spec
 from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, LaunchUnverified, TaskStatus, short_name
 from controller.launch_state import LaunchState
@@ -34,7 +35,8 @@ from controller.ownership import (
     lease_seconds,
 )
 from controller.pace import Pace, PollPolicy
-from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks
+from controller.plan import ENV_LAUNCH_KEY, Launch, Plan, manifest_chunks, retry_launch
+from controller.policy import RetryPolicy, StopRule
 from controller.redact import Redactor, as_text
 from controller.report import (
     BatchLink,
@@ -46,7 +48,7 @@ from controller.report import (
     batch_status,
     summarize,
 )
-from controller.results import collect_results, make_item_folders
+from controller.results import collect_results, make_item_folders, with_result
 from controller.retry import api_error_message, is_retryable
 from controller.slots import TaskSlots
 from controller.store import Store
@@ -82,6 +84,11 @@ class BatchRunner:
     sleep: Callable[[float], None] = time.sleep
     lease_seconds: float = field(default_factory=lease_seconds)  # FANOUT_LEASE_SECONDS
     rerun_of: BatchLink | None = None  # the batch whose items this one reruns (controller.rerun)
+    retry: RetryPolicy | None = None  # replaces the spec's defaults.retry (--retry)
+    stop: StopRule | None = None  # replaces the spec's max_failures (--max-failures)
+    # Called with each item's result as soon as it is its last (controller.stream): from the watcher as tasks
+    # end, and for the rest once the report is made (``emit_rest``). Each item once.
+    on_result: Callable[[ItemResult], None] | None = None
 
     def __post_init__(self) -> None:
         self.states = [LaunchState(launch) for launch in self.plan.launches]
@@ -97,6 +104,13 @@ class BatchRunner:
         self._slots = threading.BoundedSemaphore(max(1, self.concurrency))
         self.task_slots = TaskSlots(self.plan.max_running_tasks)  # --max-running-tasks (controller.slots)
         self._start_clock = self.clock()
+        self.attempts = Attempts(self.plan.batch, retry=self.retry, stop=self.stop)
+        self.stopped: str | None = None  # why the batch stopped early (max_failures), once it did
+        self._key_prefix = f"{self.plan.batch.batch_id}/"  # of retry launches' keys, as of the plan's
+        self._retry_pool: ThreadPoolExecutor | None = None
+        self._retry_futures: list[Future[LaunchState]] = []
+        self._emitted: set[int] = set()  # items handed to on_result
+        self._watched_ends = self.attempts.watched or self.on_result is not None
 
     # -- before launching ----------------------------------------------------------------------------
 
@@ -137,6 +151,7 @@ class BatchRunner:
             self.lease.release()
             raise
         if nonce := self.lease.record.get("nonce"):
+            self._key_prefix = f"{batch.batch_id}/{nonce}/"
             self.states = [
                 LaunchState(_keyed(s.launch, f"{batch.batch_id}/{nonce}/{s.launch.index:05d}")) for s in self.states
             ]
@@ -187,6 +202,9 @@ class BatchRunner:
             with self._slots:
                 # Checked while holding a slot: cancel() takes every slot first, so a launch either ends
                 # before cancel() looks for executions to stop, or sees the cancellation and never starts.
+                if self.stopped is not None:
+                    state.error = f"not launched: the batch {self.stopped}"
+                    return state
                 if self.cancel_event.is_set():
                     state.error = _CANCELLED_BEFORE_START
                     return state
@@ -203,7 +221,12 @@ class BatchRunner:
                 raise
             what = "refused the run" if isinstance(exc, gexc.GoogleAPICallError) else "could not be reached"
             state.error = self.redact(f"Cloud Run {what}: {problem}")
+            state.refused = True
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
+            if self._watched_ends:
+                results = self.outcomes().item_results([state])
+                retried = self.attempts.ended(state.launch, results, self.clock(), refused=True)
+                self._emit(state, results, retried)
         else:
             with self._lock:
                 state.execution = execution
@@ -248,6 +271,7 @@ class BatchRunner:
                 counts[_ITEM_STATE_OF.get(execution.outcome, ItemState.FAILED)] += 1
             else:
                 counts["running" if execution.start_time else "pending"] += 1
+        self.attempts.progress(counts)
         return dict(counts)
 
     def _deadline_passed(self) -> bool:
@@ -260,7 +284,7 @@ class BatchRunner:
         while True:
             # Launching is asked first: a launch that ends between the two looks is then among the active ones.
             # Asked second, the last launch (late under a running-task cap) could end unseen and go unwatched.
-            launched = launching_done()
+            launched = launching_done() and self._retries_launched()
             with self._lock:
                 active = [s for s in self.states if s.active]
             if not active and launched:
@@ -272,16 +296,140 @@ class BatchRunner:
                 break
             if active and not self._poll_active(active, pace):
                 break
+            self._check_stop()
+            self._launch_retries()
             if self.task_slots.waiting and any(s.unverified for s in self.states):
                 self._look_for_unverified()  # their slots stay taken until Cloud Run says whether they started
             if self.progress:
                 self.progress(self.counts())
-            self.cancel_event.wait(pace.next(waiting_for_launches=not active or self.task_slots.waiting))
+            self.cancel_event.wait(self._next_wait(pace, waiting_for_launches=not active or self.task_slots.waiting))
+        self._watched()
+
+    def _next_wait(self, pace: Pace, *, waiting_for_launches: bool) -> float:
+        """Until the next poll: the pace's, or sooner when a retry's backoff runs out first."""
+        wait = pace.next(waiting_for_launches=waiting_for_launches)
+        if (due := self.attempts.next_due()) is not None:
+            wait = min(wait, max(0.0, due - self.clock()))
+        return wait
+
+    def _watched(self) -> None:
+        """The watch is over: nothing launches any more, and what must be cancelled is."""
         if not self.cancel_event.is_set():  # nothing frees slots any more: launches still waiting never start
             self.task_slots.close(self._why_stopped())
+        if self.attempts.waiting:
+            self.attempts.give_up("the batch stopped before its backoff ran out")
         self._look_for_unverified()
         if self.cancel_event.is_set():
             self.cancel()
+        if self._retry_pool is not None:
+            self._retry_pool.shutdown(wait=True)
+
+    # -- retrying and stopping early ---------------------------------------------------------------------
+
+    def _retries_launched(self) -> bool:
+        """Whether no retry waits for its backoff and every retry launch has been sent (or refused)."""
+        return not self.attempts.waiting and all(future.done() for future in self._retry_futures)
+
+    def _ended(self, state: LaunchState) -> None:
+        """A launch's execution ended: its items' attempts are recorded (retries queued) when a retry policy or
+        a stop rule needs them. Its tasks are read now rather than after the batch; when they cannot be, the
+        launch is decided on nothing: no retry, and its failures wait for the report."""
+        if not self._watched_ends or (state.tasks is None and not self._read_tasks(state)):
+            return
+        results = self.outcomes().item_results([state])
+        self._emit(state, results, self.attempts.ended(state.launch, results, self.clock()))
+
+    def _emit(self, state: LaunchState, results: Iterable[ItemResult], retried: Set[int] = frozenset()) -> None:
+        """Hand ``on_result`` the results that are their items' last, with the values their tasks wrote."""
+        if self.on_result is None:
+            return
+        tasks = 1 if state.launch.packed else state.launch.task_count
+        batch_id = self.plan.batch.batch_id
+        for ended in results:
+            with self._lock:
+                if ended.index in retried or ended.index in self._emitted:
+                    continue
+                self._emitted.add(ended.index)
+            valued = ended
+            try:
+                valued = with_result(self.store, batch_id, ended, tasks, self.redact)
+            except Exception as exc:  # the report reads it again; a stream without the value still streams
+                log.warning("result of %s not read as it ended: %s", ended.key, self.redact(str(exc)))
+            self.on_result(valued)
+
+    def _emit_ended_tasks(self, state: LaunchState) -> None:
+        """For a packed execution still running: its items whose tasks ended and whose result is final, handed
+        to ``on_result`` now rather than when the whole execution ends."""
+        assert state.execution is not None
+        try:
+            tasks = self.cloud.list_tasks(state.execution.name)
+        except Exception as exc:
+            if cloud_error(exc) is None:
+                raise
+            return  # the next poll, or the end of the launch, reads them again
+        ended = {task.index for task in tasks if task.state is not None}
+        positions = {item.index: position for position, item in enumerate(state.launch.items)}
+        items = {item.index: item for item in state.launch.items}
+        results = [
+            result
+            for result in self.outcomes().item_results([replace(state, tasks=tasks)])
+            if positions[result.index] in ended
+            and self.attempts.final_when_it_ends(items[result.index], state.launch, result)
+        ]
+        self._emit(state, results)
+
+    def emit_rest(self, items: Iterable[ItemResult]) -> None:
+        """Once the report is made: its items not handed to ``on_result`` yet (never launched, cancelled, ended
+        unseen), as the report has them."""
+        if self.on_result is None:
+            return
+        for item in items:
+            if item.index not in self._emitted:
+                self._emitted.add(item.index)
+                self.on_result(item)
+
+    def _check_stop(self) -> None:
+        """Stop early once the stop rule's count of failed items is reached: failures that can no longer be
+        retried, in launches that ended and (packed) in those still running."""
+        if self.stopped is not None or self.attempts.stop is None:
+            return
+        with self._lock:
+            in_flight = sum(
+                s.execution.failed
+                for s in self.states
+                if s.active and s.execution is not None and s.launch.packed and not self.attempts.may_retry(s.launch)
+            )
+        if (reason := self.attempts.stop_reason(in_flight)) is None:
+            return
+        self.stopped = reason
+        cancel = self.attempts.stop.action == "cancel"
+        self.problems.append(
+            f"the batch {reason}: nothing more was launched and "
+            + ("what still ran was cancelled" if cancel else "what still ran was let finish (on_max_failures: finish)")
+        )
+        log.warning("batch %s %s", self.plan.batch.batch_id, reason)
+        self.attempts.give_up(f"the batch {reason}")
+        self.task_slots.close(f"not launched: the batch {reason}")
+        if cancel:
+            self.cancel_event.set()
+
+    def _launch_retries(self) -> None:
+        """Launch the retries whose backoff is over: a new launch of just those items, packed where they were,
+        under a key that names the attempt, so a lost RunJob answer is looked up as for any launch."""
+        if self.stopped is not None or self.cancel_event.is_set():
+            return
+        for template, items, attempt in self.attempts.due(self.clock()):
+            index = len(self.states)
+            key = f"{self._key_prefix}{index:05d}/attempt-{attempt}"
+            state = LaunchState(retry_launch(template, items, index=index, key=key, attempt=attempt))
+            if state.launch.packed:
+                files = [(f"manifests/{index:05d}/{name}", data) for name, data in manifest_chunks(state.launch)]
+                (self.manifest_store or self.store).write_many(self.plan.batch.batch_id, files)
+            with self._lock:
+                self.states.append(state)
+            if self._retry_pool is None:
+                self._retry_pool = ThreadPoolExecutor(max(1, self.concurrency), thread_name_prefix="retry")
+            self._retry_futures.append(self._retry_pool.submit(self.launch, state))
 
     def _why_stopped(self) -> str:
         if self.cloud_lost:
@@ -317,13 +465,26 @@ class BatchRunner:
             self._lose_cloud(problem, active)
             return False
         now = self.clock()
+        ended: list[LaunchState] = []
+        progressed: list[LaunchState] = []
         with self._lock:
             for state in active:
                 assert state.execution is not None
                 status = statuses.get(state.execution.name)
                 if status is not None:
+                    if status.done:
+                        ended.append(state)
+                    elif state.launch.packed and status.finished_tasks > state.execution.finished_tasks:
+                        progressed.append(state)
                     state.execution = status
                     pace.observe(status, now)
+        for state in ended:
+            self._ended(state)
+        if self.on_result is not None:
+            for state in progressed:
+                self._emit_ended_tasks(state)
+        # Before the slots are freed: a launch waiting for room must not start once the batch should stop.
+        self._check_stop()
         self.task_slots.changed()
         return True
 
@@ -430,38 +591,38 @@ class BatchRunner:
         """Fetch task details where the execution alone cannot tell each item's outcome. Once Cloud Run is
         lost, what was last seen stands (each further call would only wait out its retries)."""
         for state in self.states:
-            execution = state.execution
-            if execution is None:
-                continue
-            if (
-                not state.launch.packed
-                and execution.task_count == 1
-                and execution.outcome is ExecutionOutcome.SUCCEEDED
-            ):
-                state.tasks = [
-                    TaskStatus(
-                        index=0,
-                        state=ItemState.SUCCEEDED,
-                        exit_code=0,
-                        attempts=execution.retried + 1,
-                        start_time=execution.start_time,
-                        completion_time=execution.completion_time,
-                        message=None,
-                    )
-                ]
-                continue
-            if self.cloud_lost:
-                continue
-            try:
-                state.tasks = self.cloud.list_tasks(execution.name)
-            except Exception as exc:
-                if (problem := cloud_error(exc)) is None:
-                    raise
-                self.problems.append(
-                    self.redact(f"task details of {short_name(execution.name)} unavailable: {problem}")
+            if state.execution is not None and state.tasks is None:  # read already when it ended (``_ended``)
+                self._read_tasks(state)
+
+    def _read_tasks(self, state: LaunchState) -> bool:
+        """Read one launch's tasks into ``state.tasks``; False when they could not be (noted in problems)."""
+        execution = state.execution
+        assert execution is not None
+        if not state.launch.packed and execution.task_count == 1 and execution.outcome is ExecutionOutcome.SUCCEEDED:
+            state.tasks = [
+                TaskStatus(
+                    index=0,
+                    state=ItemState.SUCCEEDED,
+                    exit_code=0,
+                    attempts=execution.retried + 1,
+                    start_time=execution.start_time,
+                    completion_time=execution.completion_time,
+                    message=None,
                 )
-                if not isinstance(exc, gexc.GoogleAPICallError):
-                    self.cloud_lost = self.redact(problem)
+            ]
+            return True
+        if self.cloud_lost:
+            return False
+        try:
+            state.tasks = self.cloud.list_tasks(execution.name)
+        except Exception as exc:
+            if (problem := cloud_error(exc)) is None:
+                raise
+            self.problems.append(self.redact(f"task details of {short_name(execution.name)} unavailable: {problem}"))
+            if not isinstance(exc, gexc.GoogleAPICallError):
+                self.cloud_lost = self.redact(problem)
+            return False
+        return True
 
     def tail_targets(self, results: Iterable[ItemResult], *, all_items: bool = False) -> list[TailTarget]:
         return [
@@ -524,11 +685,13 @@ class BatchRunner:
             cancel_failed=frozenset(self.cancel_failed),
             redact=self.redact,
             console_url=self.console_url,
+            stopped=self.stopped,
         )
 
     def item_results(self) -> list[ItemResult]:
-        """One result per item of the batch, every one in a terminal state, in spec order."""
-        return self.outcomes().item_results(self.states)
+        """One result per item of the batch, every one in a terminal state, in spec order: its last attempt's,
+        with every attempt listed when it was retried or a retry policy turned it down."""
+        return self.attempts.final(self.outcomes().item_results(self.states))
 
     def interim_report(self, *, flow_run_id: str | None = None) -> Report:
         """The report as the batch stands when it is interrupted, before it is cancelled, made without a
@@ -537,7 +700,7 @@ class BatchRunner:
         SIGTERM) still leaves a report with every item; the report made after the cancellation replaces it."""
         outcomes = replace(self.outcomes(), cancelled=True, interim=True)
         return self.report(
-            outcomes.item_results(self.states),
+            self.attempts.final(outcomes.item_results(self.states)),
             flow_run_id=flow_run_id,
             outcomes=outcomes,
             problems=[INTERIM_PROBLEM],
@@ -571,7 +734,8 @@ class BatchRunner:
         summary = summarize(items, launches=len(self.states), duration_seconds=duration)
         return Report(
             batch_id=self.plan.batch.batch_id,
-            status=batch_status(summary, cancelled=outcomes.cancelled),
+            # Stopped early, a batch failed (items did), even when what still ran was cancelled.
+            status=batch_status(summary, cancelled=outcomes.cancelled and self.stopped is None),
             flow_run_id=flow_run_id,
             spec_digest=self.plan.batch.digest,
             project=self.cloud.project,
@@ -584,6 +748,7 @@ class BatchRunner:
             items=items,
             problems=[as_text(self.redact(p)) for p in [*problems, *self.problems]],  # one bad text, one problem
             rerun_of=self.rerun_of,
+            stopped=self.stopped,
         )
 
 

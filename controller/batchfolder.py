@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from controller.files import NotReadable, read_regular_file
 from controller.html_report import render_html_chunks
+from controller.policy import RetryPolicy
 from controller.report import Report, Rerun
 from controller.spec import Batch, Item, new_batch_id
 from controller.store import Store, StoreConflict, StoreError, read_url
@@ -51,9 +52,11 @@ class ReportUnreadable(Exception):
 # -- spec.json: the entries every batch stores when it opens ---------------------------------------------
 
 
-def spec_entry(item: Item, *, withhold_secrets: bool) -> dict[str, Any]:
-    """The item as a spec entry with its defaults applied: run as it stands, it runs the item again."""
+def spec_entry(item: Item, *, withhold_secrets: bool, retry: RetryPolicy | None = None) -> dict[str, Any]:
+    """The item as a spec entry with its defaults applied (``retry``: the batch's retry policy, which an item
+    of its own does not hold): run as it stands, it runs the item again."""
     entry: dict[str, Any] = {"key": item.key, "job": item.job} if item.job else {"key": item.key, "image": item.image}
+    policy = item.retry or retry
     fields = {
         "command": list(item.command) if item.command is not None else None,
         "args": list(item.args) if item.args is not None else None,
@@ -63,6 +66,7 @@ def spec_entry(item: Item, *, withhold_secrets: bool) -> dict[str, Any]:
         "cpu": item.cpu,
         "memory": item.memory,
         "label": item.label,
+        "retry": policy.model_dump(exclude_defaults=True) if policy else None,
     }
     entry.update((name, value) for name, value in fields.items() if value is not None)
     env: dict[str, Any] = dict(item.env)
@@ -86,7 +90,9 @@ def save_spec(store: Store, batch: Batch) -> None:
     }
     # One item per line, each entry encoded and dropped in turn: a 100,000-item spec as one document encoded
     # with ``indent`` (json's pure-Python encoder) peaked at about 1 KiB per item.
-    entries = b",\n".join(json.dumps(spec_entry(item, withhold_secrets=True)).encode() for item in batch.items)
+    entries = b",\n".join(
+        json.dumps(spec_entry(item, withhold_secrets=True, retry=batch.retry)).encode() for item in batch.items
+    )
     data = json.dumps(head, indent=1).removesuffix("\n}").encode() + b',\n "items": [\n' + entries + b"\n ]\n}"
     # A conflict: written when the batch was created, and batch.json already checked that the spec is the same.
     with contextlib.suppress(StoreConflict):

@@ -43,6 +43,7 @@ from controller.gc_pause import gc_paused  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.ownership import LeaseLost  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
+from controller.policy import RetryPolicy, StopAction, StopRule, parse_max_failures  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
 from controller.report import BatchLink, ItemResult, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
@@ -71,6 +72,10 @@ prepared_catalog: contextvars.ContextVar[Catalog | None] = contextvars.ContextVa
 report_sink: contextvars.ContextVar[Callable[[Report, str], None] | None] = contextvars.ContextVar(
     "report_sink", default=None
 )
+# And each item's result as soon as it is its last, while the batch runs (controller.stream): every item once.
+result_sink: contextvars.ContextVar[Callable[[ItemResult], None] | None] = contextvars.ContextVar(
+    "result_sink", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class Options:
     service_account: str | None = None  # identity of the one-off jobs the controller creates
     log_resource: str | None = None  # where to read job logs: the project, or a log view
     max_running_tasks: int | None = None  # the batch's cap on tasks running at once (controller.slots)
+    retry: RetryPolicy | None = None  # replaces the spec's defaults.retry (controller.policy)
+    max_failures: int | float | None = None  # replaces the spec's max_failures
+    on_max_failures: StopAction | None = None
 
     @classmethod
     def resolve(cls, run: RunOptions, catalog: Catalog, *, project: str, report_to: str) -> Options:
@@ -107,7 +115,18 @@ class Options:
             service_account=catalog.jobs_service_account,
             log_resource=catalog.log_view,
             max_running_tasks=run.max_running_tasks,
+            retry=run.retry_policy,
+            max_failures=None if run.max_failures is None else parse_max_failures(run.max_failures),
+            on_max_failures=run.on_max_failures,
         )
+
+    def stop_rule(self, batch: Batch) -> StopRule | None:
+        """The batch's stop rule: these options' max_failures and on_max_failures over the spec's."""
+        spec = batch.stop
+        count = self.max_failures if self.max_failures is not None else spec.max_failures if spec else None
+        if count is None:
+            return None
+        return StopRule(count, self.on_max_failures or (spec.action if spec else "cancel"))
 
 
 # Batches running in this process, by id. Tasks take the batch id (a plain, visible parameter in the UI)
@@ -213,6 +232,9 @@ def execute(
         progress=progress_sink.get(),
         deadline_seconds=options.deadline_seconds,
         rerun_of=rerun_of,
+        retry=options.retry,
+        stop=options.stop_rule(batch),
+        on_result=result_sink.get(),
     )
     # Outside the try: a run refused the batch (another spec, another live controller) writes nothing.
     resumed = runner.open_batch(project=options.project, region=options.region, flow_run_id=flow_run_id)
@@ -250,6 +272,7 @@ def execute(
         finally:
             runner.close()
     if finished is not None:
+        runner.emit_rest(finished.items)
         if (sink := report_sink.get()) is not None:
             sink(finished, store.url(batch.batch_id, "report.json"))
         _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
@@ -356,6 +379,7 @@ def _finish(
     if unusable is None:  # before the report is built, so that a failure is one of its problems
         unusable = _write_results(runner, store, items)
     report = runner.report(items, flow_run_id=flow_run_id)
+    runner.emit_rest(report.items)  # the stream's last items, also when the report cannot be stored
     url = store.url(batch_id, REPORT_FILE)
     if unusable is not None:
         raise _unstored(runner, report, url, unusable)
@@ -709,5 +733,6 @@ __all__ = [
     "progress_sink",
     "report_sink",
     "rerun",
+    "result_sink",
     "with_result_block",
 ]

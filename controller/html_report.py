@@ -88,7 +88,7 @@ ITEM_COLUMNS = (
     *("index", "key", "job", "label", "state", "reason", "exit_code", "attempts", "launch", "execution"),
     *("task_index", "create_time", "start_time", "end_time", "console_url", "log_url", "log_tail"),
     *("log_tail_truncated", "log_tail_groups", "log_tail_errors", "vcpu_seconds", "gib_seconds", "cost_usd"),
-    *("tasks", "result", "result_uri"),
+    *("tasks", "result", "result_uri", "history"),
 )
 TASK_COLUMNS = ("index", "state", "exit_code", "attempts", "start_time", "end_time")
 SHARED_STRINGS = ("job", "execution", "console_url", "log_url")
@@ -115,6 +115,9 @@ class _PageEncoder:
             "state": _STATE_CODE.__getitem__,
             "log_tail_truncated": int,
             "log_tail_groups": lambda groups: [[g.task_index, g.attempt, g.lines] for g in groups],
+            "history": lambda attempts: [
+                [a.attempt, a.launch, _STATE_CODE[a.state], a.exit_code, a.reason, a.retry] for a in attempts
+            ],
         }
 
     def time(self, moment: datetime | None) -> int | None:

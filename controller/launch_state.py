@@ -19,6 +19,7 @@ class LaunchState:
     unverified: str | None = None  # RunJob's answer was lost and whether it started could not be checked
     tasks: list[TaskStatus] | None = None
     adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
+    refused: bool = False  # Cloud Run refused the run (``error`` says how): an infrastructure failure
 
     @property
     def active(self) -> bool:

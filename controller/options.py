@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from controller.durations import parse_duration
+from controller.policy import RetryPolicy, parse_max_failures, parse_policy
 from controller.quota import Rates
 from controller.spec import BATCH_ID_RULE, is_batch_id
 
@@ -136,6 +137,28 @@ class RunOptions(BaseModel):
         env="FANOUT_MAX_RUNNING_TASKS",
         commands=("run", "plan"),
     )
+    max_failures: str | None = option(
+        None,
+        "stop early once this many items failed for good: a count (10) or a share of the items (5%); nothing more "
+        "is launched and what runs is cancelled (see --on-max-failures); overrides the spec's max_failures",
+        flag="--max-failures",
+        env="FANOUT_MAX_FAILURES",
+    )
+    on_max_failures: Literal["cancel", "finish"] | None = option(
+        None,
+        "when the batch stops early: cancel what runs, or let it finish; default: the spec's on_max_failures, "
+        "else cancel",
+        flag="--on-max-failures",
+    )
+    retry: dict[str, Any] | None = option(
+        None,
+        "the controller's own retries of failed items, replacing the spec's defaults.retry (an item's own retry "
+        "still wins): attempts=N (in all), on=CODES (exit codes, infrastructure, timeout; default: any failure), "
+        "never=CODES, backoff=10s, backoff_max=5m",
+        flag="--retry",
+        metavar="NAME=VALUE",
+        repeat=True,
+    )
     deadline: str | None = option(
         None, "cancel the batch after this long, e.g. 2h or 45m (at most 30 days)", flag="--deadline"
     )
@@ -224,6 +247,28 @@ class RunOptions(BaseModel):
                 raise ValueError(f"between 1s and 30 days, got {_short(value)}")
         return value
 
+    @field_validator("max_failures", mode="before")
+    @classmethod
+    def _max_failures(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        parse_max_failures(value)
+        return str(value)
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            value = parse_policy(value)
+        if value is not None:
+            try:
+                RetryPolicy.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+        return value
+
     @field_validator("batch_id")
     @classmethod
     def _batch_id(cls, value: str | None) -> str | None:
@@ -247,6 +292,10 @@ class RunOptions(BaseModel):
             if rate is not None and not 1 <= rate <= MAX_RATE_PER_MINUTE:
                 raise ValueError(f"{kind}: give 1 to {MAX_RATE_PER_MINUTE:,} calls per minute, or none")
         return value
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        return None if self.retry is None else RetryPolicy.model_validate(self.retry)
 
     @property
     def deadline_seconds(self) -> float | None:
@@ -351,7 +400,7 @@ def _help(info: FieldInfo, meta: Meta) -> str:
     if meta.repeat:
         parts.append("repeatable")
     extra = f" ({'; '.join(parts)})" if parts else ""
-    return f"{info.description}{extra}"
+    return f"{info.description}{extra}".replace("%", "%%")  # argparse formats help with %
 
 
 def _choices(info: FieldInfo) -> tuple[str, ...]:

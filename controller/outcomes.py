@@ -37,6 +37,7 @@ class Outcomes:
     # Read as the batch is interrupted, before its cancellation and without reading tasks: what had not
     # ended, or whose tasks were not read, is "outcome unknown".
     interim: bool = False
+    stopped: str | None = None  # why the batch stopped early (max_failures), when it did
 
     def item_results(self, states: Iterable[LaunchState]) -> list[ItemResult]:
         """One result per item of the batch, every one in a terminal state, in spec order."""
@@ -68,9 +69,7 @@ class Outcomes:
         if execution is None:
             if state.unverified is not None:
                 return ItemResult(**base, state=ItemState.FAILED, reason=f"outcome unknown: {state.unverified}")
-            why = state.error or (
-                "the batch was cancelled before this item launched" if self.cancelled else "never launched"
-            )
+            why = state.error or self._never_launched("item")
             return ItemResult(**base, state=ItemState.NOT_LAUNCHED, reason=why)
         unfinished, unfinished_reason = self._unfinished(execution)
         task_results = [
@@ -133,6 +132,13 @@ class Outcomes:
             reason=self.redact(f"outcome unknown: its result could not be read: {type(exc).__name__}: {exc}"),
         )
 
+    def _never_launched(self, what: str) -> str:
+        if self.stopped:
+            return f"not launched: the batch {self.stopped}"
+        if self.cancelled:
+            return f"the batch was cancelled before this {what} {'launched' if what == 'item' else 'started'}"
+        return "never launched"
+
     def _unfinished(self, execution: ExecutionStatus) -> tuple[ItemState, str | None]:
         """The state of a task not seen ending, and why, when that needs saying. Cancelled only when Cloud Run
         accepted the cancellation; an execution whose end was never seen is not known to have failed or not."""
@@ -162,7 +168,8 @@ class Outcomes:
             limit = f" of {launch.timeout_seconds:.0f}s" if launch.timeout_seconds else ""
             return f"{task} ran past its timeout{limit}" + (f": {message}" if message else "")
         if worst.state is ItemState.CANCELLED:
-            return "cancelled" + (f": {message}" if message else "")
+            when = f" when the batch {self.stopped}" if self.stopped else ""
+            return "cancelled" + when + (f": {message}" if message else "")
         if worst.exit_code is not None:
             attempts = f"{worst.attempts} attempt{'' if worst.attempts == 1 else 's'}"
             return f"{task} exited with code {worst.exit_code} after {attempts}"
@@ -187,6 +194,7 @@ class Outcomes:
                     start_time=execution.start_time if execution else None,
                     end_time=execution.completion_time if execution else None,
                     console_url=self.console_url(execution.name) if execution else None,
+                    attempt=state.launch.attempt,
                 )
             )
         return out
@@ -196,9 +204,7 @@ class Outcomes:
         if execution is None:
             if state.unverified is not None:
                 return LaunchStatus.UNKNOWN, state.unverified
-            return LaunchStatus.NOT_LAUNCHED, state.error or (
-                "the batch was cancelled before this launch started" if self.cancelled else "never launched"
-            )
+            return LaunchStatus.NOT_LAUNCHED, state.error or self._never_launched("launch")
         if execution.outcome is not None:
             return LaunchStatus(execution.outcome.value), None
         return LaunchStatus.UNFINISHED, self._unfinished(execution)[1]

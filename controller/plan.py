@@ -27,6 +27,7 @@ ENV_MANIFEST = "FANOUT_MANIFEST"
 ENV_MANIFEST_CHUNK = "FANOUT_MANIFEST_CHUNK"
 ENV_RESULTS_URI = "FANOUT_RESULTS_URI"  # where the runner stores item results (controller.results)
 ENV_ITEM_KEY = "FANOUT_ITEM_KEY"
+ENV_ATTEMPT = "FANOUT_ATTEMPT"  # the controller-side attempt (from 1) of a retry launch; absent on the first
 ENV_RESULT_FILE = "FANOUT_RESULT_FILE"  # where a task writes its JSON result (controller.results)
 ENV_RESULT_DIR = "FANOUT_RESULT_DIR"  # the item's results folder in a one-off task: <task index>.json goes there
 # One-off images have no runner to upload a result: their jobs mount the batch's results folder (a Cloud
@@ -94,6 +95,7 @@ class Launch:
     cpu: str = "1"  # the job's limits, which a task is billed for (controller.pricing)
     memory: str = "512Mi"
     parallelism: int = 0  # the job's; RunJob cannot override it (0: as many tasks at once as Cloud Run can)
+    attempt: int = 1  # the controller-side attempt of its items (controller.policy); above 1: a retry launch
 
     @property
     def concurrent_tasks(self) -> int:
@@ -142,6 +144,29 @@ def manifest_chunks(launch: Launch, chunk: int = MANIFEST_CHUNK) -> Iterator[tup
             "items": [{"key": item.key, "args": list(item.args or ()), "env": dict(item.env)} for item in items],
         }
         yield f"{start // chunk:05d}.json", json.dumps(body, separators=(",", ":")).encode()
+
+
+def retry_launch(template: Launch, items: tuple[Item, ...], *, index: int, key: str, attempt: int) -> Launch:
+    """``items`` of ``template`` (a launch of their job, timeout and resources) launched again as attempt
+    ``attempt``, under a key of its own. A packed template makes a packed launch of just those items, with a
+    manifest of its own beside the template's (``manifest_chunks`` writes it); any other carries its one item."""
+    env = [(name, key if name == ENV_LAUNCH_KEY else value) for name, value in template.env if name != ENV_ATTEMPT]
+    env.append((ENV_ATTEMPT, str(attempt)))
+    if not template.packed:
+        return replace(template, index=index, key=key, env=tuple(env), attempt=attempt)
+    assert template.manifest is not None
+    manifest = f"{template.manifest.rsplit('/', 1)[0]}/{index:05d}"
+    env = [(name, manifest if name == ENV_MANIFEST else value) for name, value in env]
+    return replace(
+        template,
+        index=index,
+        key=key,
+        items=items,
+        env=tuple(env),
+        task_count=len(items),
+        manifest=manifest,
+        attempt=attempt,
+    )
 
 
 def one_off_job_for(

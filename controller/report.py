@@ -75,6 +75,18 @@ class TailGroup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_ITEM_CONFIG)
+class Attempt:
+    """One controller-side attempt of an item (a launch of its own) and whether it was retried, and why."""
+
+    attempt: int  # from 1
+    launch: int | None  # the launch that carried it (None: it never launched)
+    state: ItemState
+    exit_code: int | None = None
+    reason: str | None = None
+    retry: str  # "retried: ..." or "not retried: ...", as the item's retry policy decided
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_ITEM_CONFIG)
 class ItemResult:
     """What happened to one item of the batch. ``dataclasses.replace`` makes a changed copy."""
 
@@ -109,6 +121,9 @@ class ItemResult:
     # index for an item of several tasks; None when nothing was written or the value is not inline.
     result: Any = None
     result_uri: str | None = None  # where the value lies when it is over 64 KiB (not inline)
+    # Under a retry policy (controller.policy), once an attempt failed: every attempt, the last one this
+    # result's, each with why it was or was not retried. None for an item that ran once without failing.
+    history: list[Attempt] | None = None
 
     @property
     def duration_seconds(self) -> float | None:
@@ -132,6 +147,7 @@ class LaunchResult(_Frozen):
     start_time: datetime | None = None
     end_time: datetime | None = None
     console_url: str | None = None
+    attempt: int = 1  # the controller-side attempt of its items: above 1 for a retry launch
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +216,7 @@ class Report(_Frozen):
     summary: Summary
     launches: list[LaunchResult]
     problems: list[str] = []  # batch-level errors (e.g. a cancelled flow, a failed API), in words
+    stopped: str | None = None  # why the batch stopped early (max_failures), when it did
     rerun_of: BatchLink | None = None  # the batch whose items this one reruns
     reruns: list[Rerun] = []  # batches that rerun this one's items, added as they start
     items: list[ItemResult]  # last, so that writers can stream them
@@ -225,7 +242,7 @@ class Report(_Frozen):
         and its execution ended, so running the batch again has nothing left to do."""
         return (
             self.spec_digest == spec_digest
-            and len(self.launches) == launches
+            and sum(1 for launch in self.launches if launch.attempt == 1) == launches
             and all(launch.execution is not None and launch.state in ENDED for launch in self.launches)
         )
 

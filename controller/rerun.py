@@ -144,7 +144,8 @@ def _entries(parent: Parent, keys: list[str], spec: Batch | None, spec_name: str
                 "same file, unchanged"
             )
         wanted = set(keys)
-        return [spec_entry(i, withhold_secrets=False) for i in spec.items if i.key in wanted], spec.keep_jobs
+        entries = [spec_entry(i, withhold_secrets=False, retry=spec.retry) for i in spec.items if i.key in wanted]
+        return entries, spec.keep_jobs
     stored, keep_jobs = _stored_entries(parent)
     missing = [key for key in keys if key not in stored]
     if missing:

@@ -198,6 +198,19 @@ def _with_result(
     return replace(item, result=result, result_uri=uri, reason=reason)
 
 
+def with_result(
+    store: Store, batch_id: str, item: ItemResult, tasks: int, redact: Callable[[str], str]
+) -> ItemResult:
+    """One item with its result filled in, read as soon as it ended: a listing of its own folder only."""
+    mine: dict[int, tuple[str, int]] = {}
+    for name, size in store.list_sizes(batch_id, f"{FOLDER}/{item.key}"):
+        key, _, file = name.removeprefix(FOLDER + "/").rpartition("/")
+        task, _, ext = file.partition(".")
+        if key == item.key and ext == "json" and task.isdigit():
+            mine[int(task)] = (name, size)
+    return _with_result(item, mine, tasks, store, batch_id, redact) if mine else item
+
+
 def collect_results(
     store: Store,
     batch_id: str,
@@ -336,4 +349,5 @@ __all__ = [
     "read_results",
     "result_name",
     "volume",
+    "with_result",
 ]

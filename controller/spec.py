@@ -24,6 +24,7 @@ from controller.catalog import Catalog, JobDefinition
 from controller.durations import parse_duration
 from controller.files import NotReadable, read_regular_file
 from controller.gc_pause import gc_paused
+from controller.policy import RetryPolicy, StopAction, StopRule, parse_max_failures
 from controller.redact import MIN_SECRET_CHARS, Redactor
 from controller.spec_lines import LazyLines, line_of
 
@@ -104,6 +105,7 @@ class ItemFields(_Strict):
     retries: int | None = Field(default=None, ge=0, le=limits.MAX_RETRIES)
     cpu: str | None = None
     memory: str | None = None
+    retry: RetryPolicy | None = Field(default=None, description="the controller's own retries (controller.policy)")
 
     @field_validator("timeout")
     @classmethod
@@ -164,6 +166,10 @@ class BatchSpec(_Strict):
     batch_id: str | None = None
     defaults: ItemFields = ItemFields()
     keep_jobs: bool = Field(default=False, description="keep one-off jobs after the batch")
+    max_failures: int | float | str | None = Field(
+        default=None, description="stop early once this many items failed: a count, or a share such as '5%'"
+    )
+    on_max_failures: StopAction = Field(default="cancel", description="then cancel what runs, or let it finish")
     # Items are validated one by one (see validate) so one bad item does not hide the others' problems.
     items: list[Any] = Field(min_length=1, max_length=MAX_ITEMS)
 
@@ -173,6 +179,11 @@ class BatchSpec(_Strict):
         if batch_id is not None and not is_batch_id(batch_id):
             raise ValueError(BATCH_ID_RULE)
         return batch_id
+
+    @field_validator("max_failures")
+    @classmethod
+    def _max_failures(cls, value: int | float | str | None) -> int | float | None:
+        return None if value is None else parse_max_failures(value)
 
 
 def is_batch_id(text: str) -> bool:
@@ -206,6 +217,7 @@ class Item:
     cpu: str | None
     memory: str | None
     label: str | None
+    retry: RetryPolicy | None = None  # the item's own; else the batch's (``Batch.retry``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +228,12 @@ class Batch:
     items: tuple[Item, ...]
     keep_jobs: bool
     digest: str  # sha256 of the canonical JSON of the spec as given
+    retry: RetryPolicy | None = None  # ``defaults.retry``: the policy of items that give none of their own
+    stop: StopRule | None = None  # ``max_failures``
+
+    def retry_of(self, item: Item) -> RetryPolicy | None:
+        """The retry policy an item runs under."""
+        return item.retry or self.retry
 
     def sensitive_values(self) -> frozenset[str]:
         """Literal values that must be redacted from every output."""
@@ -380,7 +398,15 @@ def validate(
         items=tuple(items),
         keep_jobs=spec.keep_jobs,
         digest=canonical_digest(data),
+        retry=spec.defaults.retry,
+        stop=_stop_rule(spec),
     )
+
+
+def _stop_rule(spec: BatchSpec) -> StopRule | None:
+    if spec.max_failures is None:
+        return None
+    return StopRule(parse_max_failures(spec.max_failures), spec.on_max_failures)
 
 
 _Loc = tuple[str | int, ...]
@@ -569,7 +595,8 @@ class _Resolver:
         self._fill = {
             name: value
             for name, value in self._defaults.items()
-            if value is not None and name not in {"job", "image", "env"}
+            # An item's retry stays its own: a batch's policy is Batch.retry, which --retry can replace.
+            if value is not None and name not in {"job", "image", "env", "retry"}
         }
         self._catalog = catalog
 
@@ -610,6 +637,7 @@ class _Resolver:
             fields["cpu"],
             fields["memory"],
             own["label"],
+            own["retry"],
         )
         return item, []
 

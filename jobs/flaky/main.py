@@ -1,11 +1,13 @@
 """flaky: fails, times out or recovers on demand, so every path of the controller can be shown.
 
-    flaky [--sleep SECONDS] [--exit-code N] [--fail-attempts K] [--message TEXT]
+    flaky [--sleep SECONDS] [--exit-code N] [--fail-attempts K] [--fail-runs K] [--message TEXT]
 
 * ``--sleep S`` works for S seconds first (run it past the task timeout to see a timeout).
 * ``--exit-code N`` ends with N. Alone, every attempt fails with it.
 * ``--fail-attempts K`` fails only the first K attempts (by ``CLOUD_RUN_TASK_ATTEMPT``, which Cloud Run
   counts from 0), with ``--exit-code`` or 1, so the job's retries make it succeed.
+* ``--fail-runs K`` fails every attempt of the first K controller-side attempts (by ``FANOUT_ATTEMPT``, from
+  1, absent on the first), with ``--exit-code`` or 1, so only the controller's retry policy makes it succeed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 import time
 
-USAGE = "usage: flaky [--sleep SECONDS] [--exit-code N] [--fail-attempts K] [--message TEXT]"
+USAGE = "usage: flaky [--sleep SECONDS] [--exit-code N] [--fail-attempts K] [--fail-runs K] [--message TEXT]"
 # Cloud Run's longest task timeout (168 h): a longer pause could never end inside a task.
 LONGEST_SLEEP = 168 * 3600
 
@@ -24,6 +26,7 @@ class Args:
         self.sleep = 0.0
         self.exit_code: int | None = None
         self.fail_attempts: int | None = None
+        self.fail_runs: int | None = None
         self.message = ""
 
 
@@ -42,7 +45,7 @@ def parse(argv: list[str]) -> Args:
             print(__doc__)
             raise SystemExit(0)
         option, has_value, value = arg.partition("=")
-        if option not in ("--sleep", "--exit-code", "--fail-attempts", "--message"):
+        if option not in ("--sleep", "--exit-code", "--fail-attempts", "--fail-runs", "--message"):
             raise usage_error(f"unrecognized argument: {arg}")
         text = value if has_value else next(rest, None)
         if text is None:
@@ -53,6 +56,8 @@ def parse(argv: list[str]) -> Args:
             args.sleep = number(option, text, float, 0, LONGEST_SLEEP)
         elif option == "--exit-code":
             args.exit_code = int(number(option, text, int, 0, 255))
+        elif option == "--fail-runs":
+            args.fail_runs = int(number(option, text, int, 0, 1_000_000))
         else:
             args.fail_attempts = int(number(option, text, int, 0, 1_000_000))
     return args
@@ -80,11 +85,15 @@ def exit_code_for(attempt: int, exit_code: int | None, fail_attempts: int | None
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     attempt = int(os.environ.get("CLOUD_RUN_TASK_ATTEMPT", "0") or 0)
+    run = int(os.environ.get("FANOUT_ATTEMPT", "1") or 1)
     task = os.environ.get("CLOUD_RUN_TASK_INDEX", "0")
     print(f"flaky: task {task} attempt {attempt} starting", flush=True)
     if args.sleep:
         time.sleep(args.sleep)
-    code = exit_code_for(attempt, args.exit_code, args.fail_attempts)
+    if args.fail_runs is not None:
+        code = (args.exit_code or 1) if run <= args.fail_runs else 0
+    else:
+        code = exit_code_for(attempt, args.exit_code, args.fail_attempts)
     if args.message:
         print(args.message, flush=True)
     if code:

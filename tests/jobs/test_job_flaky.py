@@ -32,6 +32,18 @@ def test_reads_the_attempt_cloud_run_sets(job_module, monkeypatch, capsys):
     assert "attempt 1 succeeded" in captured.out
 
 
+def test_fail_runs_reads_the_controllers_attempt(job_module, monkeypatch):
+    """Every Cloud Run attempt of the first controller-side attempts fails; a later one succeeds at once."""
+    flaky = job_module("flaky")
+    monkeypatch.delenv("FANOUT_ATTEMPT", raising=False)
+    for task_attempt in ("0", "1"):
+        monkeypatch.setenv("CLOUD_RUN_TASK_ATTEMPT", task_attempt)
+        assert flaky.main(["--fail-runs", "1", "--exit-code", "137"]) == 137
+    monkeypatch.setenv("FANOUT_ATTEMPT", "2")
+    monkeypatch.setenv("CLOUD_RUN_TASK_ATTEMPT", "0")
+    assert flaky.main(["--fail-runs", "1", "--exit-code", "137"]) == 0
+
+
 @pytest.mark.parametrize(
     "argv",
     [
