@@ -8,6 +8,11 @@ is launched, watched, reported and cleaned up as every batch is); ``map()`` runs
 Each call is one ``fan-out`` flow run: a subflow run when called inside a flow, so the caller's flow run
 shows it with its launch task runs and its report artifact, and a flow run of its own otherwise.
 
+``run()`` and ``map()`` are sync-compatible, as prefect-gcp 0.5's were: in async code (an async flow or any
+coroutine) they return an awaitable, ``await job.run()``, which runs the batch in a worker thread so the event
+loop goes on; in sync code they return the value. ``imap()`` streams each run's result as it ends
+(``controller.stream``), with ``for`` or ``async for``.
+
 Where it runs: a ``FANOUT_EMULATOR_HOST`` emulator if set; else the project of the ``GcpCredentials`` block
 (its ``project``, which prefect-gcp fills from the service-account key or Application Default Credentials)
 on Google Cloud; else an embedded local emulator, started for the call and stopped after it. The report goes
@@ -16,18 +21,40 @@ to ``report_to`` (default ``reports``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controller import limits
 from controller.catalog import Catalog
 from controller.report import ItemResult, ItemState, Report
-from controller.spec import load_batch
+from controller.spec import load_batch, new_batch_id
+from controller.stream import ResultStream
 from controller.target import choose_target, serving
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def sync_compatible(method: Callable[P, R]) -> Callable[P, R]:
+    """prefect-gcp 0.5's ``sync_compatible``: called where an event loop runs in this thread (async code), the
+    call returns an awaitable that runs ``method`` in a worker thread (with the caller's context, so a Prefect
+    flow run stays the parent); called anywhere else, it returns the value. Typed as the sync call."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return method(*args, **kwargs)
+        return asyncio.to_thread(method, *args, **kwargs)  # type: ignore[return-value]
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -119,12 +146,43 @@ class CloudRunJob(BaseModel):
             raise ValueError(f"CloudRunJob cpu/memory: {problem}")
         return self
 
+    @sync_compatible
     def run(self) -> CloudRunJobResult:
-        """Run the command once and wait for it to end."""
-        return self.map([self.args])[0]
+        """Run the command once and wait for it to end (``await`` it in async code)."""
+        return self._map([self.args])[0]
 
+    @sync_compatible
     def map(self, args_list: Sequence[Sequence[str] | None]) -> list[CloudRunJobResult]:
-        """Run the command once per args list (None: ``args``), all in one batch; results in the same order."""
+        """Run the command once per args list (None: ``args``), all in one batch; results in the same order
+        (``await`` it in async code)."""
+        return self._map(args_list)
+
+    def imap(
+        self,
+        args_list: Sequence[Sequence[str] | None],
+        *,
+        order_outputs: bool = False,
+        return_exceptions: bool = True,
+    ) -> ResultStream[CloudRunJobResult]:
+        """Run the command once per args list, all in one batch, and yield each run's result as soon as it
+        ended: in completion order, or in ``args_list`` order with ``order_outputs``; a failed run is a result
+        (``status_code`` 1) unless ``return_exceptions=False``, which raises ``controller.stream.ItemFailed``.
+        Iterate it with ``for`` or, in async code, ``async for``."""
+        spec = self._spec(args_list)
+
+        def run(sink: Callable[[ItemResult], None]) -> tuple[Report, str]:
+            with _target(self._project(), self.region, self.report_to) as (run_project, on_cloud):
+                return self._fan_out(spec, run_project, on_cloud, on_result=sink)
+
+        return ResultStream(
+            run,
+            convert=lambda item, url: CloudRunJobResult(item=item, report_url=url),
+            report_url=f"{self.report_to.rstrip('/')}/{spec['batch_id']}/report.json",
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+        )
+
+    def _map(self, args_list: Sequence[Sequence[str] | None]) -> list[CloudRunJobResult]:
         if not args_list:
             return []
         spec = self._spec(args_list)
@@ -150,6 +208,8 @@ class CloudRunJob(BaseModel):
             defaults["memory"] = f"{self.memory}{self.memory_unit}"
         items = [{"args": list(args)} if args is not None else {} for args in args_list]
         return {
+            # Chosen here, so a stream can say where the report will be before the batch starts.
+            "batch_id": new_batch_id(),
             "defaults": {k: v for k, v in defaults.items() if v is not None},
             "keep_jobs": self.keep_job,
             "items": items,
@@ -171,8 +231,15 @@ class CloudRunJob(BaseModel):
             )
         return str(name)
 
-    def _fan_out(self, spec: dict[str, Any], project: str, on_cloud: bool) -> tuple[Report, str]:
-        from controller.flow import fan_out, prepared_batch, prepared_catalog, report_sink
+    def _fan_out(
+        self,
+        spec: dict[str, Any],
+        project: str,
+        on_cloud: bool,
+        *,
+        on_result: Callable[[ItemResult], None] | None = None,
+    ) -> tuple[Report, str]:
+        from controller.flow import fan_out, prepared_batch, prepared_catalog, report_sink, result_sink
 
         catalog = Catalog({}, project=project, region=self.region)
         batch = load_batch(spec, catalog)
@@ -181,6 +248,7 @@ class CloudRunJob(BaseModel):
             (prepared_batch, prepared_batch.set(batch)),
             (prepared_catalog, prepared_catalog.set(catalog)),
             (report_sink, report_sink.set(lambda report, url: captured.update(report=report, url=url))),
+            (result_sink, result_sink.set(on_result)),
         ]
         try:
             # The flow run is named after the batch id, as every batch's is.

@@ -201,3 +201,81 @@ def test_a_project_from_an_unsaved_block_is_refused_before_anything_starts(adc: 
     )
     with pytest.raises(ValueError, match="save the GcpCredentials block first"):
         job.run()
+
+
+# -- results as they finish, and the awaitable calls ---------------------------------------------------------
+
+SLEEP_THEN_ANSWER = (
+    "import json, os, sys, time; time.sleep(float(sys.argv[1]));"
+    "json.dump({'slept': sys.argv[1]}, open(os.environ['FANOUT_RESULT_FILE'], 'w'))"
+)
+# Spec order 0, 1, 2; started together, they end in the order 0, 2, 1, seconds apart (the watcher polls
+# every 0.3 s).
+NAPS = [["0.2"], ["6"], ["3"]]
+
+
+def _sleeper() -> Any:
+    from controller import CloudRunJob
+
+    return CloudRunJob(
+        image="example.com/sleeper:1",
+        region="us-central1",
+        command=[PYTHON, "-c", SLEEP_THEN_ANSWER],
+        max_retries=0,
+        poll_interval=0.3,
+    )
+
+
+def test_imap_yields_each_result_as_it_ends_in_completion_order(local: Path) -> None:
+    from datetime import UTC, datetime
+
+    stream = _sleeper().imap(NAPS)
+    received = [(result, datetime.now(UTC)) for result in stream]
+
+    assert sorted(result.item.index for result, _ in received) == [0, 1, 2]
+    assert all(result.state is ItemState.SUCCEEDED for result, _ in received)
+    assert {result.item.index: result.result for result, _ in received} == {
+        n: {"slept": nap} for n, [nap] in enumerate(NAPS)
+    }
+    # In completion order (as Cloud Run's task end times say, not spec order: a loaded machine may start
+    # them late), and the first came while the batch still ran: before its last task ended.
+    ends = [result.item.end_time for result, _ in received]
+    assert ends == sorted(ends)  # type: ignore[type-var]
+    assert stream.report is not None
+    last_end = max(item.end_time for item in stream.report.items if item.end_time)
+    assert received[0][1] < last_end, (received[0][1], last_end)
+
+
+def test_imap_in_spec_order_and_failures_as_values_or_raised(local: Path) -> None:
+    from controller.stream import ItemFailed
+
+    job = _sleeper().model_copy(update={"command": [PYTHON, "-c", ECHO_ARGS]})
+    ordered = list(job.imap([["2"], ["0"]], order_outputs=True))
+    expected = [(0, ItemState.FAILED, 2), (1, ItemState.SUCCEEDED, 0)]
+    assert [(r.item.index, r.state, r.exit_code) for r in ordered] == expected
+
+    with pytest.raises(ItemFailed, match="failed"):
+        list(job.imap([["3"]], return_exceptions=False))
+
+
+def test_an_async_flow_awaits_run_and_map_and_iterates_imap(local: Path) -> None:
+    import asyncio
+
+    from prefect import flow
+
+    @flow
+    async def async_flow() -> tuple[Any, list[Any], list[Any]]:
+        job = _sleeper()
+        one = await job.model_copy(update={"args": ["0"]}).run()
+        many = await job.map([["0"], ["0.1"]])
+        seen = [result async for result in job.imap([["2"], ["0"]])]
+        return one, many, seen
+
+    one, many, seen = asyncio.run(async_flow())
+    assert one.state is ItemState.SUCCEEDED
+    assert [r.state for r in many] == [ItemState.SUCCEEDED, ItemState.SUCCEEDED]
+    assert sorted(result.item.index for result in seen) == [0, 1]
+    ends = [result.item.end_time for result in seen]
+    assert ends == sorted(ends)  # type: ignore[type-var]
+    # In sync code the same call returns the value.
+    assert _sleeper().map([["0"]])[0].result == {"slept": "0"}
