@@ -330,14 +330,15 @@ class BatchRunner:
         """Whether no retry waits for its backoff and every retry launch has been sent (or refused)."""
         return not self.attempts.waiting and all(future.done() for future in self._retry_futures)
 
-    def _ended(self, state: LaunchState) -> None:
-        """A launch's execution ended: its items' attempts are recorded (retries queued) when a retry policy or
-        a stop rule needs them. Its tasks are read now rather than after the batch; when they cannot be, the
-        launch is decided on nothing: no retry, and its failures wait for the report."""
+    def _ended(self, state: LaunchState) -> _Ended | None:
+        """A launch's execution ended: its items' attempts are recorded (retries queued) when a retry policy, a
+        stop rule or a result sink needs them; returns its results and the items retried. Its tasks are read
+        now rather than after the batch; when they cannot be, the launch is decided on nothing: no retry, and
+        its failures wait for the report."""
         if not self._watched_ends or (state.tasks is None and not self._read_tasks(state)):
-            return
+            return None
         results = self.outcomes().item_results([state])
-        self._emit(state, results, self.attempts.ended(state.launch, results, self.clock()))
+        return state, results, self.attempts.ended(state.launch, results, self.clock())
 
     def _emit(self, state: LaunchState, results: Iterable[ItemResult], retried: Set[int] = frozenset()) -> None:
         """Hand ``on_result`` the results that are their items' last, with the values their tasks wrote."""
@@ -357,8 +358,8 @@ class BatchRunner:
                 log.warning("result of %s not read as it ended: %s", ended.key, self.redact(str(exc)))
             self.on_result(valued)
 
-    def _emit_ended_tasks(self, state: LaunchState) -> None:
-        """For a packed execution still running: its items whose tasks ended and whose result is final, handed
+    def _ended_tasks(self, state: LaunchState) -> _Ended:
+        """For a packed execution still running: its items whose tasks ended and whose result is final, to hand
         to ``on_result`` now rather than when the whole execution ends."""
         assert state.execution is not None
         try:
@@ -366,7 +367,7 @@ class BatchRunner:
         except Exception as exc:
             if cloud_error(exc) is None:
                 raise
-            return  # the next poll, or the end of the launch, reads them again
+            return state, [], frozenset()  # the next poll, or the end of the launch, reads them again
         ended = {task.index for task in tasks if task.state is not None}
         positions = {item.index: position for position, item in enumerate(state.launch.items)}
         items = {item.index: item for item in state.launch.items}
@@ -376,7 +377,7 @@ class BatchRunner:
             if positions[result.index] in ended
             and self.attempts.final_when_it_ends(items[result.index], state.launch, result)
         ]
-        self._emit(state, results)
+        return state, results, frozenset()
 
     def emit_rest(self, items: Iterable[ItemResult]) -> None:
         """Once the report is made: its items not handed to ``on_result`` yet (never launched, cancelled, ended
@@ -478,11 +479,12 @@ class BatchRunner:
                         progressed.append(state)
                     state.execution = status
                     pace.observe(status, now)
-        for state in ended:
-            self._ended(state)
+        finished = [outcome for state in ended if (outcome := self._ended(state)) is not None]
         if self.on_result is not None:
-            for state in progressed:
-                self._emit_ended_tasks(state)
+            finished += [self._ended_tasks(state) for state in progressed]
+        # Handed over in the order the items ended, not the spec's, when several ended since the last poll.
+        for state, results, retried in finished:
+            self._emit(state, sorted(results, key=_end_time), retried)
         # Before the slots are freed: a launch waiting for room must not start once the batch should stop.
         self._check_stop()
         self.task_slots.changed()
@@ -750,6 +752,14 @@ class BatchRunner:
             rerun_of=self.rerun_of,
             stopped=self.stopped,
         )
+
+
+_Ended = tuple[LaunchState, list[ItemResult], Set[int]]
+"""A launch, its items' results as it ended (or as far as its tasks ended), and the items to be retried."""
+
+
+def _end_time(result: ItemResult) -> datetime:
+    return result.end_time or datetime.max.replace(tzinfo=UTC)
 
 
 def _names_by_job(states: Iterable[LaunchState]) -> dict[str, set[str]]:

@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = report_sub.add_parser("show", help="print a saved report's summary (local path or gs:// URL)")
     show.add_argument("url", help="report.json, its folder, or gs://BUCKET/PREFIX/BATCH/report.json")
     show.add_argument("--failed", type=_count, default=20, help="how many failed items to list (default 20)")
+    results = sub.add_parser(
+        "results",
+        help="print a batch's results as JSON lines, running or ended (local path or gs:// URL)",
+        description=_wrap(
+            "Print a batch's item results as JSON lines, streamed from beside its report (the report itself is "
+            "never loaded). While the batch runs, each value that lands in results/ prints as "
+            '{"key", "task", "result"}; once it ended, every item prints as {"key", "state", "result"} in '
+            "spec order. Without --follow, a running batch prints what has landed so far."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    results.add_argument("report", help="the batch's folder, its report.json, or gs://BUCKET/PREFIX/BATCH")
+    results.add_argument("--follow", action="store_true", help="wait for the batch to end, printing as values land")
+    results.add_argument("--poll", type=_count, default=2, help="seconds between looks with --follow (default 2)")
+    results.add_argument("--timeout", type=_count, default=None, help="with --follow, give up after this many seconds")
     return parser
 
 
@@ -535,6 +550,29 @@ def cmd_report_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    """``fanout results``: one JSON line per value as it lands, then per item once the batch ended."""
+    from controller.results import Landed, follow_results
+
+    records = follow_results(
+        args.report,
+        _gcs_if(args.report),
+        follow=args.follow,
+        poll_seconds=max(1, args.poll),
+        timeout_seconds=args.timeout,
+    )
+    for record in records:
+        line: dict[str, Any]
+        if isinstance(record, Landed):
+            line = {"key": record.key, "task": record.task, "result": record.result}
+        else:
+            line = {"key": record.key, "state": str(record.state), "result": record.result}
+            if record.result_uri:
+                line["result_uri"] = record.result_uri
+        print(json.dumps(line, ensure_ascii=False, separators=(",", ":")), flush=True)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
@@ -551,13 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        if args.command == "plan":
-            return cmd_plan(args)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "rerun":
-            return cmd_rerun(args)
-        return cmd_report_show(args)
+        commands = {"plan": cmd_plan, "run": cmd_run, "rerun": cmd_rerun, "results": cmd_results}
+        return commands.get(args.command, cmd_report_show)(args)
     except USER_ERRORS as exc:
         for line in str(exc).splitlines():
             print(f"fanout: {line}" if line[:1] != " " else line, file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -202,12 +203,7 @@ def with_result(
     store: Store, batch_id: str, item: ItemResult, tasks: int, redact: Callable[[str], str]
 ) -> ItemResult:
     """One item with its result filled in, read as soon as it ended: a listing of its own folder only."""
-    mine: dict[int, tuple[str, int]] = {}
-    for name, size in store.list_sizes(batch_id, f"{FOLDER}/{item.key}"):
-        key, _, file = name.removeprefix(FOLDER + "/").rpartition("/")
-        task, _, ext = file.partition(".")
-        if key == item.key and ext == "json" and task.isdigit():
-            mine[int(task)] = (name, size)
+    mine = _item_objects(store, batch_id, item.key)
     return _with_result(item, mine, tasks, store, batch_id, redact) if mine else item
 
 
@@ -293,6 +289,94 @@ def read_results(location: str, storage_client: Any | None = None, *, fetch: boo
             yield record
 
 
+class Landed(NamedTuple):
+    """A task's value as it lands in ``results/`` while its batch runs: its item's state is not known yet."""
+
+    key: str
+    task: int
+    result: Any
+
+
+def _batch_store(location: str, storage_client: Any | None) -> tuple[Store, str]:
+    """The store and batch id of a batch's folder, ``gs://bucket/prefix/<batch-id>`` or its report.json."""
+    folder = location.rstrip("/")
+    if folder.endswith(("/report.json", "/" + JSONL)):
+        folder = folder.rsplit("/", 1)[0]
+    root, slash, batch_id = folder.rpartition("/")
+    if not slash or not batch_id:
+        raise StoreError(f"{location!r} is not a batch's folder: give <report-to>/<batch-id> or its report.json")
+    from controller.store import open_store
+
+    return open_store(root if root not in ("", "gs:/") else ".", storage_client), batch_id
+
+
+def result_of(location: str, key: str, storage_client: Any | None = None) -> Any:
+    """One item's value, by key, read from the batch's ``results/`` whether the batch still runs or ended:
+    the JSON its task wrote, a list by task index for an item of several tasks, or None while none landed."""
+    store, batch_id = _batch_store(location, storage_client)
+    found = {task: name for task, (name, _size) in _item_objects(store, batch_id, key).items()}
+    if not found:
+        return None
+    values = {task: json.loads(store.read(batch_id, name) or b"null") for task, name in found.items()}
+    return values[0] if list(values) == [0] else [values.get(t) for t in range(max(values) + 1)]
+
+
+def _item_objects(store: Store, batch_id: str, key: str) -> dict[int, tuple[str, int]]:
+    mine: dict[int, tuple[str, int]] = {}
+    for name, size in store.list_sizes(batch_id, f"{FOLDER}/{key}"):
+        owner, _, file = name.removeprefix(FOLDER + "/").rpartition("/")
+        task, _, ext = file.partition(".")
+        if owner == key and ext == "json" and task.isdigit():
+            mine[int(task)] = (name, size)
+    return mine
+
+
+def follow_results(
+    location: str,
+    storage_client: Any | None = None,
+    *,
+    follow: bool = False,
+    poll_seconds: float = 2.0,
+    timeout_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Landed | ResultRecord]:
+    """A batch's results by its location, running or ended, streamed (the report is never loaded).
+
+    While the batch runs, each value that lands in ``results/`` is a ``Landed`` as it appears (one listing
+    of the folder a poll, each value read once); without ``follow`` what has landed so far, then the end.
+    Once the batch ended (``results.jsonl`` is there), each item's final ``ResultRecord`` in spec order.
+    With ``follow``, waits for that end (and for a batch not started yet), at most ``timeout_seconds`` (then
+    StoreError).
+    """
+    store, batch_id = _batch_store(location, storage_client)
+    from controller.ownership import BATCH_STATE
+
+    # Followed, a batch not there yet is one about to start; else there is nothing to read.
+    if not follow and store.read(batch_id, JSONL) is None and store.read(batch_id, BATCH_STATE) is None:
+        raise StoreError(f"no batch at {store.url(batch_id)}: neither {BATCH_STATE} nor {JSONL} is there")
+    seen: set[str] = set()
+    deadline = None if timeout_seconds is None else clock() + timeout_seconds
+    while store.read(batch_id, JSONL) is None:
+        for name, size in sorted(store.list_sizes(batch_id, FOLDER)):
+            key, _, file = name.removeprefix(FOLDER + "/").rpartition("/")
+            task, _, ext = file.partition(".")
+            if name in seen or not key or ext != "json" or not task.isdigit():
+                continue
+            seen.add(name)
+            if size > MAX_BYTES:
+                continue  # the report will say why it was refused
+            data = store.read(batch_id, name)
+            if data is not None:
+                yield Landed(key, int(task), json.loads(data, parse_constant=_no_constants))
+        if not follow:
+            return
+        if deadline is not None and clock() >= deadline:
+            raise StoreError(f"batch {batch_id} did not end within {timeout_seconds:.0f}s")
+        sleep(poll_seconds)
+    yield from read_results(store.url(batch_id, JSONL), storage_client)
+
+
 def _open(url: str, storage_client: Any | None) -> Any:
     if url.startswith("gs://"):
         from google.api_core import exceptions as gexc
@@ -343,11 +427,13 @@ __all__ = [
     "MAX_DEPTH",
     "ResultRecord",
     "collect_results",
+    "follow_results",
     "jsonl_chunks",
     "list_results",
     "make_item_folders",
     "read_results",
     "result_name",
+    "result_of",
     "volume",
     "with_result",
 ]

@@ -86,6 +86,12 @@ class ResultStream(Generic[T]):
             raise ItemFailed(item)
         return self._convert(item, self.report_url)
 
+    def wait(self, timeout: float | None = None) -> Report | None:
+        """Wait for the batch to end (it runs to its end even when nobody iterates any more); its report, or
+        None when it has not ended within ``timeout`` or ended without one (iterating raises why)."""
+        self._thread.join(timeout)
+        return self.report
+
     def __iter__(self) -> Iterator[T]:
         return self
 

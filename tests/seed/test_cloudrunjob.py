@@ -254,8 +254,12 @@ def test_imap_in_spec_order_and_failures_as_values_or_raised(local: Path) -> Non
     expected = [(0, ItemState.FAILED, 2), (1, ItemState.SUCCEEDED, 0)]
     assert [(r.item.index, r.state, r.exit_code) for r in ordered] == expected
 
+    raising = job.imap([["3"]], return_exceptions=False)
     with pytest.raises(ItemFailed, match="failed"):
-        list(job.imap([["3"]], return_exceptions=False))
+        list(raising)
+    # The batch runs to its end all the same (its report written, its emulator stopped).
+    report = raising.wait(timeout=120)
+    assert report is not None and report.items[0].exit_code == 3
 
 
 def test_an_async_flow_awaits_run_and_map_and_iterates_imap(local: Path) -> None:
