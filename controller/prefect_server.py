@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller.offline import apply_quiet_defaults
+from controller.warm_hosts import stop_all
 
 IDLE_MINUTES = 30.0
 START_TIMEOUT = 120.0  # a first start creates the database and runs its migrations: 10-40 s on a busy machine
@@ -296,8 +297,6 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> None:
 
 def stop(directory: Path | None = None) -> ServerState | None:
     """Stop the local server if one runs, and the warm hosts beside it; returns the server stopped."""
-    from controller.warm import stop_all
-
     directory = directory or state_dir()
     with _locked(directory / "start.lock", fcntl.LOCK_EX, START_TIMEOUT, "stopping the Prefect server"):
         state = read_state(directory)

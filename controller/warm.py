@@ -43,21 +43,18 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from controller.prefect_server import idle_seconds_from_env, refresh_prefect_settings, state_dir
+from controller.warm_hosts import REQUEST_TIMEOUT, socket_address
 
 SWITCH = "FANOUT_WARM"
 PROTOCOL = 1
 HANDSHAKE_TIMEOUT = 5.0  # connect, hand over, fork: milliseconds when the host is well
-REQUEST_TIMEOUT = 5.0  # how long the host waits for a connected command to send its request
-STOP_TIMEOUT = 30.0
 TICK = 1.0  # how often an idle host checks whether it should stop
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-MAX_SOCKET_PATH = 100  # sun_path holds 104-108 bytes
 # What a ``fanout run`` imports, beyond the CLI and the flow, before its first RunJob and after it.
 PRELOAD = (
     "controller.cli",
@@ -118,20 +115,6 @@ def socket_path(directory: Path, digest: str) -> Path:
 
 def _lock_path(directory: Path, digest: str) -> Path:
     return directory / f"warm-{digest}.lock"
-
-
-@contextlib.contextmanager
-def _address(path: Path) -> Iterator[str]:
-    """An address for the socket at ``path``: the path itself, or where it is too long for a socket address
-    (104-108 bytes), the same file through a descriptor of its folder (``/proc/self/fd``, Linux)."""
-    if len(str(path)) <= MAX_SOCKET_PATH or not os.path.isdir("/proc/self/fd"):
-        yield str(path)
-        return
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{folder}/{path.name}"
-    finally:
-        os.close(folder)
 
 
 # -- the command's side ------------------------------------------------------------------------------------
@@ -198,7 +181,7 @@ def _connect(directory: Path, digest: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(HANDSHAKE_TIMEOUT)
     try:
-        with _address(path) as address:
+        with socket_address(path) as address:
             sock.connect(address)
         uid = _peer_uid(sock)
     except OSError:  # a socket left by a host that died: the next host replaces it
@@ -375,7 +358,7 @@ class Host:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         umask = os.umask(0o177)  # the socket file is 0600: only this user may hand commands over
         try:
-            with _address(self.path) as address:
+            with socket_address(self.path) as address:
                 listener.bind(address)
         finally:
             os.umask(umask)
@@ -594,46 +577,6 @@ def serve(directory: Path) -> int:
     _said(f"hosting `fanout run` for code {digest} at {host.path}")
     host.serve()
     return 0
-
-
-def hosts(directory: Path | None = None) -> Iterator[Path]:
-    """The sockets of the warm hosts in the state dir."""
-    directory = directory or state_dir()
-    with contextlib.suppress(OSError):
-        yield from sorted(directory.glob("warm-*.sock"))
-
-
-def stop_all(directory: Path | None = None, timeout: float = STOP_TIMEOUT) -> int:
-    """Stop every warm host in the state dir (commands running in them go on); returns how many stopped."""
-    stopped = 0
-    for path in hosts(directory):
-        lock = path.with_suffix(".lock")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(REQUEST_TIMEOUT)
-            try:
-                with _address(path) as address:
-                    sock.connect(address)
-                socket.send_fds(sock, [b"\0"], [])
-                sock.sendall(b'{"op": "stop"}\n')
-                sock.makefile("rb").readline()
-            except OSError:
-                path.unlink(missing_ok=True)  # nobody listens: a dead host's
-                continue
-        _wait_unlocked(lock, timeout)
-        stopped += 1
-    return stopped
-
-
-def _wait_unlocked(lock: Path, timeout: float) -> None:
-    """Until the host holding ``lock`` has exited (its lock is free)."""
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(OSError), lock.open("a") as handle:
-        while time.monotonic() < deadline:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:

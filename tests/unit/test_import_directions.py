@@ -13,12 +13,6 @@ PACKAGE = ROOT / "controller"
 DOC = ROOT / "docs" / "architecture.md"
 # The stages of the batch's data and the entry points above them, in the order they may import each other.
 STAGES_HEADING = "## Stages and import directions"
-# A circle left on purpose, with why (docs/architecture.md says the same); any other circle fails.
-KNOWN_CIRCLES = [
-    # `fanout server stop` stops the warm hosts in the server's state dir; the warm host runs the CLI, which
-    # starts the server. Breaking it moves the state dir's layout into a module of its own (a later session).
-    {"cli", "prefect_server", "warm"},
-]
 # Types that live in a module that touches something: importing them alone touches nothing. The execution
 # domain types are still in the Cloud Run adapter; the catalog's models are read from files only by its loaders.
 DOMAIN_TYPES = {
@@ -108,11 +102,10 @@ def test_modules_import_only_from_their_stage_or_before() -> None:
     assert wrong == []
 
 
-def test_there_is_no_import_circle_but_the_known_one() -> None:
+def test_there_is_no_import_circle() -> None:
     modules = _modules()
     graph = {module: set(_imports(module, modules)) for module in modules}
-    circles = [circle for circle in _strongly_connected(graph) if len(circle) > 1]
-    assert sorted(map(sorted, circles)) == sorted(map(sorted, KNOWN_CIRCLES))
+    assert [sorted(circle) for circle in _strongly_connected(graph) if len(circle) > 1] == []
 
 
 def test_the_may_touch_column_names_what_each_module_reaches_through_its_imports() -> None:
