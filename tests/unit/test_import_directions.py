@@ -5,6 +5,7 @@ table true to the imports. Lazy imports (inside functions) and type-only ones co
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -27,10 +28,15 @@ def _modules() -> set[str]:
     return {path.stem for path in PACKAGE.glob("*.py")}
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())  # each module parsed once for all the tests
+
+
 def _imports(module: str, modules: set[str]) -> dict[str, set[str]]:
     """The controller modules ``module`` imports, each with the names taken from it ("*" for the module)."""
     found: dict[str, set[str]] = {}
-    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+    for node in ast.walk(_tree(PACKAGE / f"{module}.py")):
         if isinstance(node, ast.ImportFrom) and node.module == "controller":
             for alias in node.names:
                 if alias.name in modules:
@@ -128,7 +134,7 @@ def test_the_may_touch_column_names_what_each_module_reaches_through_its_imports
 def test_the_emulator_is_reached_only_through_its_adapter() -> None:
     users = set()
     for path in PACKAGE.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             named = [node.module] if isinstance(node, ast.ImportFrom) else []
             named += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             if any(name and name.split(".")[0] == "cloudrun_emulator" for name in named):
