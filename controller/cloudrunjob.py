@@ -116,6 +116,13 @@ class CloudRunJob(BaseModel):
     report_to: str = Field(default="reports", description="a folder or gs:// prefix for the batch's report")
     poll_interval: float = Field(default=2.0, gt=0)
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if problem := limits.image_problem(image):
+            raise ValueError(problem)
+        return image
+
     @field_validator("region")
     @classmethod
     def _region(cls, region: str) -> str:

@@ -33,6 +33,13 @@ RESERVED_ENV_NAMES = frozenset(
 RESERVED_ENV_PREFIX = "X_GOOGLE_"
 
 
+def image_problem(image: str) -> str | None:
+    """Why Cloud Run would refuse this container image reference, or None (it names it; the registry checks)."""
+    if not image or any(c.isspace() for c in image):
+        return "image is a container image URL such as 'us-docker.pkg.dev/P/R/NAME:TAG', without spaces"
+    return None
+
+
 def env_name_problem(name: str) -> str | None:
     """Why Cloud Run would refuse this environment variable name, or None if it is accepted."""
     if not name:

@@ -122,8 +122,8 @@ class ItemFields(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str | None) -> str | None:
-        if image is not None and (not image or image != image.strip() or any(c.isspace() for c in image)):
-            raise ValueError("image is a container image URL such as 'us-docker.pkg.dev/P/R/NAME:TAG', without spaces")
+        if image is not None and (problem := limits.image_problem(image)):
+            raise ValueError(problem)
         return image
 
     @field_validator("task_count", "retries", mode="before")

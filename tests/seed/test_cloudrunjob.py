@@ -174,6 +174,7 @@ def test_invalid_fields_are_refused_by_name() -> None:
         ({"memory": 64, "memory_unit": "Mi"}, "'64Mi' is not a memory limit Cloud Run takes"),
         ({"cpu": 1, "memory": 16, "memory_unit": "Gi"}, "memory '16Gi' needs at least 4 vCPU (cpu is '1')"),
         ({"region": "../../x"}, "'../../x' is not a Cloud Run region such as 'us-central1'"),
+        ({"image": ""}, "image is a container image URL"),
         ({"report_to": "gs://"}, "'gs://' names no bucket; use gs://BUCKET/PREFIX"),
         ({"report_to": ""}, "give a folder or a gs://BUCKET/PREFIX for the report, not an empty string"),
     ],
