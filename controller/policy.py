@@ -72,6 +72,8 @@ class RetryPolicy(BaseModel):
         """Whether a failed attempt (``attempt``, from 1) is retried, and why or why not, in words. ``refused``:
         Cloud Run refused its launch (an infrastructure failure, though the item never launched)."""
         what: int | str | None = INFRASTRUCTURE if refused else _failure(result)
+        if what is None and result.state is ItemState.FAILED:
+            return False, "not retried: its outcome is unknown, and another attempt could run it twice"
         if what is None:
             return False, _NOT_RETRIED.get(result.state, "not retried: it succeeded")
         if isinstance(what, int) and what in self.never:
