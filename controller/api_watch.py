@@ -32,6 +32,14 @@ def answers(api_url: str, timeout: float = HEALTH_TIMEOUT) -> bool:
         return False
 
 
+def unanswered_api() -> str | None:
+    """The Prefect API's URL when it does not answer at all (a flow that cannot start says why), else None."""
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    return api_url if api_url and not answers(api_url) else None
+
+
 class ApiWatch:
     """Started when the report is stored; stopped when the command ends on its own."""
 
@@ -74,4 +82,4 @@ class ApiWatch:
                 os._exit(code)
 
 
-__all__ = ["ApiWatch", "answers"]
+__all__ = ["ApiWatch", "answers", "unanswered_api"]

@@ -97,6 +97,7 @@ class BatchRunner:
         self.problems: list[str] = []
         self.cancelled = False
         self.lease: Lease | None = None
+        self.resumed: bool | None = None  # whether open_batch found the batch (None: not opened here)
         self.cloud_lost: str | None = None  # why the controller stopped hearing from Cloud Run
         self._told_lease_ran_out = False
         self.cancel_failed: set[str] = set()  # executions whose cancellation Cloud Run never accepted
@@ -156,6 +157,7 @@ class BatchRunner:
                 LaunchState(_keyed(s.launch, f"{batch.batch_id}/{nonce}/{s.launch.index:05d}")) for s in self.states
             ]
         self.lease.start()
+        self.resumed = resumed
         return resumed
 
     def close(self) -> None:
@@ -166,7 +168,12 @@ class BatchRunner:
     def prepare(self, *, service_account: str | None = None) -> None:
         """Create one-off jobs and their tasks' result folders; write the manifests of packed launches."""
         for job in self.plan.one_off_jobs:
-            self.cloud.ensure_job(job, service_account=service_account)
+            try:
+                self.cloud.ensure_job(job, service_account=service_account)
+            except Exception as exc:
+                if (problem := cloud_error(exc)) is None:
+                    raise
+                self._not_started(job.name, f"its one-off job {job.name} could not be created: {problem}")
         make_item_folders(self.store, self.plan)
         batch_id = self.plan.batch.batch_id
         files: list[tuple[str, bytes]] = []
@@ -177,15 +184,31 @@ class BatchRunner:
             (self.manifest_store or self.store).write_many(batch_id, files)
 
     def adopt_existing(self) -> int:
-        """Attach to executions this batch already started (a resumed run); returns how many."""
+        """Attach to executions this batch already started (a resumed run); returns how many. A batch just
+        created has none (its launch keys carry a nonce made with it): nothing is listed. When a job's
+        executions cannot be listed, its launches are not started: one already running would run twice."""
+        if self.resumed is False:
+            return 0
         by_key: dict[str, ExecutionStatus] = {}
         for job, keys in _keys_by_job(self.states).items():
-            by_key.update(self.cloud.find_launched(job, keys, since=self.started_at))
+            try:
+                by_key.update(self.cloud.find_launched(job, keys, since=self.started_at))
+            except Exception as exc:
+                if (problem := cloud_error(exc)) is None:
+                    raise
+                self._not_started(job, f"what the batch already started could not be listed ({problem})")
         for state in self.states:
             if (found := by_key.get(state.launch.key)) is not None:
                 state.execution, state.adopted = found, True
                 self.task_slots.hold(state)
         return len(by_key)
+
+    def _not_started(self, job: str, why: str) -> None:
+        """Record why the pending launches of ``job`` will not start, as the batch's problem and theirs."""
+        self.problems.append(self.redact(f"launches of {job} not started: {why}"))
+        for state in self.pending():
+            if state.launch.job == job:
+                state.error = self.redact(f"not started: {why}")
 
     # -- launching -----------------------------------------------------------------------------------
 

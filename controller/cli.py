@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.api_watch import ApiWatch
+from controller.api_watch import ApiWatch, unanswered_api
 from controller.batchfolder import ReportUnreadable, finished_notice, open_report, standing_report
 from controller.catalog import Catalog, CatalogError
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
@@ -463,6 +463,11 @@ def _launch(
         print(f"fanout: {exc}", file=sys.stderr)
         what = "another controller runs it now" if exc.taken else "another controller may run it now"
         print(f"fanout: {what}; this one stopped launching and wrote none of the batch's files", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
+    except Exception as exc:
+        if (api := unanswered_api()) is None:
+            raise
+        print(f"fanout: the Prefect API at {api} does not answer ({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_ITEMS_FAILED
     finally:
         watch.stop()

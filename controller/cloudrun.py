@@ -445,7 +445,8 @@ class CloudRun:
                 problem, found = f"{type(exc).__name__}: {api_error_message(exc)}", None
             if found is not None:
                 return found
-            if waited >= self.list_lag_seconds:
+            # A list that failed had the whole retry policy already: looking again would wait that out again.
+            if problem or waited >= self.list_lag_seconds:
                 break
             self._sleep(delay)
             waited += delay

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import requests
+import urllib3
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from tenacity import (
@@ -44,9 +45,19 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE)
 
 
+def never_sent(exc: BaseException) -> bool:
+    """A connection that could not be made (refused, no route, no such host): the request never left, so
+    the server cannot have acted on it, as when a server is down."""
+    if not isinstance(exc, requests.ConnectionError) or not exc.args:
+        return False
+    cause = exc.args[0]
+    reason = cause.reason if isinstance(cause, urllib3.exceptions.MaxRetryError) else cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
 def is_ambiguous(exc: BaseException) -> bool:
     """True if the server may have carried out the request although the client saw an error."""
-    return is_retryable(exc) and not isinstance(exc, REFUSED)
+    return is_retryable(exc) and not isinstance(exc, REFUSED) and not never_sent(exc)
 
 
 def retrying(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from google.api_core.exceptions import RetryError
 
 from controller.batch import BatchRunner
@@ -225,3 +226,31 @@ def test_the_renewal_thread_keeps_trying_after_a_store_error(tmp_path: Path) -> 
         assert lease.until > first and lease.lost is None
     finally:
         lease.release()
+
+
+class UnlistableCloud(RecordingCloud):
+    """A Cloud Run whose executions cannot be listed (it does not answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = 0
+
+    def find_launched(self, job: str, keys: Any, *, since: datetime, older: Any = None) -> Any:
+        self.lists += 1
+        raise requests.ConnectionError("connection refused")
+
+
+def test_a_resumed_batch_whose_executions_cannot_be_listed_launches_nothing(tmp_path: Path) -> None:
+    clock, cloud = Clock(), UnlistableCloud()
+    first = _runner(tmp_path, clock, cloud)
+    assert first.adopt_existing() == 0 and cloud.lists == 0  # a batch just made: none can carry its keys
+    first.close()
+    catalog = Catalog.from_jobs_dir()
+    batch = load_batch({"batch_id": "b", "items": [{"key": "a", "job": "hello"}]}, catalog)
+    again = BatchRunner(plan(batch, catalog), cloud, LocalStore(tmp_path), now=clock)  # type: ignore[arg-type]
+    assert again.open_batch(project="p", region="r")  # resumed
+    assert again.adopt_existing() == 0 and cloud.lists == 1
+    assert again.pending() == [] and cloud.runs == []
+    assert (again.states[0].error or "").startswith("not started: what the batch already started could not be listed")
+    assert any("launches of hello not started" in problem for problem in again.problems)
+    again.close()
