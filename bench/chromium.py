@@ -4,6 +4,7 @@ driver binary): Debian's ``chromium`` package. Used by the report page's browser
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import shutil
@@ -105,6 +106,18 @@ class Browser:
         self.call("Page.navigate", url=path.as_uri())
         self.wait_for("document.body && document.body.dataset.ready === 'true'")
         return time.monotonic() - started
+
+    def navigate(self, url: str) -> None:
+        """Open ``url`` in the current page (a served page: its own scripts say when it is ready)."""
+        self.call("Page.navigate", url=url)
+
+    def text(self) -> str:
+        """What the page shows as text now."""
+        return str(self.evaluate("document.body ? document.body.innerText : ''"))
+
+    def screenshot(self, path: Path) -> None:
+        """A PNG of the page as it is rendered now."""
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
     def problems(self) -> list[str]:
         """Console errors, uncaught exceptions, browser-logged errors (CSP violations) and dialogs."""

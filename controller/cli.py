@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -323,7 +323,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    name = signal.Signals(signum).name
+    raise KeyboardInterrupt("Ctrl-C (SIGINT)" if signum == signal.SIGINT else name)
 
 
 def _check_report_to(options: RunOptions, catalog: Catalog, *, embedded: bool) -> None:
@@ -490,6 +491,26 @@ def _conclude(report: Report, url: str | None, *, interrupted: bool, not_stored:
     return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
 
 
+@contextlib.contextmanager
+def _interrupting_signals(signalled: list[int]) -> Iterator[None]:
+    """SIGTERM, and SIGINT unless it is ignored (nohup), raise KeyboardInterrupt in the main thread and are
+    recorded in ``signalled``: the flow catches them, cancels the batch and ends Cancelled, and the command
+    then knows it was interrupted (exit 130). SIGINT's own handler again afterwards."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        signalled.append(signum)
+        _raise_interrupt(signum, frame)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _run_flow(
     fan_out: Any,
     options: RunOptions,
@@ -506,8 +527,10 @@ def _run_flow(
 
     from controller.flow import MAX_LAUNCH_THREADS, prepared_batch, prepared_catalog, progress_sink, report_sink
 
+    stack = contextlib.ExitStack()
     captured: dict[str, Any] = {}
     progress = None if options.quiet else Progress(len(batch.items), console=console)
+    signalled: list[int] = []  # the signals that interrupted the run (_interrupting_signals)
 
     def reported(report: Report, url: str) -> None:
         captured.update(report=report, url=url)
@@ -515,7 +538,7 @@ def _run_flow(
         def conclude() -> int:
             if progress is not None:
                 progress.close()
-            return _conclude(report, url, interrupted=False, not_stored=None)
+            return _conclude(report, url, interrupted=bool(signalled), not_stored=None)
 
         watch.start(conclude)
 
@@ -528,21 +551,26 @@ def _run_flow(
         (prepared_batch, prepared_batch.set(None if "rerun_of" in flow_args else batch)),
         (prepared_catalog, prepared_catalog.set(catalog)),
     ]
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     parameters = {name: getattr(options, name) for name in flow_fields()}
     interrupted = False
     try:
+        stack.enter_context(_interrupting_signals(signalled))
         flow = fan_out.with_options(
             task_runner=ThreadPoolTaskRunner(max_workers=min(MAX_LAUNCH_THREADS, options.concurrency))
         )
-        # The state, not its result: a Failed run (items failed) is exit 1 from the report, not a traceback.
+        # The state, not its result: a Failed run (items failed) is exit 1 from the report, not a traceback. A
+        # signal the flow caught ends it Cancelled, with its report written.
         state = flow(**{**parameters, "project": project, **flow_args}, return_state=True)
         if "report" not in captured:
             state.result()  # a crash before the report (or the batch lost to another controller): raise it
+        interrupted = bool(signalled)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        stack.close()
         if progress is not None:
+            if (report := captured.get("report")) is not None:  # the last poll came before a cancellation
+                progress.update({str(state): n for state, n in report.summary.by_state.items()})
             progress.close()
         for var, token in tokens:
             var.reset(token)  # type: ignore[attr-defined]

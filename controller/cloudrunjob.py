@@ -258,8 +258,9 @@ class CloudRunJob(BaseModel):
             (result_sink, result_sink.set(on_result)),
         ]
         try:
-            # The flow run is named after the batch id, as every batch's is.
-            fan_out(
+            # The flow run is named after the batch id, as every batch's is, and ends Failed when the command
+            # did not succeed; the caller reads each item's result here, so its own flow run goes on.
+            state = fan_out(
                 batch=spec,
                 project=project,
                 region=self.region,
@@ -267,9 +268,11 @@ class CloudRunJob(BaseModel):
                 report_to=self.report_to,
                 logs_for="all",
                 poll_interval=self.poll_interval,
-                fail_on_item_failure=False,
                 gcp_credentials_block=self._credentials_block(on_cloud),
+                return_state=True,
             )
+            if "report" not in captured:
+                state.result()  # type: ignore[union-attr]  # a crash before the report: raise what the flow raised
         finally:
             for var, token in tokens:
                 var.reset(token)  # type: ignore[attr-defined]

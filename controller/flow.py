@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,7 +30,7 @@ from prefect.client.schemas.objects import State  # noqa: E402
 from prefect.exceptions import TerminationSignal  # noqa: E402
 from prefect.futures import PrefectConcurrentFuture  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
-from prefect.states import Completed, Failed  # noqa: E402
+from prefect.states import Cancelled, Completed, Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from controller import rerun as reruns  # noqa: E402
@@ -45,7 +46,7 @@ from controller.ownership import LeaseLost  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
 from controller.policy import RetryPolicy, StopAction, StopRule, parse_max_failures  # noqa: E402
 from controller.quota import Budget, Rates  # noqa: E402
-from controller.report import BatchLink, ItemResult, ItemState, Report  # noqa: E402
+from controller.report import BatchLink, BatchStatus, ItemResult, ItemState, Report  # noqa: E402
 from controller.spec import MAX_SPEC_BYTES, Batch, load_batch  # noqa: E402
 from controller.store import LocalStore, Store, StoreError, open_bucket_block, open_store  # noqa: E402
 from controller.summary import plural  # noqa: E402
@@ -269,6 +270,7 @@ def execute(
                 # (the CLI) prints it even though the interruption propagates.
                 if (sink := report_sink.get()) is not None:
                     sink(report, url)
+                _end_launch_tasks(report, launch_task_runs)
         finally:
             runner.close()
     if finished is not None:
@@ -277,7 +279,6 @@ def execute(
             sink(finished, store.url(batch.batch_id, "report.json"))
         _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
         return finished, store.url(batch.batch_id, "report.json")
-    _fail_launch_tasks(report, launch_task_runs)
     return report, url
 
 
@@ -285,7 +286,7 @@ def _stop(runner: BatchRunner, store: Store, exc: BaseException, flow_run_id: st
     """Ctrl-C, SIGTERM, a Prefect cancellation or a crash: store an interim report, then cancel what runs.
     A Prefect runner or worker SIGKILLs a cancelled flow run 30 s after its SIGTERM: the interim report
     first, then half of those 30 s for the executions, the rest for the report that replaces it."""
-    runner.problems.append(runner.redact(f"the batch was interrupted: {type(exc).__name__}: {exc}"))
+    runner.problems.append(runner.redact(f"the batch was interrupted: {interruption(exc)}"))
     runner.cancel_event.set()
     try:
         store_report(store, runner.interim_report(flow_run_id=flow_run_id))
@@ -294,8 +295,22 @@ def _stop(runner: BatchRunner, store: Store, exc: BaseException, flow_run_id: st
     runner.cancel(wait_seconds=15.0 if isinstance(exc, TerminationSignal) else CANCEL_SECONDS)
 
 
-def _fail_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
-    """End Failed the task run of each launch whose items did not all succeed.
+def interruption(exc: BaseException) -> str:
+    """What stopped a batch, in words: a KeyboardInterrupt from Ctrl-C carries no text of its own."""
+    if isinstance(exc, TerminationSignal):
+        try:
+            name = signal.Signals(exc.signal).name
+        except ValueError:
+            name = f"signal {exc.signal}"
+        return f"{name} (a Prefect cancellation, or the flow-run process was stopped)"
+    if isinstance(exc, KeyboardInterrupt):
+        return str(exc) or "Ctrl-C (SIGINT)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _end_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
+    """End Failed the task run of each launch whose items did not all succeed (Cancelled when they were all
+    cancelled).
 
     A launch task only starts its execution; the items' outcomes are known after the watch, so the task's
     state is set afterwards, with the counts in its message.
@@ -314,7 +329,8 @@ def _fail_launch_tasks(report: Report, task_runs: Mapping[int, UUID]) -> None:
         with get_client(sync_client=True) as client:
             for index, counts in failed.items():
                 message = "items did not succeed: " + ", ".join(f"{n:,} {state}" for state, n in counts.items())
-                client.set_task_run_state(task_runs[index], Failed(message=message), force=True)
+                ended = Cancelled if set(counts) == {str(ItemState.CANCELLED)} else Failed
+                client.set_task_run_state(task_runs[index], ended(message=message), force=True)
     except Exception as exc:  # the report is the record; the task states are a view of it
         log.warning("launch task runs of batch %s not marked failed: %s", report.batch_id, exc)
 
@@ -536,17 +552,25 @@ class ItemsFailed(RuntimeError):
         return (type(self), (str(self), self.summary))
 
 
-def _final_state(report: Report, url: str, fail_on_item_failure: bool) -> dict[str, Any] | State[Any]:
-    """The flow's return value: the summary, or a Failed state (after the report is written and the artifacts
-    published) when an item did not succeed. Returned, not raised, so Prefect logs no traceback for it."""
+def _final_state(
+    report: Report, url: str, fail_on_item_failure: bool, cancelled_by: str | None = None
+) -> dict[str, Any] | State[Any]:
+    """The flow's return value: the summary; a Cancelled state when the batch was cancelled (``cancelled_by``
+    says by what: a signal, a Prefect cancellation, its deadline); or a Failed state when an item did not
+    succeed. Both after the report is written and the artifacts published, and returned, not raised, so
+    Prefect logs no traceback (nor "Crash detected!") for them."""
     summary = _summary(report, url)
+    counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
+    outcome = (
+        f"{report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} did not succeed ({counts}); "
+        f"report: {url}"
+    )
+    if report.status is BatchStatus.CANCELLED:
+        message = f"batch {report.batch_id} cancelled by {cancelled_by or 'request'}: {outcome}"
+        return Cancelled(message=message, data=summary)
     if not fail_on_item_failure or not report.summary.not_succeeded:
         return summary
-    counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
-    message = (
-        f"batch {report.batch_id}: {report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} "
-        f"did not succeed ({counts}); report: {url}"
-    )
+    message = f"batch {report.batch_id}: {outcome}"
     return Failed(message=message, data=ItemsFailed(message, summary))
 
 
@@ -573,13 +597,19 @@ def _fan_out(
     try:
         with _target(options, job_catalog) as project:
             rerun = None if rerun_of is None else (rerun_of, rerun_states)
-            report, url = _run_batch(batch, options, job_catalog, project, rerun)
+            report, url, stopped_by = _run_batch(batch, options, job_catalog, project, rerun)
     except reruns.NothingToRerun as exc:
         get_run_logger().info("%s", exc)
         return Completed(message=str(exc), data={"batch_id": None, "rerun_of": rerun_of, "total": 0})
     if report.flow_run_id != current_flow_run.id:  # an earlier run's report stood: this run launched nothing
         return _standing_state(report, url, batch, options.fail_on_item_failure)
-    return _final_state(report, url, options.fail_on_item_failure)
+    if stopped_by is not None:
+        cancelled_by = interruption(stopped_by)
+    elif options.deadline_seconds is not None:
+        cancelled_by = f"its deadline of {options.deadline_seconds:.0f}s"
+    else:
+        cancelled_by = None
+    return _final_state(report, url, options.fail_on_item_failure, cancelled_by)
 
 
 def _batch_to_run(
@@ -616,7 +646,9 @@ def _run_batch(
     job_catalog: Catalog,
     project: str,
     rerun: tuple[str, list[str] | None] | None = None,
-) -> tuple[Report, str]:
+) -> tuple[Report, str, BaseException | None]:
+    """The batch run to its report; the report, where it is, and the signal that interrupted it, if one did
+    (its report is written all the same, and the flow run ends Cancelled rather than Crashed)."""
     logger = get_run_logger()
     credentials = load_credentials(options.gcp_credentials_block)
     clients = Clients(project=project, endpoints=Endpoints.from_env(), credentials=credentials)
@@ -641,7 +673,16 @@ def _run_batch(
             if outer is not None:
                 outer(counts)
 
-        token = progress_sink.set(progress)
+        stored: dict[str, Any] = {}
+        outer_sink = report_sink.get()
+
+        def keep(report: Report, url: str) -> None:
+            stored.update(report=report, url=url)
+            if outer_sink is not None:
+                outer_sink(report, url)
+
+        tokens = [(progress_sink, progress_sink.set(progress)), (report_sink, report_sink.set(keep))]
+        stopped_by: BaseException | None = None
         try:
             report, url = execute(
                 the_batch,
@@ -653,12 +694,17 @@ def _run_batch(
                 flow_run_id=current_flow_run.id,
                 rerun_of=None if started is None else started.link,
             )
+        except (KeyboardInterrupt, TerminationSignal) as exc:
+            if "report" not in stored:  # interrupted before the report was stored: nothing to end the run on
+                raise
+            report, url, stopped_by = stored["report"], stored["url"], exc
         finally:
-            progress_sink.reset(token)
+            for var, token in tokens:
+                var.reset(token)  # type: ignore[attr-defined]
         artifact.finish(report.summary.total)
         publish_artifacts(report, report_url=url)
         logger.info("batch %s %s: %s", report.batch_id, report.status, url)
-        return report, url
+        return report, url, stopped_by
 
 
 # The flow's parameters are the batch and every flow option of RunOptions, with their defaults and the

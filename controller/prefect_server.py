@@ -7,8 +7,8 @@ cache dir, and every later command uses it. Each command holds a shared lock on 
 runs and touches ``last-used`` at both ends; the server stops itself once nobody holds the lock and
 ``last-used`` is older than its idle time (``FANOUT_SERVER_IDLE_MINUTES``, default 30), or on ``fanout
 server stop``. Starting and stopping happen under an exclusive ``start.lock``, so two commands that start
-at once share one server. Flow runs land in Prefect's own database (``PREFECT_HOME``), so the UI that
-``fanout server`` prints shows them.
+at once share one server. The server owns a PREFECT_HOME of its own, ``home/`` beside its state: its SQLite
+database (every flow run the UI it prints shows) is never another cache folder's, nor ``~/.prefect``.
 
 Standard library only: this module runs before Prefect is imported, and decides whether it needs to be.
 """
@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ IDLE_MINUTES = 30.0
 START_TIMEOUT = 120.0  # a first start creates the database and runs its migrations: 10-40 s on a busy machine
 STOP_TIMEOUT = 30.0
 _SERVE_MODULE = "controller.prefect_server"
+WORK_POOL = "fanout-local"  # prefect.yaml's process work pool
 
 
 class ServerError(RuntimeError):
@@ -57,6 +59,12 @@ def state_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fanout"
     )
     return Path(root) / "prefect-server"
+
+
+def server_home(directory: Path | None = None) -> Path:
+    """The local server's own PREFECT_HOME (its SQLite database, its UI build): beside its state, so each
+    cache folder's server keeps its runs apart from another's and from the user's ``~/.prefect``."""
+    return (directory or state_dir()) / "home"
 
 
 def idle_seconds_from_env() -> float:
@@ -94,8 +102,14 @@ def configured_api_url() -> str | None:
 
     Read without importing Prefect (2 s): the environment, then ``profiles.toml`` as Prefect finds it.
     """
+    found = _configured_api()
+    return found[0] if found else None
+
+
+def _configured_api() -> tuple[str, str] | None:
+    """The configured Prefect API and where it is set (for a message that says how to change it)."""
     if url := os.environ.get("PREFECT_API_URL"):
-        return url
+        return url, "PREFECT_API_URL"
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
     try:
@@ -105,7 +119,33 @@ def configured_api_url() -> str | None:
     active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     profile = profiles.get("profiles", {}).get(active, {})
     url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
-    return url if isinstance(url, str) and url else None
+    if not (isinstance(url, str) and url):
+        return None
+    return url, f"the Prefect profile {active!r} ({path})"
+
+
+def check_configured_api(timeout: float = 10.0) -> None:
+    """Refuse a configured Prefect API that does not answer at all (nothing listens, no such host), before
+    anything starts: Prefect would retry it for a minute and end in tracebacks. An HTTP answer of any kind
+    (a cloud API asking for a key) counts as answering; Prefect reports what it means."""
+    found = _configured_api()
+    if found is None:
+        return
+    url, where = found
+    shown = _without_secrets(url)
+    try:
+        # A URL the user configured for Prefect; only its health endpoint is asked, with no credentials.
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):  # noqa: S310
+            return
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        unset = "unset PREFECT_API_URL" if where == "PREFECT_API_URL" else "prefect config unset PREFECT_API_URL"
+        raise ServerSettingError(
+            f"the Prefect API at {shown} does not answer ({reason}); it is set by {where}. Start that Prefect "
+            f"server, or run `{unset}` and fanout starts its own local server"
+        ) from None
 
 
 # -- locks and state ---------------------------------------------------------------------------------------
@@ -200,6 +240,10 @@ def _free_port() -> int:
 
 def _spawn(directory: Path, port: int, idle_seconds: float) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_API_KEY")}
+    env["PREFECT_HOME"] = str(server_home(directory))
+    # Its log is a file: warnings and errors go there (why a start failed, above all), whatever quiet level
+    # the command that starts it has for its own console (controller.offline).
+    env["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
     log = (directory / "server.log").open("ab")
     try:
         return subprocess.Popen(
@@ -317,6 +361,7 @@ def local_api() -> Iterator[ServerState | None]:
     (the warm host's, ``controller.warm``) they are read again here.
     """
     if configured_api_url() is not None:
+        check_configured_api()
         yield None
         return
     idle = idle_seconds_from_env()  # a bad setting is refused before anything starts
@@ -404,8 +449,14 @@ def _idle_watch(directory: Path, idle_seconds: float, stop_serving: Callable[[],
 
 def serve(port: int, idle_seconds: float) -> int:
     """Run Prefect's API and UI on 127.0.0.1:``port`` until idle or SIGTERM (``fanout server stop``)."""
-    apply_quiet_defaults()
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    apply_quiet_defaults()
+    # The UI asks /ui-settings where its API is. Prefect answers PREFECT_UI_API_URL, else its own default
+    # host and port (4200): not where uvicorn listens here, and the page would stay blank. Set, not
+    # defaulted: the port is chosen at start, so no setting of the user's can know it.
+    os.environ["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    os.environ["PREFECT_SERVER_API_PORT"] = str(port)
+    os.environ["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
     import uvicorn
     from prefect.settings import get_current_settings
 
@@ -451,24 +502,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="print the UI URL of the running server (the default)")
     sub.add_parser("start", help="start it now (fanout run would start it on demand)")
     sub.add_parser("stop", help="stop it now, even under a running batch (a later fanout run starts it again)")
-    serve_cmd = sub.add_parser("serve", help=argparse.SUPPRESS)
-    serve_cmd.add_argument("--port", type=int, required=True)
-    serve_cmd.add_argument("--idle-seconds", type=float, required=True)
+    sub.add_parser(
+        "env",
+        help="start it if needed and print `export PREFECT_API_URL=...` for the prefect CLI: "
+        'eval "$(fanout server env)"',
+    )
+    worker = sub.add_parser(
+        "worker",
+        help="run a Prefect worker on a process work pool (created if missing) against it, keeping it up "
+        "meanwhile; Ctrl-C stops the worker",
+    )
+    worker.add_argument(
+        "--pool", default=WORK_POOL, help=f"the process work pool (default {WORK_POOL}, prefect.yaml's)"
+    )
+    return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    """The server process's own command line (``_spawn``): not an action a user types, so not in the help
+    (a subcommand hidden with SUPPRESS still shows in argparse's list of them)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {_SERVE_MODULE} serve")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--idle-seconds", type=float, required=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        served = _serve_parser().parse_args(argv[1:])
+        return serve(served.port, served.idle_seconds)
     args = build_parser().parse_args(argv)
     action = args.action or "status"
     try:
-        if action == "serve":
-            return serve(args.port, args.idle_seconds)
+        if action == "worker":
+            return run_worker(args.pool)
+        if (configured := configured_api_url()) is not None and action == "env":
+            print(f"a Prefect API is configured ({_without_secrets(configured)}): nothing to export", file=sys.stderr)
+            return 0
         if (configured := configured_api_url()) is not None and action != "stop":
             print(f"a Prefect API is configured ({_without_secrets(configured)}): fanout run uses it, no local server")
             return 0
         if action == "stop":
             stopped = stop()
             print(f"stopped the local Prefect server at {stopped.url}" if stopped else "no local Prefect server runs")
+            return 0
+        if action == "env":
+            state, _ = ensure()
+            print(f"export PREFECT_API_URL={state.api_url}")
             return 0
         if action == "start":
             state, started = ensure()
@@ -486,6 +567,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run_worker(pool: str) -> int:
+    """``prefect worker start`` on a process work pool, against the configured Prefect API or the local server
+    (started if needed and kept from stopping as idle while the worker runs, even when this shell exported
+    its URL with ``fanout server env``). The worker creates the pool when it is missing. Its exit code."""
+    configured = configured_api_url()
+    recorded = read_state()
+    ours = configured is None or (recorded is not None and configured.rstrip("/") == recorded.api_url)
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        if ours:
+            state = stack.enter_context(in_use())
+            env["PREFECT_API_URL"] = state.api_url
+            print(f"fanout: a Prefect worker on pool {pool!r} of the local server, UI at {state.url}", flush=True)
+        # In a session of its own, so a Ctrl-C reaches it once, forwarded from here, as does a SIGTERM (`kill
+        # %1` of `fanout server worker &`): it stops its flow runs' processes as it does for either.
+        worker = subprocess.Popen(command, env=env, start_new_session=True)
+
+        def forward(signum: int, _frame: object) -> None:
+            worker.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return worker.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _idle_text(state: ServerState) -> str:
     return f"stops after {state.idle_seconds / 60:g} min without use, or on `fanout server stop`"
 
@@ -500,11 +610,13 @@ __all__ = [
     "ServerError",
     "ServerSettingError",
     "ServerState",
+    "check_configured_api",
     "configured_api_url",
     "ensure",
     "local_api",
     "main",
     "refresh_prefect_settings",
+    "server_home",
     "stop",
 ]
 

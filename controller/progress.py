@@ -20,7 +20,6 @@ from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -219,14 +218,7 @@ def log_to_console(
     """
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    handler = RichHandler(
-        console=console,
-        level=logging.WARNING if quiet else logging.INFO,
-        show_path=False,
-        markup=False,
-        rich_tracebacks=False,
-        log_time_format="[%X]",
-    )
+    handler = _LineHandler(console, logging.WARNING if quiet else logging.INFO)
     handler.addFilter(_not_per_task)
     if reported:
         handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], reported)))
@@ -240,6 +232,29 @@ def log_to_console(
         if old and logger is not root:  # a logger that does not propagate (uvicorn's) keeps its own
             logger.addHandler(handler)
     root.addHandler(handler)
+
+
+_LEVEL_STYLES = {logging.WARNING: "yellow", logging.ERROR: "red", logging.CRITICAL: "bold red"}
+
+
+class _LineHandler(logging.Handler):
+    """Each record as whole lines on the console, never wrapped here: a terminal soft-wraps a long line and a
+    log file keeps it, so a URL (Prefect's "View at" link) or a word is never broken in two. Printed through
+    the console, a record lands above the live bar, never inside it."""
+
+    def __init__(self, console: Console, level: int) -> None:
+        super().__init__(level)
+        self.console = console
+        self.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)-7s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            self.console.print(
+                Text(line, style=_LEVEL_STYLES.get(record.levelno, "")), soft_wrap=True, highlight=False
+            )
+        except Exception:
+            self.handleError(record)
 
 
 _TEMPORARY_SERVER = ("Starting temporary server on ", "Stopping temporary server on ")

@@ -19,7 +19,6 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,10 +232,10 @@ def prefect_server() -> Iterator[None]:
     from prefect.settings import PREFECT_API_URL
     from prefect.settings.context import temporary_settings
 
-    from controller.prefect_server import in_use
+    from controller.prefect_server import in_use, server_home
 
     # Started on a copy of the run's migrated database, unless a `fanout run` started it already.
-    migrated_prefect_database(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+    migrated_prefect_database(server_home() / "prefect.db")
     with in_use() as state, temporary_settings(updates={PREFECT_API_URL: state.api_url}):
         # Threads the flows start read the process's settings, not this context's.
         before, context.GLOBAL_SETTINGS_CONTEXT = context.GLOBAL_SETTINGS_CONTEXT, context.get_settings_context()

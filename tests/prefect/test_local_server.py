@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -32,12 +34,13 @@ START_TIMEOUT = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECON
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A private cache dir and PREFECT_HOME (with the test run's migrated database), and no configured
-    Prefect API."""
+    """A private cache dir (its server's PREFECT_HOME with the test run's migrated database), the user's own
+    PREFECT_HOME apart, and no configured Prefect API."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
-    if not (tmp_path / "home" / "prefect.db").exists():
-        migrated_prefect_database(tmp_path / "home" / "prefect.db")
-    env.update(FANOUT_CACHE_DIR=str(tmp_path / "cache"), PREFECT_HOME=str(tmp_path / "home"), **extra)
+    database = prefect_server.server_home(tmp_path / "cache" / "prefect-server") / "prefect.db"
+    if not database.exists():
+        migrated_prefect_database(database)
+    env.update(FANOUT_CACHE_DIR=str(tmp_path / "cache"), PREFECT_HOME=str(tmp_path / "user-home"), **extra)
     return env
 
 
@@ -185,3 +188,79 @@ def test_a_server_whose_state_was_deleted_stops_itself(tmp_path: Path) -> None:
     (directory / "state.json").unlink()
     _wait(lambda: not _alive(state.pid), 15 + prefect_server.STOP_TIMEOUT, "the server to stop")
     assert "state is gone: stopping" in (directory / "server.log").read_text()
+
+
+def test_a_configured_prefect_api_that_does_not_answer_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """A PREFECT_API_URL (or profile) naming a server that is down: one line naming it and the fix, exit 2,
+    and nothing launched (no emulator started, no report), rather than a minute of retries and tracebacks."""
+    with socket.socket() as sock:  # a port nothing listens on: bound here, never listened on
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        env = {**_env(tmp_path), "PREFECT_API_URL": down}
+        args = ["run", "examples/hello.yaml", "--report-to", str(tmp_path / "reports")]
+        done = _fanout(args, env)
+        assert done.returncode == 2, (done.stdout, done.stderr[-3000:])
+        assert done.stderr == (
+            f"fanout: the Prefect API at {down} does not answer ([Errno 111] Connection refused); it is set by "
+            "PREFECT_API_URL. Start that Prefect server, or run `unset PREFECT_API_URL` and fanout starts its own "
+            "local server\n"
+        )
+        assert done.stdout == ""
+        assert not (tmp_path / "reports").exists()
+
+        profiles = tmp_path / "profiles.toml"
+        profiles.write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{down}"\n')
+        env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"} | {"PREFECT_PROFILES_PATH": str(profiles)}
+        done = _fanout(args, env)
+    assert done.returncode == 2
+    assert f"it is set by the Prefect profile 'team' ({profiles})" in done.stderr
+    assert "run `prefect config unset PREFECT_API_URL`" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _api(state: ServerState, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"{state.api_url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.load(answer)
+
+
+def test_each_cache_folder_s_server_keeps_its_own_database(tmp_path: Path) -> None:
+    """Two cache folders, two servers, two databases (each under its cache folder), neither the user's
+    PREFECT_HOME: a flow run created on one is not listed by the other."""
+    first_env, second_env = _env(tmp_path / "first"), _env(tmp_path / "second")
+    with ThreadPoolExecutor(2) as pool:  # started at the same moment, as two checkouts may
+        started = list(pool.map(lambda env: _fanout(["server", "start"], env), [first_env, second_env]))
+    assert [done.returncode for done in started] == [0, 0], [done.stderr[-2000:] for done in started]
+    states = [read_state(tmp_path / name / "cache" / "prefect-server") for name in ("first", "second")]
+    try:
+        assert states[0] is not None and states[1] is not None
+        flow = _api(states[0], "/flows/", {"name": "only-on-the-first"})
+        run = _api(states[0], "/flow_runs/", {"flow_id": flow["id"], "name": "kept-apart"})
+        assert [r["id"] for r in _api(states[0], "/flow_runs/filter", {})] == [run["id"]]
+        assert _api(states[1], "/flow_runs/filter", {}) == []
+        for name in ("first", "second"):
+            assert (tmp_path / name / "cache" / "prefect-server" / "home" / "prefect.db").is_file()
+            assert not (tmp_path / name / "user-home" / "prefect.db").exists()
+    finally:
+        for env in (first_env, second_env):
+            _fanout(["server", "stop"], env)
+
+
+def test_a_server_that_fails_to_start_says_why(tmp_path: Path) -> None:
+    env = _env(tmp_path, PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
+    done = _fanout(["server", "start"], env)
+    assert done.returncode == 1
+    assert "the local Prefect server exited with code 3 while starting" in done.stderr
+    assert "unable to open database file" in done.stderr  # the cause, from its log
+    assert "Application startup failed" in (tmp_path / "cache" / "prefect-server" / "server.log").read_text()
+
+
+def test_server_help_lists_the_actions_a_user_types_and_nothing_hidden(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        prefect_server.main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "SUPPRESS" not in text and not re.search(r"\bserve\b", text), text
+    assert all(f"    {action} " in text for action in ("status", "start", "stop")), text

@@ -39,6 +39,12 @@ def test_parameters_are_valid_flow_parameters(name: str) -> None:
     assert set(parameters) <= set(validated)
 
 
+@pytest.mark.parametrize("name", DEPLOYMENTS)
+def test_a_deployment_run_with_an_item_that_did_not_succeed_ends_failed(name: str) -> None:
+    """README: a flow run ends Failed when an item did not succeed; a deployment does not hide it."""
+    assert deployments()[name]["parameters"].get("fail_on_item_failure", True) is True
+
+
 def test_every_flow_parameter_has_a_description() -> None:
     from prefect.utilities.callables import parameter_schema
 

@@ -43,9 +43,6 @@ def local(adc: None, prefect_server: None, tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_the_seed_articles_flow_runs_with_only_its_import_changed(local: Path) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-
     # --- the article's code: saving the credentials block (section 1) ...
     from prefect_gcp import GcpCredentials
 
@@ -84,19 +81,19 @@ def test_the_seed_articles_flow_runs_with_only_its_import_changed(local: Path) -
     assert [item["state"] for item in report["items"]] == ["succeeded"]
 
     # The run is a subflow run of the article's flow run in the Prefect UI.
-    async def children() -> list[Any]:
-        async with get_client() as client:
-            return await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
-                )
-            )
-
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    runs = run_coro_as_sync(children())
+    runs = _subflow_runs(state.state_details.flow_run_id)
     assert [run.name for run in runs] == [report["batch_id"]]  # named after its batch, as every batch's run is
     assert runs[0].state.is_completed()
+
+
+def _subflow_runs(parent: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
 
 
 def test_map_runs_one_item_per_args_list_in_order(local: Path) -> None:
@@ -110,7 +107,14 @@ def test_map_runs_one_item_per_args_list_in_order(local: Path) -> None:
     def fan() -> list[Any]:
         return job.map([["a", "0"], ["b", "4"], ["c", "0"], None])
 
-    results = fan()
+    state = fan(return_state=True)
+    # The caller's flow run goes on with every result; the batch's own (sub)flow run tells the truth: Failed.
+    assert state.is_completed(), state
+    results = state.result()
+    batch = _subflow_runs(state.state_details.flow_run_id)
+    assert len(batch) == 1 and batch[0].state.is_failed(), batch
+    counts = "2 of 4 items did not succeed (2 succeeded, 2 failed)"
+    assert batch[0].state.message.startswith(f"batch {batch[0].name}: {counts}")
     # The last item has no args: sys.argv[-1] is "-c", not a number.
     assert [r.state for r in results] == [ItemState.SUCCEEDED, ItemState.FAILED, ItemState.SUCCEEDED, ItemState.FAILED]
     assert [r.exit_code for r in results[:3]] == [0, 4, 0]
