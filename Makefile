@@ -27,7 +27,8 @@ install: $(VENV)/.installed
 
 ## run: install, then run the example batch on the embedded local emulator; report in ./reports
 run: install
-	$(VENV)/bin/fanout run examples/hello.yaml
+	@$(VENV)/bin/fanout run examples/hello.yaml; status=$$?; \
+	echo "fanout is in $(VENV)/bin: source $(VENV)/bin/activate to have it on PATH"; exit $$status
 
 ## lint: ruff and mypy on the code, checkov on terraform/ and the Dockerfiles (side by side with make -j)
 lint: lint-code lint-iac

@@ -44,6 +44,14 @@ def report_html_link(report_url: str) -> str:
     return html
 
 
+def _html_link_markdown(link: str) -> str:
+    """The HTML report as Markdown: a link for a web address; a local path as code, which the UI shows as
+    it is (an autolink of a path, ``<...>``, shows with its angle brackets)."""
+    if link.startswith("https://"):
+        return f"HTML report: [report.html]({link})"
+    return f"HTML report: `{link}`"
+
+
 class ProgressArtifact:
     """A Prefect progress artifact of a running batch: done/total items, updated at most every
     ``interval`` seconds of ``clock`` (and always when the count reaches the total). A no-op outside a flow
@@ -119,7 +127,7 @@ def publish_artifacts(report: Report, *, report_url: str | None = None) -> None:
         REPORT_KEY,
         lambda: create_markdown_artifact(  # type: ignore[call-arg]
             markdown=render_markdown(report, report_url=report_url)
-            + (f"\n\nHTML report: <{report_html_link(report_url)}>" if report_url else ""),
+            + (f"\n\n{_html_link_markdown(report_html_link(report_url))}" if report_url else ""),
             key=REPORT_KEY,
             description=f"Run report of batch {report.batch_id}: {report.status.value}",
             _sync=True,

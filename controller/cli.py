@@ -28,7 +28,7 @@ from controller.batchfolder import ReportUnreadable, finished_notice, open_repor
 from controller.catalog import Catalog, CatalogError
 from controller.options import OptionError, RunOptions, add_arguments, flow_fields
 from controller.ownership import BatchConflict, LeaseLost
-from controller.plan import Launch, Mode, Plan, PlanError, plan
+from controller.plan import Launch, Mode, Plan, PlanError, ResultsVolume, plan
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
 from controller.report import Report
@@ -109,7 +109,10 @@ def _command(sub: Any, name: str, summary: str, description: str) -> argparse.Ar
         epilog=SPEC_HELP,
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("batch", help="batch spec file (YAML or JSON); see the format below")
+    if name == "plan":
+        parser.add_argument("batch", nargs="+", help="batch spec files (YAML or JSON); see the format below")
+    else:
+        parser.add_argument("batch", help="batch spec file (YAML or JSON); see the format below")
     add_arguments(parser, name)  # type: ignore[arg-type]
     return parser
 
@@ -241,14 +244,33 @@ def _load(options: RunOptions, source: str) -> tuple[Catalog, Batch, Plan]:
     """Read and check the catalog and the spec once; the plan shows the spec fits the catalog's jobs."""
     catalog = _catalog(options)
     batch = load_batch(source, catalog, batch_id=options.batch_id)
+    volume, _ = _results_volume(options, catalog, batch)
     the_plan = plan(
         batch,
         catalog,
         mode=Mode(options.mode),
         manifest_root="<report-to>/manifests",
+        results_volume=volume,
         max_running_tasks=options.max_running_tasks,
     )
     return catalog, batch, the_plan
+
+
+def _results_volume(options: RunOptions, catalog: Catalog, batch: Batch) -> tuple[ResultsVolume | None, bool]:
+    """Where one-off jobs will mount the batch's results folder, as the run decides it (a one-off job's name
+    is a digest that includes it), and whether that is known before the run: it is on the embedded emulator
+    and for a local folder on Google Cloud (no mount); a bucket, a block or another emulator is looked at
+    when the run starts."""
+    destination = options.report_to or catalog.report_to or "reports"
+    if options.report_block or options.emulator or destination.startswith("gs://"):
+        return None, False
+    if options.project or catalog.project:
+        return None, True
+    from controller.emulator_jobs import report_buckets
+    from controller.results import volume
+    from controller.store import LocalStore
+
+    return volume(LocalStore(destination), batch.batch_id, report_buckets(destination)), True
 
 
 def _plan_json(batch: Batch, the_plan: Plan) -> dict[str, Any]:
@@ -282,19 +304,42 @@ def _launch_line(launch: Launch) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """Each spec's plan (``fanout plan examples/*.yaml``): every spec is checked first, and every problem of
+    every spec reported, before any plan is printed. ``--json``: one object, or a list for several specs."""
     options = RunOptions.from_cli(args)
-    catalog, batch, the_plan = _load(options, args.batch)
-    bound = plan_upper_bound(the_plan, catalog)
+    loaded, problems = [], []
+    for source in args.batch:
+        try:
+            loaded.append(_load(options, source))
+        except USER_ERRORS as exc:
+            problems.append(f"{source}: {exc}" if len(args.batch) > 1 else str(exc))
+    if problems:
+        raise InputError("\n".join(problems))
     if options.as_json:
-        body = _plan_json(batch, the_plan)
-        body["upper_bound"] = {
-            "vcpu_seconds": round(bound.vcpu_seconds, 3),
-            "gib_seconds": round(bound.gib_seconds, 3),
-            "cost_usd": round(bound.cost_usd, 9),
-        }
-        json.dump(body, sys.stdout, indent=1)
+        bodies = [_plan_body(catalog, batch, the_plan) for catalog, batch, the_plan in loaded]
+        json.dump(bodies[0] if len(bodies) == 1 else bodies, sys.stdout, indent=1)
         print()
         return EXIT_OK
+    for number, (catalog, batch, the_plan) in enumerate(loaded):
+        if number:
+            print()
+        _print_plan(options, catalog, batch, the_plan)
+    return EXIT_OK
+
+
+def _plan_body(catalog: Catalog, batch: Batch, the_plan: Plan) -> dict[str, Any]:
+    bound = plan_upper_bound(the_plan, catalog)
+    body = _plan_json(batch, the_plan)
+    body["upper_bound"] = {
+        "vcpu_seconds": round(bound.vcpu_seconds, 3),
+        "gib_seconds": round(bound.gib_seconds, 3),
+        "cost_usd": round(bound.cost_usd, 9),
+    }
+    return body
+
+
+def _print_plan(options: RunOptions, catalog: Catalog, batch: Batch, the_plan: Plan) -> None:
+    bound = plan_upper_bound(the_plan, catalog)
     packed = sum(1 for launch in the_plan.launches if launch.packed)
     print(
         f"batch {batch.batch_id}: {plural(len(batch.items), 'item')} -> "
@@ -309,6 +354,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
     for job in the_plan.one_off_jobs:
         print(f"  creates one-off job {job.name} ({job.image}: {' '.join(job.command)})")
+    if the_plan.one_off_jobs and not _results_volume(options, catalog, batch)[1]:
+        print(
+            "  (a one-off job's name includes where it mounts the results folder, looked up when the run "
+            "starts: the run's may differ)"
+        )
     shown = the_plan.launches[:20]
     for launch in shown:
         print(_launch_line(launch))
@@ -319,7 +369,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"({ESTIMATE_NOTE}, prices of {PRICE_DATE})"
     )
     print("nothing was launched (dry run)")
-    return EXIT_OK
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -485,7 +534,11 @@ def _conclude(report: Report, url: str | None, *, interrupted: bool, not_stored:
     if not_stored is not None:
         print(f"fanout: {not_stored}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
+    from controller.artifacts import report_html_link  # Prefect is imported by now: the flow ran
+
     print(f"report: {url}")
+    if url is not None:
+        print(f"open: {report_html_link(url)}")  # what a person reads; report.json is for programs
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED

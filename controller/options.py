@@ -78,6 +78,7 @@ class RunOptions(BaseModel):
         "`fanout run` uses its local emulator",
         flag="--project",
         env="FANOUT_PROJECT",
+        commands=("run", "plan"),
     )
     region: str | None = option(
         None, "region of the jobs; default: the catalog's, else us-central1", flag="--region", env="FANOUT_REGION"
@@ -110,6 +111,7 @@ class RunOptions(BaseModel):
         "catalog's report bucket, else ./reports. Ignored when report_block is set",
         flag="--report-to",
         env="FANOUT_REPORT_TO",
+        commands=("run", "plan"),  # a one-off job's name depends on it: the plan names the run's
     )
     report_block: str | None = option(
         None,

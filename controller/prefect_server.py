@@ -582,15 +582,19 @@ def run_worker(pool: str) -> int:
             env["PREFECT_API_URL"] = state.api_url
             print(f"fanout: a Prefect worker on pool {pool!r} of the local server, UI at {state.url}", flush=True)
         # In a session of its own, so a Ctrl-C reaches it once, forwarded from here, as does a SIGTERM (`kill
-        # %1` of `fanout server worker &`): it stops its flow runs' processes as it does for either.
-        worker = subprocess.Popen(command, env=env, start_new_session=True)
+        # %1` of `fanout server worker &`): it stops its flow runs' processes as it does for either. The
+        # handlers are set before it starts: a background job of a shell starts with SIGINT ignored, a child
+        # would keep that, and Prefect's worker turns a SIGTERM into a SIGINT to itself.
+        started: list[subprocess.Popen[bytes]] = []
 
         def forward(signum: int, _frame: object) -> None:
-            worker.send_signal(signum)
+            for worker in started:
+                worker.send_signal(signum)
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return worker.wait()
+            started.append(subprocess.Popen(command, env=env, start_new_session=True))
+            return started[0].wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -84,6 +84,7 @@ def test_run_exit_codes_summary_and_report_show(tmp_path: Path, emulator: Emulat
     assert ok.returncode == 0, ok.stderr
     assert "all 25 items succeeded" in ok.stdout
     assert f"report: {reports}/cli-ok/report.json" in ok.stdout
+    assert ok.stdout.endswith(f"\nopen: {reports}/cli-ok/report.html\n")  # last, what a person opens
     assert (reports / "cli-ok" / "report.html").is_file()
     assert "[fanout] 25/25 done" in ok.stderr  # plain progress lines when not on a terminal
     assert ok.stderr.count("Finished in state") == 1  # the flow run's; task runs' routine lines stay off

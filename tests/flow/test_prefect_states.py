@@ -76,7 +76,9 @@ def test_failed_items_fail_the_flow_run_and_their_launch_task_runs(
     assert progress[0].data == 100.0
     assert progress[0].description == "batch states-failed: 5 of 5 items done"
     markdown = next(a for a in artifacts if a.key == "fanout-report")
-    assert f"HTML report: <{tmp_path / 'states-failed' / 'report.html'}>" in str(markdown.data)
+    # A path as code: the UI shows it as it is (an autolink, <...>, of a path shows its angle brackets).
+    assert f"HTML report: `{tmp_path / 'states-failed' / 'report.html'}`" in str(markdown.data)
+    assert "<" not in str(markdown.data).split("HTML report:")[1]
 
 
 def test_fail_on_item_failure_false_keeps_the_run_completed(

@@ -80,7 +80,7 @@ def test_flow_run_gets_a_markdown_summary_and_a_failed_items_table(make_report: 
     assert REPORT_URL in markdown.data
     # The HTML page beside it, opened in the Cloud console: a gs:// URL is no link a browser follows.
     console = "https://console.cloud.google.com/storage/browser/_details/reports/batch-demo/report.html"
-    assert f"HTML report: <{console}>" in markdown.data
+    assert f"HTML report: [report.html]({console})" in markdown.data
     worst = failed_first(report)
     assert all(f"| {item.key} |" in markdown.data for item in worst[:50])
 

@@ -1,0 +1,81 @@
+"""What a new user meets on the first day with `fanout`: where the command is, a plan of several specs, a plan
+that names the one-off job the run creates, and a summary that ends with the page a person opens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FANOUT = [sys.executable, "-m", "controller.cli"]
+
+
+def fanout(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FANOUT_EMULATOR_HOST", "FANOUT_PROJECT")}
+    return subprocess.run(
+        [*FANOUT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_make_run_and_the_readme_say_how_to_put_fanout_on_path() -> None:
+    recipe = subprocess.run(["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "source .venv/bin/activate to have it on PATH" in recipe
+    using = (REPO / "README.md").read_text().split("## Using it", 1)[1][:600]
+    assert "source .venv/bin/activate" in using
+
+
+def test_plan_takes_several_specs_and_reports_every_bad_one() -> None:
+    both = fanout("plan", "examples/hello.yaml", "examples/mixed.yaml")
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.count("nothing was launched (dry run)") == 2
+    assert "batch mixed-example: 7 items" in both.stdout
+    as_json = json.loads(fanout("plan", "examples/hello.yaml", "examples/mixed.yaml", "--json").stdout)
+    assert [body["items"] for body in as_json] == [25, 7]
+
+    bad = fanout("plan", "examples/hello.yaml", "missing-a.yaml", "missing-b.yaml")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "fanout: missing-a.yaml: invalid batch spec" in bad.stderr
+    assert "fanout: missing-b.yaml: invalid batch spec" in bad.stderr
+
+
+@pytest.mark.slow
+def test_plan_names_the_one_off_job_the_run_creates_and_the_summary_ends_with_report_html(tmp_path: Path) -> None:
+    """On the embedded emulator (no project, no emulator given), as `fanout run examples/mixed.yaml` is."""
+    spec = tmp_path / "oneoff.yaml"
+    spec.write_text(
+        json.dumps(
+            {
+                "batch_id": "first-day-oneoff",
+                "items": [{"key": "once", "image": "python:3.12-slim", "command": ["python3", "-c", "print(1)"]}],
+            }
+        )
+    )
+    reports = tmp_path / "reports"
+    planned = fanout("plan", str(spec), "--report-to", str(reports), "--json")
+    assert planned.returncode == 0, planned.stderr
+    [job] = json.loads(planned.stdout)["one_off_jobs"]
+    assert "the run's may differ" not in fanout("plan", str(spec), "--report-to", str(reports)).stdout
+
+    ran = fanout("run", str(spec), "--report-to", str(reports))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads((reports / "first-day-oneoff" / "report.json").read_text())
+    [item] = report["items"]
+    assert f"/jobs/{job}/executions/" in item["execution"], (job, item["execution"])
+    lines = ran.stdout.splitlines()
+    assert lines[-2:] == [
+        f"report: {reports / 'first-day-oneoff' / 'report.json'}",
+        f"open: {reports / 'first-day-oneoff' / 'report.html'}",
+    ]
+
+
+def test_a_plan_that_cannot_know_the_one_off_job_name_says_so(tmp_path: Path) -> None:
+    spec = tmp_path / "oneoff.yaml"
+    spec.write_text(json.dumps({"items": [{"image": "python:3.12-slim", "command": ["python3", "-c", "print(1)"]}]}))
+    planned = fanout("plan", str(spec), "--report-to", "gs://bucket/fanout")
+    assert planned.returncode == 0, planned.stderr
+    assert "looked up when the run starts: the run's may differ" in planned.stdout
