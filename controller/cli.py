@@ -534,14 +534,19 @@ def _conclude(report: Report, url: str | None, *, interrupted: bool, not_stored:
     if not_stored is not None:
         print(f"fanout: {not_stored}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
+    _print_where(url)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
+
+
+def _print_where(url: str | None) -> None:
+    """The report's location, then last the page a person opens (report.json is for programs)."""
     from controller.artifacts import report_html_link  # Prefect is imported by now: the flow ran
 
     print(f"report: {url}")
     if url is not None:
-        print(f"open: {report_html_link(url)}")  # what a person reads; report.json is for programs
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
+        print(f"open: {report_html_link(url)}")
 
 
 @contextlib.contextmanager
