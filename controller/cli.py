@@ -157,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
         "server", help="the local Prefect server fanout run uses when none is configured (status, start, stop)"
     )
 
+    sub.add_parser(
+        "offline-credentials",
+        help="placeholder Google credentials to try prefect-gcp blocks offline: "
+        'eval "$(fanout offline-credentials)"',
+    )
+
+    limits = sub.add_parser(
+        "limits",
+        help="show the shared API-call budgets (the Prefect UI's Concurrency page) in calls per minute, or set one",
+        description=_wrap(
+            "Every batch of a project draws on one budget per kind of call, kept as a Prefect global rate limit "
+            "(fanout:<project>:<region>:run, ...:write, ...:read, fanout:<project>:logs). Prefect states it as a "
+            "limit (calls at once) and a slot decay (slots freed per second); calls per minute = limit + 60 x "
+            "decay. Set one after a quota increase: fanout limits set fanout:my-proj:us-central1:run 600"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    limits_sub = limits.add_subparsers(dest="limits_command", metavar="SUBCOMMAND")
+    limits_sub.add_parser("show", help="list them (the default)")
+    set_limit = limits_sub.add_parser("set", help="set one (created if missing) to a number of calls per minute")
+    set_limit.add_argument("name", help="the budget, e.g. fanout:my-proj:us-central1:run")
+    set_limit.add_argument("per_minute", type=_count, metavar="CALLS_PER_MINUTE")
+
     report = sub.add_parser("report", help="work with saved reports")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
     show = report_sub.add_parser("show", help="print a saved report's summary (local path or gs:// URL)")
@@ -635,6 +658,36 @@ def _run_flow(
     return captured.get("report"), captured.get("url"), interrupted
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    from controller.options import MAX_RATE_PER_MINUTE
+    from controller.prefect_server import ServerError, ServerSettingError, local_api
+
+    if args.limits_command == "set":
+        if not args.name.startswith("fanout:"):
+            raise InputError(f"{args.name!r:.80} is not a fanout budget: its name starts with fanout:")
+        if not 1 <= args.per_minute <= MAX_RATE_PER_MINUTE:
+            raise InputError(f"calls per minute must be between 1 and {MAX_RATE_PER_MINUTE:,}")
+    prefect_api = contextlib.ExitStack()
+    try:  # before Prefect is imported, which reads PREFECT_API_URL once
+        prefect_api.enter_context(local_api())
+    except ServerError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
+    with prefect_api:
+        from controller.quota import set_rate_limit, shared_rate_limits
+
+        if args.limits_command == "set":
+            burst, decay = set_rate_limit(args.name, args.per_minute)
+            print(f"{args.name}: {args.per_minute:,} calls per minute (Prefect: limit {burst:,}, decay {decay:g}/s)")
+            return EXIT_OK
+        rows = shared_rate_limits()
+        if not rows:
+            print("no shared API-call budget yet: a project's first fanout run creates its budgets")
+        for name, per_minute, limit, decay in rows:
+            print(f"{name}: {per_minute:,} calls per minute (Prefect: limit {limit:,}, decay {decay:g}/s)")
+        return EXIT_OK
+
+
 def cmd_report_show(args: argparse.Namespace) -> int:
     report = open_report(args.url, _gcs_if(args.url)).report
     print_summary(report, Console(), max_failed=args.failed)
@@ -664,8 +717,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _own_command(argv: list[str]) -> int | None:
+    """The commands that parse their own arguments and import nothing of the rest; None for the others."""
     if argv[:1] == ["emulator"]:
         from cloudrun_emulator.__main__ import main as emulator_main
 
@@ -674,13 +727,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.prefect_server import main as server_main
 
         return server_main(argv[1:])
+    if argv == ["offline-credentials"]:
+        from controller.offline import print_offline_credentials
+        from controller.prefect_server import state_dir
+
+        return print_offline_credentials(state_dir().parent)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if (code := _own_command(argv)) is not None:
+        return code
     parser = build_parser()
     if not argv:
         parser.print_help()
         return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        commands = {"plan": cmd_plan, "run": cmd_run, "rerun": cmd_rerun, "results": cmd_results}
+        commands = {"plan": cmd_plan, "run": cmd_run, "rerun": cmd_rerun, "results": cmd_results, "limits": cmd_limits}
         return commands.get(args.command, cmd_report_show)(args)
     except USER_ERRORS as exc:
         for line in str(exc).splitlines():

@@ -235,6 +235,47 @@ def _server_errors() -> tuple[type[Exception], ...]:
     return (httpx.HTTPError, ConcurrencySlotAcquisitionError, PrefectException, OSError, ValueError)
 
 
+def calls_per_minute(limit: int, slot_decay_per_second: float) -> int:
+    """The most calls a Prefect rate limit lets through in 60 s: its burst and a minute of its decay (the
+    inverse of ``limit_shape``)."""
+    return round(limit + slot_decay_per_second * 60.0)
+
+
+def shared_rate_limits() -> list[tuple[str, int, int, float]]:
+    """The fanout budgets on the Prefect server: (name, calls per minute, limit, slot decay per second)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        limits = client.read_global_concurrency_limits(limit=200, offset=0)
+    return sorted(
+        (limit.name, calls_per_minute(limit.limit, limit.slot_decay_per_second or 0.0), limit.limit,
+         limit.slot_decay_per_second or 0.0)
+        for limit in limits
+        if limit.name.startswith("fanout:") and limit.slot_decay_per_second
+    )  # fmt: skip
+
+
+def set_rate_limit(name: str, per_minute: int) -> tuple[int, float]:
+    """Set (or create) the shared budget ``name`` to ``per_minute`` calls; the limit and decay it got."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    burst, decay = limit_shape(per_minute)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=burst, slot_decay_per_second=decay)
+            )
+        else:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=burst, slot_decay_per_second=decay)
+            )
+    return burst, decay
+
+
 def ensure_rate_limit(name: str, per_minute: int) -> None:
     """Create Prefect's global rate limit ``name`` for ``per_minute`` calls unless it exists already."""
     from prefect.client.orchestration import get_client

@@ -79,3 +79,21 @@ def test_a_plan_that_cannot_know_the_one_off_job_name_says_so(tmp_path: Path) ->
     planned = fanout("plan", str(spec), "--report-to", "gs://bucket/fanout")
     assert planned.returncode == 0, planned.stderr
     assert "looked up when the run starts: the run's may differ" in planned.stdout
+
+
+@pytest.mark.slow
+def test_limits_are_shown_and_set_in_calls_per_minute() -> None:
+    """The UI's Concurrency page shows a limit and a slot decay; `fanout limits` reads and sets them as the
+    quotas are stated. On the test run's local server (the first command may start it)."""
+    from controller.quota import calls_per_minute, limit_shape
+
+    assert all(calls_per_minute(*limit_shape(n)) == n for n in (1, 7, 60, 180, 600, 1000, 999_999))
+    name = "fanout:first-day-limits:us-central1:run"
+    done = fanout("limits", "set", name, "600")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == f"{name}: 600 calls per minute (Prefect: limit 100, decay 8.33333/s)\n"
+    assert f"{name}: 600 calls per minute" in fanout("limits").stdout
+    assert fanout("limits", "set", name, "180").returncode == 0
+    assert f"{name}: 180 calls per minute (Prefect: limit 30, decay 2.5/s)" in fanout("limits", "show").stdout
+    refused = fanout("limits", "set", "my-limit", "5")
+    assert refused.returncode == 2 and "is not a fanout budget" in refused.stderr

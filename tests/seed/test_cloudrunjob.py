@@ -7,7 +7,9 @@ The article's flow is written here as the article has it; only its ``CloudRunJob
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,19 @@ ECHO_ARGS = "import sys; print('arg', *sys.argv[1:]); sys.exit(int(sys.argv[-1])
 
 @pytest.fixture
 def adc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Application Default Credentials of a user (as after ``gcloud auth application-default login``) that
-    name no project, so ``GcpCredentials`` blocks load offline; no emulator configured."""
-    adc = tmp_path / "adc.json"
-    adc.write_text(
-        json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"})
-    )
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
-    for name in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FANOUT_EMULATOR_HOST"):
-        monkeypatch.delenv(name, raising=False)
+    """What README says to do offline: ``eval "$(fanout offline-credentials)"``, placeholder Application
+    Default Credentials of a user that name no project, so ``GcpCredentials`` blocks load offline; no
+    emulator configured."""
+    env = {**os.environ, "FANOUT_CACHE_DIR": str(tmp_path / "cache")}
+    printed = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "offline-credentials"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    name, _, value = printed.strip().removeprefix("export ").partition("=")
+    assert name == "GOOGLE_APPLICATION_CREDENTIALS" and Path(value).is_file(), printed
+    monkeypatch.setenv(name, value)
+    for unset in ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "FANOUT_EMULATOR_HOST"):
+        monkeypatch.delenv(unset, raising=False)
 
 
 @pytest.fixture
