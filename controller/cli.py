@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = report_sub.add_parser("show", help="print a saved report's summary (local path or gs:// URL)")
     show.add_argument("url", help="report.json, its folder, or gs://BUCKET/PREFIX/BATCH/report.json")
     show.add_argument("--failed", type=_count, default=20, help="how many failed items to list (default 20)")
+    listing = report_sub.add_parser("list", help="list the batches whose reports are in a folder or gs:// prefix")
+    listing.add_argument(
+        "location", nargs="?", help="a report folder or gs://BUCKET/PREFIX (default: $FANOUT_REPORT_TO, else ./reports)"
+    )
     results = sub.add_parser(
         "results",
         help="print a batch's results as JSON lines, running or ended (local path or gs:// URL)",
@@ -688,6 +692,48 @@ def cmd_limits(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def cmd_report_list(args: argparse.Namespace) -> int:
+    """Every batch with a report.json under the location, newest first: id, status, counts, end, report."""
+    location = args.location or os.environ.get("FANOUT_REPORT_TO") or "reports"
+    rows = []
+    for url, data in _reports_under(location):
+        try:
+            body = json.loads(data)
+            summary = body["summary"]
+            row = (str(body["finished_at"]), str(body["batch_id"]), str(body["status"]), int(summary["total"]))
+            not_succeeded = row[3] - int(summary["by_state"].get("succeeded", 0))
+        except (ValueError, KeyError, TypeError):
+            print(f"fanout: {url} is not a fanout report; skipped", file=sys.stderr)
+            continue
+        rows.append((*row, not_succeeded, url))
+    if not rows:
+        print(f"no batch reports under {location}")
+        return EXIT_OK
+    width = max(len(row[1]) for row in rows)
+    print(f"{'batch':<{width}}  {'status':<9}  {'items':>7}  {'not ok':>7}  {'finished (UTC)':<19}  report")
+    for finished, batch_id, status, total, not_succeeded, url in sorted(rows, reverse=True):
+        print(f"{batch_id:<{width}}  {status:<9}  {total:>7,}  {not_succeeded:>7,}  {finished[:19]:<19}  {url}")
+    return EXIT_OK
+
+
+def _reports_under(location: str) -> Iterator[tuple[str, bytes]]:
+    """(url, bytes) of each ``<batch>/report.json`` right under a folder or a gs:// prefix."""
+    if location.startswith("gs://"):
+        bucket, _, prefix = location.removeprefix("gs://").partition("/")
+        prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        client = _storage_client()
+        for blob in client.list_blobs(bucket, prefix=prefix):
+            if blob.name.count("/") == prefix.count("/") + 1 and blob.name.endswith("/report.json"):
+                yield f"gs://{bucket}/{blob.name}", blob.download_as_bytes()
+        return
+    folder = Path(location).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{location}: no such folder")
+    for path in sorted(folder.glob("*/report.json")):
+        if path.is_file():
+            yield str(path), path.read_bytes()
+
+
 def cmd_report_show(args: argparse.Namespace) -> int:
     report = open_report(args.url, _gcs_if(args.url)).report
     print_summary(report, Console(), max_failed=args.failed)
@@ -744,9 +790,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     args = parser.parse_args(argv)
+    commands = {"plan": cmd_plan, "run": cmd_run, "rerun": cmd_rerun, "results": cmd_results, "limits": cmd_limits}
+    if args.command == "report":
+        command = cmd_report_list if args.report_command == "list" else cmd_report_show
+    else:
+        command = commands[args.command]
     try:
-        commands = {"plan": cmd_plan, "run": cmd_run, "rerun": cmd_rerun, "results": cmd_results, "limits": cmd_limits}
-        return commands.get(args.command, cmd_report_show)(args)
+        return command(args)
     except USER_ERRORS as exc:
         for line in str(exc).splitlines():
             print(f"fanout: {line}" if line[:1] != " " else line, file=sys.stderr)

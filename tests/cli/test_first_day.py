@@ -97,3 +97,33 @@ def test_limits_are_shown_and_set_in_calls_per_minute() -> None:
     assert f"{name}: 180 calls per minute (Prefect: limit 30, decay 2.5/s)" in fanout("limits", "show").stdout
     refused = fanout("limits", "set", "my-limit", "5")
     assert refused.returncode == 2 and "is not a fanout budget" in refused.stderr
+
+
+def test_report_list_shows_the_batches_of_a_report_folder_newest_first(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from bench.synthetic_report import build_report
+    from controller.report import ItemState
+
+    older = build_report(20, seed=1).model_copy(update={"batch_id": "older"})
+    newer = build_report(5, states=[ItemState.SUCCEEDED]).model_copy(
+        update={"batch_id": "newer", "finished_at": older.finished_at + timedelta(hours=1)}
+    )
+    for report in (older, newer):
+        (tmp_path / report.batch_id).mkdir()
+        (tmp_path / report.batch_id / "report.json").write_bytes(b"".join(report.json_chunks()))
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "report.json").write_text("{}")
+
+    listed = fanout("report", "list", str(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["batch", "status", "items", "not", "ok", "finished", "(UTC)", "report"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["newer", "succeeded", "5", "0"],
+        ["older", str(older.status), "20", str(older.summary.not_succeeded)],
+    ]
+    assert lines[1].endswith(str(tmp_path / "newer" / "report.json"))
+    assert f"{tmp_path / 'stray' / 'report.json'} is not a fanout report; skipped" in listed.stderr
+    missing = fanout("report", "list", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
