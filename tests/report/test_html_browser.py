@@ -196,6 +196,30 @@ def test_a_clean_small_batch_renders_without_errors(
     assert browser.problems() == []
 
 
+def test_log_tail_groups_number_attempts_as_cloud_run_does(
+    browser: Browser, make_report: MakeReport, tmp_path: Path
+) -> None:
+    """A task's own lines say ``attempt 0 starting`` (CLOUD_RUN_TASK_ATTEMPT counts from 0): the group
+    headers above them count the same way."""
+    from controller.report import TailGroup
+
+    report = make_report(3, states=[ItemState.FAILED])
+    tail = ["attempt 0 starting", "boom", "attempt 1 starting", "boom again"]
+    groups = [TailGroup(task_index=0, attempt=0, lines=2), TailGroup(task_index=0, attempt=1, lines=2)]
+    first = replace(report.items[0], log_tail=tail, log_tail_groups=groups, log_tail_errors=None)
+    report = report.model_copy(update={"items": [first, *report.items[1:]]})
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    browser.open_page()
+    browser.load(path)
+    browser.evaluate(f"document.querySelector('tr.item[data-key={first.key}]').click()")
+    log = browser.evaluate("document.querySelector('#items tbody tr.detail pre').textContent")
+    assert log.splitlines() == [
+        "── task 0, attempt 0 ──", "attempt 0 starting", "boom",
+        "── task 0, attempt 1 ──", "attempt 1 starting", "boom again",
+    ]  # fmt: skip
+
+
 def test_the_batch_it_reruns_and_its_reruns_are_shown_as_text(
     browser: Browser, make_report: MakeReport, linked: Callable[[Report, str], Report], tmp_path: Path, hostile: str
 ) -> None:
