@@ -1,5 +1,5 @@
-"""The warm host: ``fanout run`` in a process that has already imported the controller, Prefect and the
-Google clients.
+"""The warm host: ``fanout run`` (and ``fanout rerun``) in a process that has already imported the
+controller, Prefect and the Google clients.
 
 Importing them costs every command 3-5 s (more under load) before its first RunJob. The warm host pays it
 once: ``python -m controller.warm serve`` imports them and waits on a Unix socket in the local Prefect
@@ -122,7 +122,7 @@ def _lock_path(directory: Path, digest: str) -> Path:
 
 def run(argv: list[str]) -> int | None:
     """Run ``fanout argv`` in the warm host and return its exit code; None: run it in this process."""
-    if argv[:1] != ["run"] or not hasattr(socket, "send_fds") or not enabled():
+    if argv[:1] not in (["run"], ["rerun"]) or not hasattr(socket, "send_fds") or not enabled():
         return None
     try:
         directory = state_dir()

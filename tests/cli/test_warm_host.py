@@ -185,6 +185,22 @@ def test_a_run_through_the_warm_host_is_the_run_in_process(warm_env: dict[str, s
         assert "1 failed" in result.stderr  # the progress display
 
 
+def test_a_rerun_goes_through_the_warm_host_too(warm_env: dict[str, str], tmp_path: Path) -> None:
+    """`fanout rerun` starts a batch as `fanout run` does: the warm host takes it (no Prefect import of its
+    own), with the same output."""
+    env, host = warm_env, Host(Path(warm_env["FANOUT_CACHE_DIR"]))
+    items = [{"job": "hello", "args": ["Ada"]}, {"job": "hello", "args": ["--sleep", "-1"]}]  # the second fails
+    spec = _write_spec(tmp_path, "to-rerun", items)
+    reports = tmp_path / "reports"
+    first, _ = _run(["run", str(spec), "--report-to", str(reports), "--quiet"], env)
+    assert first.returncode == 1, first.stderr[-3000:]
+    again, pid = _run(["rerun", str(reports / "to-rerun"), "--quiet"], env)
+    assert host.served(pid), host.lines()
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert f"report: {reports / 'to-rerun-rerun-1' / 'report.json'}" in again.stdout
+    assert "Traceback" not in again.stderr and "telemetry" not in again.stderr.lower()
+
+
 def _flow_run(api_url: str, report_dir: Path) -> dict[str, Any]:
     """The batch's flow run, as the Prefect API shows it."""
     report = json.loads((report_dir / "report.json").read_text())
