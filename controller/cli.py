@@ -648,7 +648,10 @@ def _run_flow(
         state = flow(**{**parameters, "project": project, **flow_args}, return_state=True)
         if "report" not in captured:
             state.result()  # a crash before the report (or the batch lost to another controller): raise it
-        interrupted = bool(signalled)
+        # Prefect's engine turns a SIGTERM during the run into its own TerminationSignal, past the handler
+        # set here: the flow says it was interrupted in its Cancelled state's data.
+        ended = state.result(raise_on_failure=False) if state.is_cancelled() else None
+        interrupted = bool(signalled) or (isinstance(ended, dict) and bool(ended.get("interrupted")))
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -553,12 +553,13 @@ class ItemsFailed(RuntimeError):
 
 
 def _final_state(
-    report: Report, url: str, fail_on_item_failure: bool, cancelled_by: str | None = None
+    report: Report, url: str, fail_on_item_failure: bool, cancelled_by: str | None = None, interrupted: bool = False
 ) -> dict[str, Any] | State[Any]:
     """The flow's return value: the summary; a Cancelled state when the batch was cancelled (``cancelled_by``
-    says by what: a signal, a Prefect cancellation, its deadline); or a Failed state when an item did not
-    succeed. Both after the report is written and the artifacts published, and returned, not raised, so
-    Prefect logs no traceback (nor "Crash detected!") for them."""
+    says by what: a signal, a Prefect cancellation, its deadline; its data is the summary with
+    ``interrupted`` true for a signal); or a Failed state when an item did not succeed. Both after the report
+    is written and the artifacts published, and returned, not raised, so Prefect logs no traceback (nor
+    "Crash detected!") for them."""
     summary = _summary(report, url)
     counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
     outcome = (
@@ -567,7 +568,7 @@ def _final_state(
     )
     if report.status is BatchStatus.CANCELLED:
         message = f"batch {report.batch_id} cancelled by {cancelled_by or 'request'}: {outcome}"
-        return Cancelled(message=message, data=summary)
+        return Cancelled(message=message, data={**summary, "cancelled_by": cancelled_by, "interrupted": interrupted})
     if not fail_on_item_failure or not report.summary.not_succeeded:
         return summary
     message = f"batch {report.batch_id}: {outcome}"
@@ -609,7 +610,7 @@ def _fan_out(
         cancelled_by = f"its deadline of {options.deadline_seconds:.0f}s"
     else:
         cancelled_by = None
-    return _final_state(report, url, options.fail_on_item_failure, cancelled_by)
+    return _final_state(report, url, options.fail_on_item_failure, cancelled_by, stopped_by is not None)
 
 
 def _batch_to_run(
