@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
             "write a report on every item (JSON + HTML) to GCS or a folder."
         ),
         epilog="Quick start, no cloud needed: fanout run examples/hello.yaml\n"
-        "  (with no --project, fanout starts its local Cloud Run emulator and writes to ./reports)",
+        + textwrap.indent(
+            _wrap("(with no --project, fanout starts its local Cloud Run emulator and writes to ./reports)"), "  "
+        ),
         formatter_class=_HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -365,37 +367,53 @@ def _plan_body(catalog: Catalog, batch: Batch, the_plan: Plan) -> dict[str, Any]
     return body
 
 
+def _say(text: str) -> None:
+    """Print prose. On a terminal each line longer than it is wrapped at spaces, its continuation indented
+    under it: the terminal itself would cut a word or a URL in two at its edge. Elsewhere (a log, a pipe)
+    lines stay whole."""
+    if not sys.stdout.isatty():
+        print(text)
+        return
+    width = shutil.get_terminal_size().columns
+    for line in text.splitlines() or [""]:
+        indent = " " * (len(line) - len(line.lstrip()))
+        at_spaces = textwrap.TextWrapper(
+            width, subsequent_indent=f"{indent}  ", break_long_words=False, break_on_hyphens=False
+        )
+        print(at_spaces.fill(line) if len(line) > width else line)
+
+
 def _print_plan(options: RunOptions, catalog: Catalog, batch: Batch, the_plan: Plan) -> None:
     bound = plan_upper_bound(the_plan, catalog)
     packed = sum(1 for launch in the_plan.launches if launch.packed)
-    print(
+    _say(
         f"batch {batch.batch_id}: {plural(len(batch.items), 'item')} -> "
         f"{plural(len(the_plan.launches), 'execution')} ({packed:,} packed, "
         f"{len(the_plan.launches) - packed:,} per item), mode {the_plan.mode}"
     )
     if the_plan.max_running_tasks is not None:
-        print(
+        _say(
             f"at most {plural(the_plan.max_running_tasks, 'task')} running at once: "
             f"{plural(len(the_plan.launches), 'launch', 'launches')} in about {plural(the_plan.waves, 'wave')} "
             "(tasks of equal length)"
         )
     for job in the_plan.one_off_jobs:
-        print(f"  creates one-off job {job.name} ({job.image}: {' '.join(job.command)})")
+        _say(f"  creates one-off job {job.name} ({job.image}: {' '.join(job.command)})")
     if the_plan.one_off_jobs and not _results_volume(options, catalog, batch)[1]:
-        print(
+        _say(
             "  (a one-off job's name includes where it mounts the results folder, looked up when the run "
             "starts: the run's may differ)"
         )
     shown = the_plan.launches[:20]
     for launch in shown:
-        print(_launch_line(launch))
+        _say(_launch_line(launch))
     if len(the_plan.launches) > len(shown):
-        print(f"  ... and {len(the_plan.launches) - len(shown):,} more (use --json for all)")
-    print(
+        _say(f"  ... and {len(the_plan.launches) - len(shown):,} more (use --json for all)")
+    _say(
         f"at most {format_usage(bound)} if every task ran every attempt to its timeout "
         f"({ESTIMATE_NOTE}, prices of {PRICE_DATE})"
     )
-    print("nothing was launched (dry run)")
+    _say("nothing was launched (dry run)")
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -463,7 +481,7 @@ def _finished_already(
     report = standing_report(store, batch, len(the_plan.launches))
     if report is None:
         return None
-    print(finished_notice(report, store.url(batch.batch_id, "report.json"), spec))
+    _say(finished_notice(report, store.url(batch.batch_id, "report.json"), spec))
     return EXIT_OK if report.summary.not_succeeded == 0 else EXIT_ITEMS_FAILED
 
 

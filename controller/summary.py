@@ -320,7 +320,7 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20, max
         why.add_row("…", Text(f"and {plural(len(groups) - max_groups, 'other reason')}", style="dim"))
     console.print(Padding(why, (0, 0, 0, 2)))
     shown = failed[:max_failed]
-    console.print(_failed_table(shown))
+    console.print(_failed_table(shown, console.width))
     if len(failed) > len(shown):
         console.print(Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim"))
 
@@ -348,12 +348,13 @@ def _log_cell(item: ItemResult) -> Text:
     return Text.assemble(("ERROR ", "bold red"), (line, "red")) if error else Text(line, style="dim")
 
 
-def _failed_table(items: list[ItemResult]) -> Table:
+def _failed_table(items: list[ItemResult], width: int) -> Table:
     table = Table(title="Items that did not succeed", title_justify="left", box=box.SIMPLE_HEAD, expand=False)
-    # The key column is as wide as the longest key shown (up to a third of a line), so keys never wrap;
-    # the last log line takes what is left. Reasons are in the groups printed above the table.
-    key_width = min(max(len(printable(item.key)) for item in items), 26)
-    table.add_column("item", min_width=key_width, max_width=26, overflow="fold")
+    # The key column is as wide as the longest key shown, up to a third of the line (so a wide terminal
+    # shows long keys whole), and the last log line takes what is left. Reasons are in the groups above.
+    widest = max(26, width // 3)
+    key_width = min(max(len(printable(item.key)) for item in items), widest)
+    table.add_column("item", min_width=key_width, max_width=widest, overflow="fold")
     table.add_column("state", no_wrap=True)
     table.add_column("exit", justify="right", no_wrap=True)
     table.add_column("last log line", overflow="fold")

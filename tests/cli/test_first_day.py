@@ -127,3 +127,36 @@ def test_report_list_shows_the_batches_of_a_report_folder_newest_first(tmp_path:
     assert f"{tmp_path / 'stray' / 'report.json'} is not a fanout report; skipped" in listed.stderr
     missing = fanout("report", "list", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+def test_on_a_terminal_plan_and_help_wrap_at_spaces_and_never_cut_a_word(tmp_path: Path) -> None:
+    """A terminal 60 columns wide: lines fit it, broken only between words (a URL or a word longer than
+    the line stays whole on a line of its own)."""
+    import pty
+
+    def on_terminal(*args: str) -> list[str]:
+        controller, terminal = pty.openpty()
+        env = {**os.environ, "COLUMNS": "60", "LINES": "40"}
+        with subprocess.Popen([*FANOUT, *args], cwd=REPO, env=env, stdout=terminal, stderr=subprocess.DEVNULL) as proc:
+            os.close(terminal)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # the terminal's other end closed: the command is done
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            proc.wait(timeout=120)
+        os.close(controller)
+        return b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
+
+    for args in (("plan", "examples/mixed.yaml"), ()):
+        lines = on_terminal(*args)
+        assert lines, args
+        words = {word for line in lines for word in line.split()}
+        for line in lines:
+            assert len(line) <= 60 or " " not in line.strip(), (args, line)
+        if args:
+            assert "6,244.0" in " ".join(lines) and "2026-11-30)" in words  # nothing cut in two

@@ -195,6 +195,21 @@ def test_summary_fits_80_columns_shows_labels_and_breaks_no_word(make_report: Ma
     assert "1 launches" not in text
 
 
+def test_a_wide_console_shows_long_keys_and_labels_whole(make_report: MakeReport) -> None:
+    """At 200 columns a 40-character key and its label are not wrapped into a 26-character column."""
+    from dataclasses import replace
+
+    report = make_report(3, states=[ItemState.FAILED])
+    key, label = "nightly-shard-0042-of-0100-europe-west1", "the long label of shard forty-two, europe"
+    first = replace(report.items[0], key=key, label=label)
+    report = report.model_copy(update={"items": [first, *report.items[1:]]})
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=200, color_system=None))
+    lines = out.getvalue().splitlines()
+    assert any(f" {key} " in line for line in lines), lines
+    assert any(label in line for line in lines), lines
+
+
 def test_counts_are_in_words() -> None:
     assert plural(1, "item") == "1 item"
     assert plural(7, "item") == "7 items"
