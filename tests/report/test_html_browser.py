@@ -238,6 +238,42 @@ def test_the_batch_it_reruns_and_its_reruns_are_shown_as_text(
     assert browser.problems() == []
 
 
+def test_results_have_a_column_cut_short_as_text_and_the_filter_finds_them(
+    browser: Browser, make_report: MakeReport, tmp_path: Path, hostile: str
+) -> None:
+    report = make_report(4, states=[ItemState.SUCCEEDED])
+    long_result = {"words": {hostile: 2}, "total": 2, "padding": "x" * 200}
+    items = [
+        replace(report.items[0], result={"count": 42}),
+        replace(report.items[1], result=long_result),
+        replace(report.items[2], result_uri="gs://b/r/2/0.json"),
+    ]
+    report = report.model_copy(update={"problems": [], "items": [*items, report.items[3]]})
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    browser.open_page()
+    browser.load(path)
+    assert browser.evaluate("[...document.querySelectorAll('#items thead th')].map((th) => th.textContent)")[-2:] == [
+        "Result",
+        "Links",
+    ]
+    cells = browser.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#items tbody tr.item')]"
+        ".map((tr) => [tr.dataset.key, tr.querySelector('td.result-cell').textContent]))"
+    )
+    assert cells["item-00000"] == '{"count":42}'
+    assert len(cells["item-00001"]) == 60 and cells["item-00001"].endswith("…")
+    assert cells["item-00001"].startswith('{"words":{"</script><img src=x onerror=alert(1)>')  # text, not markup
+    assert cells["item-00002"] == "(beside the report)"
+    assert cells["item-00003"] == ""
+    assert browser.evaluate("document.querySelectorAll('img').length") == 0
+    set_input(browser, "#search", '"count":42', "input")
+    browser.wait_for("document.querySelectorAll('#items tbody tr.item').length === 1")
+    assert [row["key"] for row in rows_on_page(browser)] == ["item-00000"]
+    browser.screenshot(tmp_path / "results.png")
+    assert browser.problems() == []
+
+
 def test_an_items_result_is_folded_in_its_detail_row_and_shown_as_text(
     browser: Browser, make_report: MakeReport, tmp_path: Path, hostile: str
 ) -> None:
