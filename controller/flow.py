@@ -492,6 +492,7 @@ def _summary(report: Report, url: str) -> dict[str, Any]:
     return {
         "batch_id": report.batch_id,
         "status": str(report.status),
+        **({"stopped": report.stopped} if report.stopped else {}),
         "report": url,
         "total": report.summary.total,
         **{str(state): count for state, count in report.summary.by_state.items()},
@@ -562,9 +563,10 @@ def _final_state(
     "Crash detected!") for them."""
     summary = _summary(report, url)
     counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
+    stopped = f"; {report.stopped}" if report.stopped else ""
     outcome = (
-        f"{report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} did not succeed ({counts}); "
-        f"report: {url}"
+        f"{report.summary.not_succeeded:,} of {plural(report.summary.total, 'item')} did not succeed ({counts})"
+        f"{stopped}; report: {url}"
     )
     if report.status is BatchStatus.CANCELLED:
         message = f"batch {report.batch_id} cancelled by {cancelled_by or 'request'}: {outcome}"
