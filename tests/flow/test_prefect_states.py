@@ -81,6 +81,31 @@ def test_failed_items_fail_the_flow_run_and_their_launch_task_runs(
     assert "<" not in str(markdown.data).split("HTML report:")[1]
 
 
+def test_a_batch_past_its_deadline_ends_cancelled_with_its_counts_and_report(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.flow import fan_out
+
+    monkeypatch.setenv("FANOUT_EMULATOR_HOST", emulator.url)
+    items = [{"job": "hello", "args": [f"n{i}", "--sleep", "120"]} for i in range(2)]
+    spec = {"batch_id": "states-deadline", "items": items}
+    state = fan_out(
+        batch=spec, **FLOW_PARAMS, report_to=str(tmp_path), deadline="3s", poll_interval=0.3, return_state=True
+    )
+
+    assert state.is_cancelled(), state
+    report_url = str(tmp_path / "states-deadline" / "report.json")
+    assert state.message == (
+        f"batch states-deadline cancelled by its deadline of 3s: 2 of 2 items did not succeed (2 cancelled); "
+        f"report: {report_url}"
+    )
+    summary = state.result(raise_on_failure=False)
+    assert summary["cancelled"] == 2 and summary["interrupted"] is False  # a deadline, not a signal: exit 1
+    run, _tasks, artifacts = _runs(state.state_details.flow_run_id)
+    assert run.state and run.state.is_cancelled() and run.state.message == state.message
+    assert {a.key for a in artifacts} >= {"fanout-report", "fanout-failed-items", "fanout-progress"}
+
+
 def test_fail_on_item_failure_false_keeps_the_run_completed(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
