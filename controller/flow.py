@@ -680,7 +680,7 @@ def _run_batch(
         outer_sink = report_sink.get()
 
         def keep(report: Report, url: str) -> None:
-            stored.update(report=report, url=url)
+            stored["report"], stored["url"] = report, url
             if outer_sink is not None:
                 outer_sink(report, url)
 
