@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from controller.batch import BatchRunner
+    from controller.batchfolder import store_report
     from controller.catalog import Catalog
     from controller.clients import Clients, Endpoints
     from controller.cloudrun import CloudRun
@@ -100,10 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         (state,) = runner.states
         state.execution = cloud.get_execution(execution)
         stage("task details (collect_tasks)", runner.collect_tasks)
-        items = stage("item results", runner.item_results)
-        items = stage("log tails", lambda: runner.attach_tails(items, clients.logging))
-        report = stage("report", lambda: runner.report(items))
-        stage("report.json", lambda: store.write(batch.batch_id, "report.json", report.json_chunks()))
+        tails = stage("log tails", lambda: runner.log_tails(runner.iter_item_results(), clients.logging))
+        report = stage("items made and written (shards)", lambda: runner.stored_report(runner.finished_items(tails)))
+        stage("report.json", lambda: store_report(store, report))
 
         def html() -> None:
             from controller.html_report import render_html_chunks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from controller.plan import Launch
@@ -151,20 +151,12 @@ class Attempts:
                 counts[state] -= n
             counts["pending"] += len(self.waiting)
 
-    def final(self, results: Iterable[ItemResult]) -> list[ItemResult]:
-        """The batch's results, one per item in spec order: each item's last attempt, with its history."""
-        last: dict[int, ItemResult] = {}
+    def with_histories(self, results: Iterable[ItemResult]) -> Iterator[ItemResult]:
+        """Each item's last result (``Outcomes.item_results`` gives one per item, its latest launch's), with its
+        history, one at a time as they are asked for: a million-item batch's are never all held."""
         for result in results:
-            if (seen := last.get(result.index)) is None or (result.launch or 0) >= (seen.launch or 0):
-                last[result.index] = result
-        out = []
-        for index in sorted(last):
-            result = last[index]
-            history = self._history.get(index)
-            if history:
-                result = replace(result, history=self._closed(history, result))
-            out.append(result)
-        return out
+            history = self._history.get(result.index)
+            yield replace(result, history=self._closed(history, result)) if history else result
 
     def _closed(self, history: list[Attempt], result: ItemResult) -> list[Attempt]:
         """The history ending with the result's own attempt, recorded when its launch ended or read now."""

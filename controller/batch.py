@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from google.api_core import exceptions as gexc
 
 from controller.attempts import Attempts
-from controller.batchfolder import save_spec
+from controller.batchfolder import reader, save_spec, write_items
 from controller.cloudrun import CloudRun, ExecutionOutcome, ExecutionStatus, LaunchUnverified, TaskStatus, short_name
 from controller.launch_state import LaunchState
 from controller.logs import Tail, TailTarget, fetch_tails
@@ -45,13 +45,16 @@ from controller.report import (
     ItemState,
     LaunchResult,
     Report,
+    StoredItems,
+    Summary,
     batch_status,
     summarize,
 )
-from controller.results import collect_results, make_item_folders, with_result
+from controller.results import Found, collect_results, list_results, make_item_folders, with_result
 from controller.retry import api_error_message, is_retryable
 from controller.slots import TaskSlots
 from controller.store import Store
+from controller.tasktable import TaskTable
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class BatchRunner:
     retry: RetryPolicy | None = None  # replaces the spec's defaults.retry (--retry)
     stop: StopRule | None = None  # replaces the spec's max_failures (--max-failures)
     # Called with each item's result as soon as it is its last (controller.stream): from the watcher as tasks
-    # end, and for the rest once the report is made (``emit_rest``). Each item once.
+    # end, and for the rest as the report is made (``emitting``). Each item once.
     on_result: Callable[[ItemResult], None] | None = None
 
     def __post_init__(self) -> None:
@@ -176,12 +179,10 @@ class BatchRunner:
                 self._not_started(job.name, f"its one-off job {job.name} could not be created: {problem}")
         make_item_folders(self.store, self.plan)
         batch_id = self.plan.batch.batch_id
-        files: list[tuple[str, bytes]] = []
-        for launch in self.plan.launches:
+        for launch in self.plan.launches:  # one launch's manifests in memory at a time, not the batch's
             if launch.packed:
-                files.extend((f"manifests/{launch.index:05d}/{name}", data) for name, data in manifest_chunks(launch))
-        if files:
-            (self.manifest_store or self.store).write_many(batch_id, files)
+                files = [(f"manifests/{launch.index:05d}/{name}", data) for name, data in manifest_chunks(launch)]
+                (self.manifest_store or self.store).write_many(batch_id, files)
 
     def adopt_existing(self) -> int:
         """Attach to executions this batch already started (a resumed run); returns how many. A batch just
@@ -247,7 +248,7 @@ class BatchRunner:
             state.refused = True
             log.warning("launch %s (%s) failed: %s", state.launch.key, state.launch.job, state.error)
             if self._watched_ends:
-                results = self.outcomes().item_results([state])
+                results = list(self.outcomes().item_results([state]))
                 retried = self.attempts.ended(state.launch, results, self.clock(), refused=True)
                 self._emit(state, results, retried)
         else:
@@ -360,7 +361,7 @@ class BatchRunner:
         its failures wait for the report."""
         if not self._watched_ends or (state.tasks is None and not self._read_tasks(state)):
             return None
-        results = self.outcomes().item_results([state])
+        results = list(self.outcomes().item_results([state]))
         return state, results, self.attempts.ended(state.launch, results, self.clock())
 
     def _emit(self, state: LaunchState, results: Iterable[ItemResult], retried: Set[int] = frozenset()) -> None:
@@ -396,21 +397,20 @@ class BatchRunner:
         items = {item.index: item for item in state.launch.items}
         results = [
             result
-            for result in self.outcomes().item_results([replace(state, tasks=tasks)])
+            for result in self.outcomes().item_results([replace(state, tasks=TaskTable(tasks))])
             if positions[result.index] in ended
             and self.attempts.final_when_it_ends(items[result.index], state.launch, result)
         ]
         return state, results, frozenset()
 
-    def emit_rest(self, items: Iterable[ItemResult]) -> None:
-        """Once the report is made: its items not handed to ``on_result`` yet (never launched, cancelled, ended
-        unseen), as the report has them."""
-        if self.on_result is None:
-            return
+    def emitting(self, items: Iterable[ItemResult]) -> Iterator[ItemResult]:
+        """``items``, each handed to ``on_result`` first unless it was already (never launched, cancelled, ended
+        unseen), as the report has them: the stream's last items, made as the report's shards are written."""
         for item in items:
-            if item.index not in self._emitted:
+            if self.on_result is not None and item.index not in self._emitted:
                 self._emitted.add(item.index)
                 self.on_result(item)
+            yield item
 
     def _check_stop(self) -> None:
         """Stop early once the stop rule's count of failed items is reached: failures that can no longer be
@@ -624,22 +624,24 @@ class BatchRunner:
         execution = state.execution
         assert execution is not None
         if not state.launch.packed and execution.task_count == 1 and execution.outcome is ExecutionOutcome.SUCCEEDED:
-            state.tasks = [
-                TaskStatus(
-                    index=0,
-                    state=ItemState.SUCCEEDED,
-                    exit_code=0,
-                    attempts=execution.retried + 1,
-                    start_time=execution.start_time,
-                    completion_time=execution.completion_time,
-                    message=None,
-                )
-            ]
+            state.tasks = TaskTable(
+                [
+                    TaskStatus(
+                        index=0,
+                        state=ItemState.SUCCEEDED,
+                        exit_code=0,
+                        attempts=execution.retried + 1,
+                        start_time=execution.start_time,
+                        completion_time=execution.completion_time,
+                        message=None,
+                    )
+                ]
+            )
             return True
         if self.cloud_lost:
             return False
         try:
-            state.tasks = self.cloud.list_tasks(execution.name)
+            state.tasks = TaskTable(self.cloud.list_tasks(execution.name))
         except Exception as exc:
             if (problem := cloud_error(exc)) is None:
                 raise
@@ -656,9 +658,9 @@ class BatchRunner:
             if r.execution and (all_items or not r.state.ok) and r.state is not ItemState.NOT_LAUNCHED
         ]
 
-    def attach_tails(
+    def log_tails(
         self,
-        results: list[ItemResult],
+        results: Iterable[ItemResult],
         logging_client: object,
         *,
         all_items: bool = False,
@@ -667,12 +669,12 @@ class BatchRunner:
         max_calls: int = 20,
         max_seconds: float = 60.0,
         log_resource: str | None = None,
-    ) -> list[ItemResult]:
-        """Results with the log tails of failed items (or all) filled in. A Logging failure leaves them
-        without tails and notes it; it never fails the report."""
+    ) -> dict[str, Tail]:
+        """The log tails of the failed items of ``results`` (or all), by item key. A Logging failure leaves
+        them without tails and notes it; it never fails the report."""
         targets = self.tail_targets(results, all_items=all_items)
         if not targets:
-            return results
+            return {}
         try:
             tails, stats = fetch_tails(
                 logging_client,
@@ -689,18 +691,47 @@ class BatchRunner:
             )
         except gexc.GoogleAPICallError as exc:
             self.problems.append(self.redact(f"log tails unavailable: Cloud Logging said {api_error_message(exc)}"))
-            return results
+            return {}
         if stats.incomplete:
             self.problems.append("some log tails are incomplete: the Cloud Logging call or time budget ran out")
         if stats.unreadable:
             self.problems.append(f"log tails: {stats.unreadable:,} log entries could not be read and were left out")
-        with_tails: dict[str, Tail] = tails
-        return [replace(r, **with_tails[r.key].fields()) if r.key in with_tails else r for r in results]
+        return tails
 
-    def attach_results(self, results: list[ItemResult]) -> list[ItemResult]:
-        """Results with the values their tasks wrote to ``$FANOUT_RESULT_FILE`` (``controller.results``)."""
-        tasks = {i.key: 1 if s.launch.packed else s.launch.task_count for s in self.states for i in s.launch.items}
-        return collect_results(self.store, self.plan.batch.batch_id, results, tasks, self.redact)
+    def finished_items(
+        self, tails: Mapping[str, Tail], *, read_results: bool = True, chunk: int = 1000
+    ) -> Iterator[ItemResult]:
+        """Every item's result in spec order, with its log tail and (``read_results``: the store can be read)
+        the value its task wrote to ``$FANOUT_RESULT_FILE`` (``controller.results``), made ``chunk`` items at a
+        time as they are asked for. Results that cannot be read leave items without them and are noted; they
+        never fail the report."""
+        batch_id = self.plan.batch.batch_id
+        found: Found = {}
+        try:
+            found = list_results(self.store, batch_id) if read_results else {}
+        except Exception as exc:
+            self.problems.append(self.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
+        pending: list[ItemResult] = []
+        for item in self.iter_item_results():
+            tail = tails.get(item.key)
+            pending.append(replace(item, **tail.fields()) if tail is not None else item)
+            if len(pending) >= chunk:
+                yield from self._with_results(pending, found)
+                pending = []
+        yield from self._with_results(pending, found)
+
+    def _with_results(self, items: list[ItemResult], found: Found) -> list[ItemResult]:
+        if not found or not items:
+            return items
+        tasks = {}
+        for item in items:
+            launch = self.states[item.launch].launch if item.launch is not None else None
+            tasks[item.key] = 1 if launch is None or launch.packed else launch.task_count
+        try:
+            return collect_results(self.store, self.plan.batch.batch_id, items, tasks, self.redact, found=found)
+        except Exception as exc:
+            self.problems.append(self.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
+            return items
 
     def outcomes(self) -> Outcomes:
         """How the launches' states read as results, given what the runner knows now."""
@@ -714,9 +745,12 @@ class BatchRunner:
         )
 
     def item_results(self) -> list[ItemResult]:
-        """One result per item of the batch, every one in a terminal state, in spec order: its last attempt's,
-        with every attempt listed when it was retried or a retry policy turned it down."""
-        return self.attempts.final(self.outcomes().item_results(self.states))
+        """One result per item of the batch, every one in a terminal state, in spec order."""
+        return list(self.iter_item_results())
+
+    def iter_item_results(self) -> Iterator[ItemResult]:
+        """``item_results`` one at a time, each made when asked for."""
+        return self.attempts.with_histories(self.outcomes().item_results(self.states))
 
     def interim_report(self, *, flow_run_id: str | None = None) -> Report:
         """The report as the batch stands when it is interrupted, before it is cancelled, made without a
@@ -724,8 +758,8 @@ class BatchRunner:
         first, so that a controller killed while cancelling (a Prefect runner SIGKILLs 30 s after its
         SIGTERM) still leaves a report with every item; the report made after the cancellation replaces it."""
         outcomes = replace(self.outcomes(), cancelled=True, interim=True)
-        return self.report(
-            self.attempts.final(outcomes.item_results(self.states)),
+        return self.stored_report(
+            self.attempts.with_histories(outcomes.item_results(self.states)),
             flow_run_id=flow_run_id,
             outcomes=outcomes,
             problems=[INTERIM_PROBLEM],
@@ -743,20 +777,45 @@ class BatchRunner:
             f"{short_name(execution)}/tasks?project={self.cloud.project}"
         )
 
-    def report(
+    def write_items(self, items: Iterable[ItemResult], store: Store | None = None) -> tuple[StoredItems, Summary]:
+        """``items`` (in spec order) written to the item shards of ``store`` (default: the batch's) as they come
+        and counted meanwhile, so that they are never all in memory; the stored items and their summary."""
+        where = store or self.store
+        batch_id = self.plan.batch.batch_id
+        shards, tally = write_items(where, batch_id, items)
+        duration = (self.now() - self.started_at).total_seconds()
+        summary = tally.summary(launches=len(self.states), duration_seconds=duration)
+        return StoredItems(shards, reader(where, batch_id)), summary
+
+    def stored_report(
         self,
-        items: list[ItemResult],
+        items: Iterable[ItemResult],
         *,
         flow_run_id: str | None = None,
         outcomes: Outcomes | None = None,
         problems: Iterable[str] = (),
     ) -> Report:
+        """``report`` of ``items`` with them written to the item shards first (``write_items``); report.json is
+        the caller's to write (``batchfolder.store_report``), after the shards it names."""
+        stored, summary = self.write_items(items)
+        return self.report(stored, flow_run_id=flow_run_id, outcomes=outcomes, problems=problems, summary=summary)
+
+    def report(
+        self,
+        items: list[ItemResult] | StoredItems,
+        *,
+        flow_run_id: str | None = None,
+        outcomes: Outcomes | None = None,
+        problems: Iterable[str] = (),
+        summary: Summary | None = None,
+    ) -> Report:
         """The batch's report of ``items``; launches read with ``outcomes`` (default: as the runner knows
-        them now), ``problems`` listed before the runner's own."""
+        them now), ``problems`` listed before the runner's own; ``summary`` when the items were counted as
+        they were written."""
         outcomes = outcomes or self.outcomes()
         finished = self.now()
         duration = (finished - self.started_at).total_seconds()
-        summary = summarize(items, launches=len(self.states), duration_seconds=duration)
+        summary = summary or summarize(items, launches=len(self.states), duration_seconds=duration)
         return Report(
             batch_id=self.plan.batch.batch_id,
             # Stopped early, a batch failed (items did), even when what still ran was cancelled.
@@ -770,6 +829,7 @@ class BatchRunner:
             finished_at=finished,
             summary=summary,
             launches=outcomes.launch_results(self.states),
+            item_shards=list(items.shards) if isinstance(items, StoredItems) else None,
             items=items,
             problems=[as_text(self.redact(p)) for p in [*problems, *self.problems]],  # one bad text, one problem
             rerun_of=self.rerun_of,

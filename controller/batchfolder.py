@@ -2,14 +2,22 @@
 
     batch.json        the batch's owner and lease (controller.ownership, create-only then generation-matched)
     spec.json         each item's entry with its defaults applied, literal secrets withheld (create-only)
-    report.json       the canonical report (controller.report); a resumed batch's replaces it keeping its reruns
+    report.json       the canonical report (controller.report) but its items; a resumed batch's replaces it
+                      keeping its reruns
+    items/            the report's items, SHARD_ITEMS to a JSON-lines shard (fanout.report/v2)
     report.html       the page of report.json (controller.html_report)
     results/          what the items' tasks wrote to $FANOUT_RESULT_FILE (controller.results)
     manifests/        the item lists of packed launches (controller.plan)
 
-Here: spec.json, report.json and report.html written, a stored report read back (the batch ran to its end
-already), and a report opened by where it is (a report.json, its batch folder, or a gs:// URL of either),
-for ``fanout report show`` and ``fanout rerun`` alike.
+Here: spec.json, report.json, its item shards and report.html written, a stored report read back (the batch
+ran to its end already), and a report opened by where it is (a report.json, its batch folder, or a gs:// URL
+of either), for ``fanout report show`` and ``fanout rerun`` alike.
+
+The shards are written first, as the items are made, and report.json last, so a report.json never names a
+shard that was not written; whoever reads the summary reads a few kilobytes, and whoever reads the items
+holds one shard at a time. A v1 report.json (items inline) still reads, and is stored as v2 when it changes.
+A report written again (a resumed batch, the report that replaces an interim one) rewrites the same shards,
+one whole object at a time, then its report.json.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -27,14 +36,17 @@ from pydantic import TypeAdapter, ValidationError
 from controller.files import NotReadable, read_regular_file
 from controller.html_report import render_html_chunks
 from controller.policy import RetryPolicy
-from controller.report import Report, Rerun
+from controller.report import SCHEMA, ItemResult, ItemShard, Report, Rerun, StoredItems, Tally, item_json
 from controller.spec import Batch, Item, new_batch_id
-from controller.store import Store, StoreConflict, StoreError, read_url
+from controller.store import Store, StoreConflict, StoreError, open_store, read_url
 
 SPEC_FILE = "spec.json"
 SPEC_SCHEMA = "fanout.spec/v1"
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
+ITEMS_FOLDER = "items"
+# 10,000 items are about 7 MB of JSON lines: a million-item batch is 100 objects, and a reader holds one.
+SHARD_ITEMS = 10_000
 WITHHELD = "withheld"  # the key that marks a literal secret left out of spec.json
 MAX_REPORT_BYTES = 2 * 1024**3  # more than any fanout report: a bound on what opening one reads
 # Each lost race for a stored report means another rerun listed itself in it meanwhile; only many reruns
@@ -99,23 +111,72 @@ def save_spec(store: Store, batch: Batch) -> None:
         store.write_if(batch.batch_id, SPEC_FILE, data, None)
 
 
-# -- report.json and report.html ---------------------------------------------------------------------------
+# -- report.json, its item shards and report.html ------------------------------------------------------------
+
+
+def shard_name(number: int) -> str:
+    return f"{ITEMS_FOLDER}/{number:05d}.jsonl"
+
+
+def reader(store: Store, batch_id: str) -> Callable[[str], bytes | None]:
+    """How a stored report's items are read: a shard's bytes by its name in the batch's folder."""
+    return lambda name: store.read(batch_id, name)
+
+
+def write_items(
+    store: Store, batch_id: str, items: Iterable[ItemResult], *, per_shard: int = SHARD_ITEMS, per_chunk: int = 1000
+) -> tuple[list[ItemShard], Tally]:
+    """Write ``items`` (in spec order) as the batch's shards as they come, each shard streamed ``per_chunk``
+    lines at a time; the shards and their tally."""
+    tally = Tally()
+    shards: list[ItemShard] = []
+    source = iter(items)
+    upcoming = next(source, None)
+
+    def lines(first: int) -> Iterator[bytes]:
+        nonlocal upcoming
+        chunk: list[bytes] = []
+        while upcoming is not None and tally.total - first < per_shard:
+            tally.add(upcoming)
+            chunk.append(item_json(upcoming) + b"\n")
+            upcoming = next(source, None)
+            if len(chunk) >= per_chunk:
+                yield b"".join(chunk)
+                chunk = []
+        if chunk:
+            yield b"".join(chunk)
+
+    while upcoming is not None:
+        first, name = tally.total, shard_name(len(shards))
+        store.write(batch_id, name, lines(first), content_type="application/x-ndjson")
+        shards.append(ItemShard(name=name, first=first, count=tally.total - first))
+    return shards, tally
+
+
+def with_stored_items(store: Store, report: Report) -> Report:
+    """``report`` with its items in the store, as a v2 report: written as shards unless they already are."""
+    if report.item_shards is not None:
+        return report
+    shards, _ = write_items(store, report.batch_id, report.items)
+    stored = StoredItems(shards, reader(store, report.batch_id))
+    return report.model_copy(update={"schema_": SCHEMA, "item_shards": shards, "items": stored})
 
 
 def store_report(store: Store, report: Report) -> tuple[Report, str, str | None]:
-    """Write ``report`` as its batch's report.json; return it as written, where, and its generation when it
-    replaced one. A report already stored there (the batch is resumed) is replaced only at the generation
-    read, with the reruns it lists kept: ``fanout rerun`` listed them, and one listed meanwhile makes this
-    read again."""
+    """Write ``report`` as its batch's report.json, after its item shards (written here unless they are
+    already); return it as written, where, and its generation when it replaced one. A report already stored
+    there (the batch is resumed) is replaced only at the generation read, with the reruns it lists kept:
+    ``fanout rerun`` listed them, and one listed meanwhile makes this read again."""
     batch_id = report.batch_id
+    report = with_stored_items(store, report)
     for _ in range(RESERVE_ATTEMPTS):
         found = store.read_versioned(batch_id, REPORT_FILE)
-        if found is None:  # no report yet, so no rerun can have listed itself in one: streamed, never joined
-            return report, store.write(batch_id, REPORT_FILE, report.json_chunks()), None
+        if found is None:  # no report yet, so no rerun can have listed itself in one
+            return report, store.write(batch_id, REPORT_FILE, report.header_json()), None
         data, generation = found
         kept = report.model_copy(update={"reruns": _listed_reruns(data)})
         try:
-            generation = store.write_if(batch_id, REPORT_FILE, b"".join(kept.json_chunks()), generation)
+            generation = store.write_if(batch_id, REPORT_FILE, kept.header_json(), generation)
         except StoreConflict:
             continue
         return kept, store.url(batch_id, REPORT_FILE), generation
@@ -140,7 +201,7 @@ def write_html(store: Store, report: Report, generation: str | None) -> None:
         if found is None or found[1] == generation:
             return
         data, generation = found
-        report = Report.from_json(data)
+        report = Report.from_json(data, read=reader(store, report.batch_id))
     log.warning("%s may not show every rerun: report.json kept changing", store.url(report.batch_id, HTML_FILE))
 
 
@@ -153,7 +214,7 @@ def standing_report(store: Store, batch: Batch, launches: int) -> Report | None:
     if data is None:
         return None
     try:
-        report = Report.from_json(data)
+        report = Report.from_json(data, read=reader(store, batch.batch_id))
     except ValueError:  # unreadable or another schema: resume from the executions instead
         return None
     return report if report.ran_to_end(batch.digest, launches) else None
@@ -188,7 +249,8 @@ class Located:
 
 
 def open_report(location: str, storage_client: Any | None = None) -> Located:
-    """The report at ``location``: a report.json, its batch folder, or a gs:// URL of either. Raises
+    """The report at ``location``: a report.json, its batch folder, or a gs:// URL of either. Only report.json
+    is read here (a v2 one is small); the items are read when iterated, one shard at a time. Raises
     ReportUnreadable (or StoreError from GCS) with where and why."""
     if location.startswith("gs://"):
         url = location if location.endswith(".json") else location.rstrip("/") + "/" + REPORT_FILE
@@ -199,13 +261,15 @@ def open_report(location: str, storage_client: Any | None = None) -> Located:
     else:
         data, path = _read_local(location)
         url, root, folder = str(path), str(path.parent.parent), path.parent.name
-    return Located(parse_report(data, url), url, root, folder)
+    items = reader(open_store(root, storage_client), folder)
+    return Located(parse_report(data, url, items), url, root, folder)
 
 
-def parse_report(data: bytes, url: str) -> Report:
-    """``data`` as a report, or ReportUnreadable naming the first field that is not as the schema has it."""
+def parse_report(data: bytes, url: str, items: Callable[[str], bytes | None]) -> Report:
+    """``data`` as a report whose item shards ``items`` reads, or ReportUnreadable naming the first field that
+    is not as the schema has it."""
     try:
-        return Report.from_json(data)
+        return Report.from_json(data, read=items)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in error["loc"])

@@ -31,7 +31,7 @@ from controller.ownership import BatchConflict, LeaseLost
 from controller.plan import Launch, Mode, Plan, PlanError, ResultsVolume, plan
 from controller.pricing import ESTIMATE_NOTE, PRICE_DATE, format_usage, plan_upper_bound
 from controller.progress import Progress, log_to_console
-from controller.report import Report
+from controller.report import ItemsUnreadable, Report
 from controller.rerun import NothingToRerun, RerunError, plan_rerun
 from controller.spec import Batch, SpecError, load_batch
 from controller.store import StoreError, open_store
@@ -756,8 +756,12 @@ def _reports_under(location: str) -> Iterator[tuple[str, bytes]]:
 
 
 def cmd_report_show(args: argparse.Namespace) -> int:
-    report = open_report(args.url, _gcs_if(args.url)).report
-    print_summary(report, Console(), max_failed=args.failed)
+    # A v2 report.json is its summary: the items are read shard by shard as the summary needs them.
+    found = open_report(args.url, _gcs_if(args.url))
+    try:
+        print_summary(found.report, Console(), max_failed=args.failed)
+    except ItemsUnreadable as exc:
+        return _error(f"{found.url}: {exc}")
     return EXIT_OK
 
 

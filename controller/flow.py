@@ -41,6 +41,7 @@ from controller.catalog import Catalog  # noqa: E402
 from controller.clients import Clients, Endpoints, load_credentials  # noqa: E402
 from controller.cloudrun import CloudRun  # noqa: E402
 from controller.gc_pause import gc_paused  # noqa: E402
+from controller.logs import Tail  # noqa: E402
 from controller.options import RunOptions, flow_docstring, flow_signature  # noqa: E402
 from controller.ownership import LeaseLost  # noqa: E402
 from controller.plan import Mode, Plan, ResultsVolume, plan  # noqa: E402
@@ -274,7 +275,8 @@ def execute(
         finally:
             runner.close()
     if finished is not None:
-        runner.emit_rest(finished.items)
+        for _ in runner.emitting(finished.items):  # the result stream's items, as the stored report has them
+            pass
         if (sink := report_sink.get()) is not None:
             sink(finished, store.url(batch.batch_id, "report.json"))
         _delete_one_off_jobs(runner)  # a run killed after writing the report may have left them
@@ -345,25 +347,30 @@ def _delete_one_off_jobs(runner: BatchRunner) -> None:
             log.warning("one-off job %s not deleted: %s", job.name, exc)
 
 
-def _unstored(runner: BatchRunner, report: Report, url: str, why: str) -> ReportNotStored:
+def _unstored(
+    runner: BatchRunner, items: Callable[[], Iterable[ItemResult]], flow_run_id: str | None, url: str, why: str
+) -> ReportNotStored:
     """The error that says the report is not at ``url``, and why, once the report is written to a local
-    folder instead (its problems say so); when no local folder takes it either, the error says that the
-    summary printed is all that is left of it."""
+    folder instead (its problems say so), its items made again from what the runner holds (``items``); when
+    no local folder takes it either, the error says that the summary printed is all that is left of it."""
+    batch_id = runner.plan.batch.batch_id
     for folder in (Path.cwd() / UNSTORED_FOLDER, Path(tempfile.gettempdir()) / UNSTORED_FOLDER):
         elsewhere = LocalStore(folder)
-        copy = elsewhere.url(report.batch_id)
+        copy = elsewhere.url(batch_id)
         note = runner.redact(f"the report could not be stored at {url}: {why}; this copy was written to {copy}")
-        kept = report.model_copy(update={"problems": [*report.problems, note]})
         try:
-            elsewhere.write(kept.batch_id, results.JSONL, results.jsonl_chunks(kept.items))
-            elsewhere.write(kept.batch_id, REPORT_FILE, kept.json_chunks())
+            stored, summary = runner.write_items(items(), elsewhere)
+            report = runner.report(stored, summary=summary, flow_run_id=flow_run_id)
+            kept = report.model_copy(update={"problems": [*report.problems, note]})
+            elsewhere.write(batch_id, results.JSONL, results.jsonl_chunks(kept.items))
+            kept, _, _ = store_report(elsewhere, kept)
             write_html(elsewhere, kept, None)
         except (StoreError, OSError) as exc:
             log.warning("the report could not be written to %s either: %s", folder, exc)
             continue
         return ReportNotStored(note, kept)
     note = f"the report could not be stored at {url} ({why}), nor in a local folder: the summary is all there is"
-    return ReportNotStored(runner.redact(note), report)
+    return ReportNotStored(runner.redact(note), runner.report(list(items()), flow_run_id=flow_run_id))
 
 
 def _store_unusable(runner: BatchRunner) -> str | None:
@@ -380,33 +387,29 @@ def _store_unusable(runner: BatchRunner) -> str | None:
     return None
 
 
-@gc_paused()  # the report's per-item objects all live on until it is written
+@gc_paused()  # the batch's per-item objects all live on until the report is written
 def _finish(
     runner: BatchRunner, clients: Clients, store: Store, options: Options, flow_run_id: str | None
 ) -> tuple[Report, str]:
-    """Collect, tail, build and store the report; each step degrades rather than losing the report.
+    """Collect, tail, build and store the report; each step degrades rather than losing the report. The items
+    are made and written a shard at a time, so the report of a million items is never in memory at once.
 
     Raises ReportNotStored when the report cannot be stored where it belongs (then it is in a local folder
     the message names), LeaseLost when another controller took the batch over: this one writes none of its
     files."""
     unusable = _store_unusable(runner)
-    items = _items(runner, clients, options, read_results=unusable is None)
-    batch_id = runner.plan.batch.batch_id
-    if unusable is None:  # before the report is built, so that a failure is one of its problems
-        unusable = _write_results(runner, store, items)
-    report = runner.report(items, flow_run_id=flow_run_id)
-    runner.emit_rest(report.items)  # the stream's last items, also when the report cannot be stored
-    url = store.url(batch_id, REPORT_FILE)
+    tails = _tails(runner, clients, options)
     if unusable is not None:
-        raise _unstored(runner, report, url, unusable)
-    try:
-        report, url, generation = store_report(store, report)  # a resumed batch keeps the reruns listed
-    except LeaseLost as exc:
-        if exc.taken:
-            raise
-        raise _unstored(runner, report, url, str(exc)) from None
-    except StoreError as exc:  # the items ran: this is not the caller's mistake, and the summary is still due
-        raise _unstored(runner, report, url, str(exc)) from None
+        runner.problems.append("item results not read: the report store cannot be used")
+
+    def made() -> Iterator[ItemResult]:  # again, from what the runner holds, when a copy goes elsewhere
+        # The result stream's last items as they are made, also when the report cannot be stored.
+        return runner.emitting(runner.finished_items(tails, read_results=unusable is None))
+
+    url = store.url(runner.plan.batch.batch_id, REPORT_FILE)
+    if unusable is not None:
+        raise _unstored(runner, made, flow_run_id, url, unusable)
+    report, url, generation = _store(runner, store, made, flow_run_id, url)
     try:
         write_html(store, report, generation)
     except Exception as exc:
@@ -416,11 +419,36 @@ def _finish(
     if all(state.execution is not None and state.execution.done for state in runner.states):
         _delete_one_off_jobs(runner)
     elif runner.plan.one_off_jobs and not runner.plan.batch.keep_jobs:
-        log.info("one-off jobs of batch %s kept until it is resumed to its end", batch_id)
+        log.info("one-off jobs of batch %s kept until it is resumed to its end", report.batch_id)
     return report, url
 
 
-def _write_results(runner: BatchRunner, store: Store, items: list[ItemResult]) -> str | None:
+def _store(
+    runner: BatchRunner,
+    store: Store,
+    made: Callable[[], Iterable[ItemResult]],
+    flow_run_id: str | None,
+    url: str,
+) -> tuple[Report, str, str | None]:
+    """The report stored where it belongs: its item shards, results.jsonl (from the shards: before the report
+    is built, so that a failure is one of its problems), report.json. Raises ReportNotStored when the store
+    fails or the lease ran out meanwhile (the items ran: not the caller's mistake, and the summary is due)."""
+    try:
+        stored, summary = runner.write_items(made())
+        unusable = _write_results(runner, store, stored)
+        if unusable is None:
+            report = runner.report(stored, summary=summary, flow_run_id=flow_run_id)
+            return store_report(store, report)  # a resumed batch keeps the reruns listed
+    except LeaseLost as exc:
+        if exc.taken:
+            raise
+        unusable = str(exc)
+    except StoreError as exc:
+        unusable = str(exc)
+    raise _unstored(runner, made, flow_run_id, url, unusable)
+
+
+def _write_results(runner: BatchRunner, store: Store, items: Iterable[ItemResult]) -> str | None:
     """Write results.jsonl; a failure is one of the report's problems. Returns why the store cannot be used
     when the lease ran out meanwhile (LeaseLost propagates when the batch was taken over)."""
     try:
@@ -434,33 +462,25 @@ def _write_results(runner: BatchRunner, store: Store, items: list[ItemResult]) -
     return None
 
 
-def _items(runner: BatchRunner, clients: Clients, options: Options, *, read_results: bool) -> list[ItemResult]:
-    """Every item's result: task details, log tails and (``read_results``: the store can be read) the values
-    the items wrote."""
+def _tails(runner: BatchRunner, clients: Clients, options: Options) -> dict[str, Tail]:
+    """The task details read, then the log tails of the items that need them (none: ``logs_for`` none)."""
     try:
         runner.collect_tasks()
     except Exception as exc:
         runner.problems.append(runner.redact(f"task details unavailable: {type(exc).__name__}: {exc}"))
-    items = runner.item_results()
-    if options.logs_for != "none":
-        try:
-            items = runner.attach_tails(
-                items,
-                clients.logging,
-                all_items=options.logs_for == "all",
-                max_lines=options.log_lines,
-                log_resource=options.log_resource,
-            )
-        except Exception as exc:
-            runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
-    if not read_results:
-        runner.problems.append("item results not read: the report store cannot be used")
-        return items
+    if options.logs_for == "none":
+        return {}
     try:
-        return runner.attach_results(items)
+        return runner.log_tails(
+            runner.iter_item_results(),
+            clients.logging,
+            all_items=options.logs_for == "all",
+            max_lines=options.log_lines,
+            log_resource=options.log_resource,
+        )
     except Exception as exc:
-        runner.problems.append(runner.redact(f"item results unavailable: {type(exc).__name__}: {exc}"))
-    return items
+        runner.problems.append(runner.redact(f"log tails unavailable: {type(exc).__name__}: {exc}"))
+    return {}
 
 
 def _stores(options: RunOptions, catalog: Catalog, clients: Clients) -> tuple[Store, Store | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -184,10 +185,12 @@ def page_data_chunks(report: Report, items_per_chunk: int = 1000) -> Iterator[by
         "strings": list(encoder.strings),
     }
     pieces = [json.dumps(head, separators=(",", ":"))[:-1], ',"items":[']
-    for start in range(0, len(report.items), items_per_chunk):
-        rows = [encoder.row(item) for item in report.items[start : start + items_per_chunk]]
+    items = iter(report.items)  # once through, as they are read: a v2 report's items come shard by shard
+    first = True
+    while rows := [encoder.row(item) for item in itertools.islice(items, items_per_chunk)]:
         text = json.dumps(rows, separators=(",", ":"))[1:-1]
-        pieces.append(("," if start else "") + text)
+        pieces.append(("" if first else ",") + text)
+        first = False
         yield _script_safe("".join(pieces))
         pieces = []
     pieces.append("]}")

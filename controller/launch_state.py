@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.cloudrun import ExecutionStatus, TaskStatus
+from controller.cloudrun import ExecutionStatus
 from controller.plan import Launch
+from controller.tasktable import TaskTable
 
 
 @dataclass
@@ -17,7 +18,7 @@ class LaunchState:
     execution: ExecutionStatus | None = None
     error: str | None = None  # why it never started
     unverified: str | None = None  # RunJob's answer was lost and whether it started could not be checked
-    tasks: list[TaskStatus] | None = None
+    tasks: TaskTable | None = None  # as read once the execution ended (controller.tasktable)
     adopted: bool = False  # found already running (resume, or a dropped response to RunJob)
     refused: bool = False  # Cloud Run refused the run (``error`` says how): an infrastructure failure
 

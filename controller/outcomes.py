@@ -7,9 +7,10 @@ Pure: it takes the launch states the runner (``batch.py``) gathered and what the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
 from controller.cloudrun import ExecutionStatus, TaskStatus
 from controller.launch_state import LaunchState
@@ -18,6 +19,7 @@ from controller.pricing import tasks_usage
 from controller.redact import as_text
 from controller.report import ItemResult, ItemState, LaunchResult, LaunchStatus, TaskResult
 from controller.spec import Item
+from controller.tasktable import TaskTable
 
 INTERIM_PROBLEM = (
     "interim report: written as the batch was interrupted, before its cancellation; the controller was stopped "
@@ -39,26 +41,27 @@ class Outcomes:
     interim: bool = False
     stopped: str | None = None  # why the batch stopped early (max_failures), when it did
 
-    def item_results(self, states: Iterable[LaunchState]) -> list[ItemResult]:
-        """One result per item of the batch, every one in a terminal state, in spec order."""
-        results: list[ItemResult] = []
-        for state in states:
-            # A packed item's tasks are those at its position: grouped once per launch, since a scan per item
-            # made a 10,000-item execution cost 10,000 x 10,000 comparisons (0.37 ms per item).
-            by_index: dict[int, list[TaskStatus]] = {}
-            if state.launch.packed:
-                for task in state.tasks or []:
-                    by_index.setdefault(task.index, []).append(task)
-            # One string for all the items of an execution rather than one each (160 bytes an item).
-            console = self.console_url(state.execution.name) if state.execution else None
-            for position, item in enumerate(state.launch.items):
-                tasks = by_index.get(position, []) if state.launch.packed else state.tasks or []
-                try:
-                    results.append(self._item_result(state, item, position, tasks, console))
-                except Exception as exc:  # one value nobody foresaw costs this item's details, not the report
-                    results.append(self._unreadable(state, item, exc))
-        results.sort(key=lambda r: r.index)
-        return results
+    def item_results(self, states: Sequence[LaunchState]) -> Iterator[ItemResult]:
+        """One result per item of the batch, every one in a terminal state, in spec order, each made as it is
+        asked for: a million-item batch is read into its report without ever holding a million results."""
+        where = _placements(states)
+        current: LaunchState | None = None
+        console: str | None = None
+        for index, placed in enumerate(where.launch):
+            if placed < 0:
+                continue
+            state = states[placed]
+            if state is not current:  # a packed launch's items are mostly neighbours in the spec
+                current = state
+                console = self.console_url(state.execution.name) if state.execution else None
+            position = where.position[index]
+            item = state.launch.items[position]
+            tasks = state.tasks or TaskTable()
+            try:
+                found = tasks.at(position) if state.launch.packed else list(tasks)
+                yield self._item_result(state, item, position, found, console)
+            except Exception as exc:  # one value nobody foresaw costs this item's details, not the report
+                yield self._unreadable(state, item, exc)
 
     def _item_result(
         self, state: LaunchState, item: Item, position: int, tasks: list[TaskStatus], console: str | None
@@ -208,6 +211,24 @@ class Outcomes:
         if execution.outcome is not None:
             return LaunchStatus(execution.outcome.value), None
         return LaunchStatus.UNFINISHED, self._unfinished(execution)[1]
+
+
+class _Placements(NamedTuple):
+    """Where each item of the batch is, by its index in the spec: the number of its launch state (-1 for an
+    index no launch carries) and its position in that launch. An item retried in later launches is where its
+    latest launch (the last of the states) carries it: its last attempt is its result."""
+
+    launch: array[int]
+    position: array[int]
+
+
+def _placements(states: Sequence[LaunchState]) -> _Placements:
+    size = 1 + max((item.index for state in states for item in state.launch.items), default=-1)
+    launch, position = array("i", [-1]) * size, array("i", [0]) * size
+    for number, state in enumerate(states):
+        for at, item in enumerate(state.launch.items):
+            launch[item.index], position[item.index] = number, at
+    return _Placements(launch, position)
 
 
 class _Identity(TypedDict):

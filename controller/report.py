@@ -1,17 +1,23 @@
-"""The run report: one canonical, versioned JSON document per batch, with every item in a terminal state.
+"""The run report: one canonical, versioned record per batch, with every item in a terminal state.
 
 Building the report is pure (data in, data out); renderers (HTML, Markdown, terminal) read this model and
-storage writes its JSON. Schema changes that remove or rename a field bump ``SCHEMA``.
+storage writes its JSON (``controller.report_store``). Schema changes that remove or rename a field bump
+``SCHEMA``. Since ``fanout.report/v2`` report.json holds everything but the items, which lie beside it in
+shards of JSON lines (``item_shards``), so the summary is read without them and the items one shard at a
+time; a v1 report.json holds its items inline and still reads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
+import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.dataclasses import dataclass
@@ -19,7 +25,8 @@ from pydantic.dataclasses import dataclass
 # The schema's state type, re-exported: its table (rank, label, colours) is controller.states.
 from controller.states import ItemState as ItemState  # noqa: PLC0414
 
-SCHEMA = "fanout.report/v1"
+SCHEMA = "fanout.report/v2"
+SCHEMA_V1 = "fanout.report/v1"  # items inline in report.json
 
 
 class BatchStatus(StrEnum):
@@ -200,8 +207,81 @@ class Rerun(BatchLink):
     started_at: datetime
 
 
+class ItemShard(_Frozen):
+    """One object of a v2 report's items: JSON lines, one ``ItemResult`` each, items ``first`` to
+    ``first + count - 1`` of the spec in order."""
+
+    name: str  # relative to the batch's folder: items/00000.jsonl
+    first: int
+    count: int
+
+
+class ItemsUnreadable(ValueError):
+    """A v2 report's items cannot be read: a shard its report.json names is missing or is not item lines."""
+
+
+class StoredItems:
+    """A v2 report's items where they lie, read one shard at a time each time they are iterated, so that a
+    million-item report is never in memory at once. ``read`` returns a shard's bytes by name (None: missing)."""
+
+    __slots__ = ("read", "shards")
+
+    def __init__(self, shards: Sequence[ItemShard], read: Callable[[str], bytes | None]) -> None:
+        self.shards = tuple(shards)
+        self.read = read
+
+    def __len__(self) -> int:
+        return sum(shard.count for shard in self.shards)
+
+    def __eq__(self, other: object) -> bool:
+        """The same shards holding the same items (read side by side, a shard of each at a time)."""
+        if not isinstance(other, StoredItems):
+            return NotImplemented
+        return self.shards == other.shards and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __iter__(self) -> Iterator[ItemResult]:
+        for shard in self.shards:
+            yield from self._shard(shard)
+
+    def _shard(self, shard: ItemShard) -> Iterator[ItemResult]:
+        """A shard's items, each parsed as it is asked for."""
+        data = self.read(shard.name)
+        if data is None:
+            raise ItemsUnreadable(f"{shard.name} is missing: the report's items were not all written")
+        count = data.count(b"\n")
+        if count != shard.count:
+            raise ItemsUnreadable(f"{shard.name} holds {count:,} items, not the {shard.count:,} the report lists")
+        start = 0
+        for _ in range(count):
+            end = data.index(b"\n", start)
+            try:
+                item = _ITEM_JSON.validate_json(data[start:end])
+            except ValueError as exc:
+                raise ItemsUnreadable(f"{shard.name} is not a shard of report items: {exc}") from None
+            start = end + 1
+            yield item
+
+    @overload
+    def __getitem__(self, where: int) -> ItemResult: ...
+
+    @overload
+    def __getitem__(self, where: slice) -> list[ItemResult]: ...
+
+    def __getitem__(self, where: int | slice) -> ItemResult | list[ItemResult]:
+        """One item by position (only its shard is read), or a slice of them as a list."""
+        if isinstance(where, slice):
+            return [self[i] for i in range(*where.indices(len(self)))]
+        position = where + len(self) if where < 0 else where
+        for shard in self.shards:
+            if shard.first <= position < shard.first + shard.count:
+                return next(itertools.islice(self._shard(shard), position - shard.first, None))
+        raise IndexError(where)
+
+
 class Report(_Frozen):
-    """The whole batch. Written as ``<report-to>/<batch-id>/report.json``."""
+    """The whole batch. Written as ``<report-to>/<batch-id>/report.json`` and, since v2, its item shards."""
 
     schema_: str = Field(default=SCHEMA, alias="schema")
     batch_id: str
@@ -219,23 +299,34 @@ class Report(_Frozen):
     stopped: str | None = None  # why the batch stopped early (max_failures), when it did
     rerun_of: BatchLink | None = None  # the batch whose items this one reruns
     reruns: list[Rerun] = []  # batches that rerun this one's items, added as they start
-    items: list[ItemResult]  # last, so that writers can stream them
+    item_shards: list[ItemShard] | None = None  # v2: where the items lie; None: the items are inline (v1)
+    # In memory: a list (a report built here, or a v1 report read), or the stored shards (a v2 report read).
+    # Left to right, the stored items first: tried the other way, validation would read them all into a list.
+    items: StoredItems | list[ItemResult] = Field(union_mode="left_to_right")
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
 
-    def json_chunks(self, items_per_chunk: int = 1000) -> Iterator[bytes]:
-        """The canonical JSON in pieces, so that a 10,000-item report is never one string in memory: stable
-        key order, UTC timestamps, ``schema`` first and ``items`` last, one item per line."""
-        head = self.model_dump_json(by_alias=True, indent=1, exclude={"items"}).removesuffix("\n}")
-        yield head.encode() + b',\n "items": ['
-        for start in range(0, len(self.items), items_per_chunk):
-            chunk = self.items[start : start + items_per_chunk]
-            yield b"".join((b",\n" if start or n else b"\n") + item_json(item) for n, item in enumerate(chunk))
-        yield b"\n]\n}" if self.items else b"]\n}"
+    def header_json(self) -> bytes:
+        """report.json of a v2 report: every field but the items, canonical (stable key order, UTC times)."""
+        return self.model_dump_json(by_alias=True, indent=1, exclude={"items"}).encode() + b"\n"
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Report:
-        return cls.model_validate_json(text)
+    def from_json(cls, text: str | bytes, *, read: Callable[[str], bytes | None] | None = None) -> Report:
+        """A report.json: v1 with its items inline, or v2 whose shards ``read`` returns by name (relative to
+        the batch's folder) when the items are iterated."""
+        data = text.encode() if isinstance(text, str) else text
+        if _V1_HEAD.match(data, 0, 200):  # parsed straight from the bytes: a v1 document holds every item
+            return cls.model_validate_json(data)
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return cls.model_validate_json(data)  # raises pydantic's error, which says where
+        if not isinstance(document, dict) or document.get("item_shards") is None:
+            return cls.model_validate(document)  # the errors of a document that is no report, or a v1 one
+        header = cls.model_validate({**document, "items": []})
+        if read is None:
+            raise TypeError("a v2 report's items lie in shards beside it: give read= to reach them")
+        return header.model_copy(update={"items": StoredItems(header.item_shards or [], read)})
 
     def ran_to_end(self, spec_digest: str, launches: int) -> bool:
         """Whether this is the final report of a run of that spec in that many launches: every launch started
@@ -246,8 +337,9 @@ class Report(_Frozen):
             and all(launch.execution is not None and launch.state in ENDED for launch in self.launches)
         )
 
-    def failed_items(self) -> list[ItemResult]:
-        return [item for item in self.items if not item.state.ok]
+    def failed_items(self) -> Iterator[ItemResult]:
+        """The items that did not succeed, in spec order, as they are read."""
+        return (item for item in self.items if not item.state.ok)
 
 
 _ITEM_JSON: TypeAdapter[ItemResult] = TypeAdapter(ItemResult)
@@ -284,23 +376,47 @@ def writable(item: ItemResult) -> ItemResult:
     note = "not in the report, no JSON document can hold it: " + ", ".join(lost)
     reason = changes.get("reason", item.reason)
     return dataclasses.replace(item, **{**changes, "reason": f"{reason}; {note}" if reason else note})
+_V1_HEAD = re.compile(rb'\s*\{\s*"schema"\s*:\s*"fanout\.report/v1"')
+
+
+class Tally:
+    """A summary made from items seen one at a time (as they are written), never holding them."""
+
+    __slots__ = ("counts", "gib_seconds", "total", "usd", "vcpu_seconds")
+
+    def __init__(self) -> None:
+        self.counts: Counter[ItemState] = Counter()
+        self.total = 0
+        self.vcpu_seconds = self.gib_seconds = self.usd = 0.0
+
+    def add(self, item: ItemResult) -> None:
+        self.total += 1
+        self.counts[item.state] += 1
+        self.vcpu_seconds += item.vcpu_seconds or 0.0
+        self.gib_seconds += item.gib_seconds or 0.0
+        self.usd += item.cost_usd or 0.0
+
+    def summary(self, *, launches: int, duration_seconds: float | None) -> Summary:
+        """Counts by state (every state present, zeros included, in declaration order) and costs."""
+        return Summary(
+            total=self.total,
+            by_state={state: self.counts.get(state, 0) for state in ItemState},
+            launches=launches,
+            duration_seconds=duration_seconds,
+            cost=Cost(
+                vcpu_seconds=round(self.vcpu_seconds, 3),
+                gib_seconds=round(self.gib_seconds, 3),
+                cost_usd=round(self.usd, 9),
+            ),
+        )
 
 
 def summarize(items: Iterable[ItemResult], *, launches: int, duration_seconds: float | None) -> Summary:
-    """Counts by state (every state present, zeros included, in declaration order)."""
-    items = list(items)
-    counts = Counter(item.state for item in items)
-    return Summary(
-        total=len(items),
-        by_state={state: counts.get(state, 0) for state in ItemState},
-        launches=launches,
-        duration_seconds=duration_seconds,
-        cost=Cost(
-            vcpu_seconds=round(sum(item.vcpu_seconds or 0.0 for item in items), 3),
-            gib_seconds=round(sum(item.gib_seconds or 0.0 for item in items), 3),
-            cost_usd=round(sum(item.cost_usd or 0.0 for item in items), 9),
-        ),
-    )
+    """The summary of ``items``, read once."""
+    tally = Tally()
+    for item in items:
+        tally.add(item)
+    return tally.summary(launches=launches, duration_seconds=duration_seconds)
 
 
 def batch_status(summary: Summary, *, cancelled: bool) -> BatchStatus:

@@ -29,13 +29,15 @@ from controller.batchfolder import (
     ReportUnreadable,
     open_report,
     parse_report,
+    reader,
     spec_entry,
+    with_stored_items,
     write_html,
 )
 from controller.catalog import Catalog
 from controller.outcomes import INTERIM_PROBLEM
 from controller.ownership import BATCH_STATE, BatchOwned, refuse_if_held
-from controller.report import BatchLink, ItemState, Report, Rerun
+from controller.report import BatchLink, ItemState, ItemsUnreadable, Report, Rerun
 from controller.spec import Batch, load_batch
 from controller.store import Store, StoreConflict, StoreError, open_store
 
@@ -243,14 +245,13 @@ class RerunPlan:
                 raise RerunError(f"{self.parent.url} no longer exists")
             data, generation = found
             with _unreadable_as_rerun_error():
-                current = parse_report(data, self.parent.url)
+                current = parse_report(data, self.parent.url, reader(where, self.parent.batch_id))
             updated = change(current)
             if updated is None:
                 return
+            updated = with_stored_items(where, updated)  # a v1 parent's items move to shards: report.json stays small
             try:
-                generation = where.write_if(
-                    self.parent.batch_id, REPORT_FILE, b"".join(updated.json_chunks()), generation
-                )
+                generation = where.write_if(self.parent.batch_id, REPORT_FILE, updated.header_json(), generation)
             except StoreConflict:
                 continue
             try:
@@ -338,7 +339,10 @@ def plan_rerun(
     parent = open_parent(location, storage_client)
     _refuse_unless_ended(parent)
     chosen = parse_states(states)
-    keys = [item.key for item in parent.report.items if item.state in chosen]
+    try:  # streamed: only the keys chosen are kept
+        keys = [item.key for item in parent.report.items if item.state in chosen]
+    except ItemsUnreadable as exc:
+        raise RerunError(f"{parent.url}: {exc}") from None
     if not keys:
         counts = ", ".join(f"{n:,} {s}" for s, n in parent.report.summary.by_state.items() if n) or "no items"
         raise NothingToRerun(

@@ -36,7 +36,7 @@ MAX_BYTES = 10 * 1024 * 1024
 # pydantic-core, whose JSON parser stops a little over 200 levels, and the value sits 3 levels down in it.
 MAX_DEPTH = 100
 
-_Found = dict[str, dict[int, tuple[str, int]]]
+Found = dict[str, dict[int, tuple[str, int]]]
 """Item key -> task index -> (object name relative to the batch, size in bytes)."""
 
 
@@ -81,9 +81,9 @@ def make_item_folders(store: Store, plan: Plan) -> None:
         Path(store.url(batch_id, folder)).mkdir(parents=True, exist_ok=True)
 
 
-def list_results(store: Store, batch_id: str) -> _Found:
+def list_results(store: Store, batch_id: str) -> Found:
     """Every result object of the batch, from one listing; names only, no value is read."""
-    found: _Found = {}
+    found: Found = {}
     for name, size in store.list_sizes(batch_id, FOLDER):
         # Keys may hold "/", the task index never does: the last segment is the index.
         key, slash, file = name.removeprefix(FOLDER + "/").rpartition("/")
@@ -215,10 +215,12 @@ def collect_results(
     redact: Callable[[str], str],
     *,
     readers: int = 16,
+    found: Found | None = None,
 ) -> list[ItemResult]:
-    """``items`` with their results filled in. One listing for the batch; values are read ``readers`` at a
-    time, and one over 64 KiB is dropped as soon as it is checked, so no more than that many are in memory."""
-    found = list_results(store, batch_id)
+    """``items`` with their results filled in. One listing for the batch (``found``, when the caller listed
+    it once for all its slices of items); values are read ``readers`` at a time, and one over 64 KiB is
+    dropped as soon as it is checked, so no more than that many are in memory."""
+    found = list_results(store, batch_id) if found is None else found
     if not found:
         return items
 

@@ -6,6 +6,7 @@ Log lines, reasons and keys are untrusted text, so every renderer escapes for it
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import Counter
 from urllib.parse import quote
@@ -39,9 +40,16 @@ def state_label(state: ItemState) -> str:
     return state.label
 
 
-def failed_first(report: Report) -> list[ItemResult]:
-    """The items that did not succeed, worst first (the states' rank, controller.states), then by index."""
-    return sorted(report.failed_items(), key=lambda item: (item.state.rank, item.index))
+def failed_first(report: Report, limit: int | None = None) -> list[ItemResult]:
+    """The items that did not succeed, worst first (the states' rank, controller.states), then by index; with
+    ``limit``, only the first that many, kept as the items stream by (never all of a large report)."""
+    if limit is None:
+        return sorted(report.failed_items(), key=_worst_first)
+    return heapq.nsmallest(limit, report.failed_items(), key=_worst_first)
+
+
+def _worst_first(item: ItemResult) -> tuple[int, int]:
+    return item.state.rank, item.index
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -186,10 +194,10 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
         lines += ["", f"Full report: {link}"]
     if report.problems:
         lines += ["", "### Problems", "", *(f"- {_md(problem)}" for problem in report.problems)]
-    failed = failed_first(report)
-    if failed:
-        shown = failed[:max_failed]
-        more = f" (first {len(shown):,} of {len(failed):,})" if len(shown) < len(failed) else ""
+    shown = failed_first(report, max_failed)
+    if shown:
+        failed = summary.not_succeeded
+        more = f" (first {len(shown):,} of {failed:,})" if len(shown) < failed else ""
         lines += [
             "",
             f"### Items that did not succeed{more}",
@@ -244,7 +252,7 @@ def failed_rows(report: Report, *, limit: int = 500) -> list[dict[str, str | int
             "console_url": _web_url(item.console_url),
             "log_url": _web_url(item.log_url),
         }
-        for item in failed_first(report)[:limit]
+        for item in failed_first(report, limit)
     ]
 
 
@@ -306,8 +314,8 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20, max
     console.print(_counts_table(report))
     for problem in report.problems:
         console.print(Text.assemble(("problem: ", "bold red"), printable(problem)))
-    failed = failed_first(report)
-    if not failed:
+    shown = failed_first(report, max_failed)
+    if not shown:
         return
     groups = failure_groups(report)
     console.print(Text("Why items did not succeed", style="bold"))
@@ -319,10 +327,10 @@ def print_summary(report: Report, console: Console, *, max_failed: int = 20, max
     if len(groups) > max_groups:
         why.add_row("…", Text(f"and {plural(len(groups) - max_groups, 'other reason')}", style="dim"))
     console.print(Padding(why, (0, 0, 0, 2)))
-    shown = failed[:max_failed]
     console.print(_failed_table(shown, console.width))
-    if len(failed) > len(shown):
-        console.print(Text(f"… and {len(failed) - len(shown):,} more; the full list is in the report.", style="dim"))
+    if summary.not_succeeded > len(shown):
+        more = summary.not_succeeded - len(shown)
+        console.print(Text(f"… and {more:,} more; the full list is in the report.", style="dim"))
 
 
 def _counts_table(report: Report) -> Table:

@@ -112,3 +112,17 @@ def migrated_prefect_database(dest: Path) -> None:
         pass
     finally:
         copy.unlink()
+
+
+def report_document(location: str | Path, storage_client: Any | None = None) -> dict[str, Any]:
+    """A stored report as one JSON object with its items inline, whichever schema wrote it (v2 keeps them in
+    shards beside report.json): what a test asserts on, field by field."""
+    import json
+
+    from controller.batchfolder import open_report
+    from controller.report import item_json
+
+    report = open_report(str(location), storage_client).report
+    document: dict[str, Any] = json.loads(report.header_json())
+    document["items"] = [json.loads(item_json(item)) for item in report.items]
+    return document

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cloudrun_emulator import Emulator
+from controller.batchfolder import open_report
 from controller.cli import main
-from controller.report import Report
 
 pytestmark = [pytest.mark.usefixtures("prefect_server", "isolated")]
 
@@ -48,7 +48,7 @@ def test_run_again_and_rerun_from_the_command_line(
 
     # Run again: nothing launched, said at once and plainly.
     assert main(["run", str(spec), "--report-to", str(reports), *common]) == 1
-    when = Report.from_json(url.read_bytes()).finished_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = open_report(str(url)).report.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     printed = capsys.readouterr().out.splitlines()
     out = printed[printed.index(next(line for line in printed if line.startswith(f"batch {batch_id}"))) :]
     assert out[0] == (
@@ -76,7 +76,7 @@ def test_run_again_and_rerun_from_the_command_line(
         assert message in captured.err, captured.err
         assert "Traceback" not in captured.err and SECRET not in captured.err + captured.out
     assert not (reports / f"{batch_id}-rerun-1").exists()
-    assert Report.from_json(url.read_bytes()).reruns == []
+    assert open_report(str(url)).report.reruns == []
     assert b'id="lineage"' not in (reports / batch_id / "report.html").read_bytes()
 
     # Nothing to rerun: a plain message, exit 0.
@@ -85,10 +85,10 @@ def test_run_again_and_rerun_from_the_command_line(
 
     # --states picks the items: the succeeded ones need no secret, so no --spec.
     assert main(["rerun", str(reports / batch_id), "--states", "succeeded", *common]) == 0
-    child = Report.from_json((reports / f"{batch_id}-rerun-1" / "report.json").read_bytes())
+    child = open_report(str(reports / f"{batch_id}-rerun-1")).report
     assert [item.key for item in child.items] == ["ok-0", "ok-1"]
     assert child.rerun_of is not None and child.rerun_of.report == str(url)
-    assert [r.batch_id for r in Report.from_json(url.read_bytes()).reruns] == [f"{batch_id}-rerun-1"]
+    assert [r.batch_id for r in open_report(str(url)).report.reruns] == [f"{batch_id}-rerun-1"]
     child_url = reports / f"{batch_id}-rerun-1" / "report.json"
     printed = capsys.readouterr().out.splitlines()
     assert f"report: {child_url}" in printed
@@ -122,8 +122,8 @@ def test_rerun_refuses_a_batch_still_running_or_an_interim_report(
     common = ["--emulator", emulator.url, "--project", emulator.project, "--poll-interval", "0.3", "--quiet"]
     assert main(["run", str(spec), "--report-to", str(reports), *common]) == 1
     url = reports / batch_id / "report.json"
-    final = url.read_bytes()
-    digest = Report.from_json(final).spec_digest
+    final = open_report(str(url)).report
+    digest = final.spec_digest
     capsys.readouterr()
 
     # Its spec is run again (resumed) by a live controller: the report is not final while that runs.
@@ -140,10 +140,10 @@ def test_rerun_refuses_a_batch_still_running_or_an_interim_report(
         lease.release()
 
     # An interim report (its controller was killed while it cancelled the batch): resume first.
-    interim = Report.from_json(final).model_copy(update={"problems": [INTERIM_PROBLEM]})
-    url.write_bytes(b"".join(interim.json_chunks()))
+    interim = final.model_copy(update={"problems": [INTERIM_PROBLEM]})
+    url.write_bytes(interim.header_json())
     assert main(["rerun", str(url), *common]) == 2
     err = capsys.readouterr().err
     assert "is an interim report" in err and f"--batch-id {batch_id} and the same --report-to" in err, err
     assert not (reports / f"{batch_id}-rerun-1").exists()
-    assert Report.from_json(url.read_bytes()).reruns == []
+    assert open_report(str(url)).report.reruns == []

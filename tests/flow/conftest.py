@@ -9,6 +9,7 @@ import pytest
 from testenv import BUCKET, FLOW_PARAMS
 
 from cloudrun_emulator import Emulator
+from controller.batchfolder import open_report
 from controller.report import Report
 
 
@@ -28,8 +29,7 @@ def run_flow(
         # The summary back even when items failed; tests/flow/test_prefect_states.py covers the Failed state.
         params.setdefault("fail_on_item_failure", False)
         summary = fan_out(batch=spec, **{**FLOW_PARAMS, **params})
-        name = summary["report"].removeprefix(f"gs://{BUCKET}/")
-        report = Report.from_json(gcs.bucket(BUCKET).blob(name).download_as_bytes())
+        report = open_report(summary["report"], gcs).report
         return summary, report
 
     return run

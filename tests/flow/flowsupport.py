@@ -8,7 +8,7 @@ from google.cloud import run_v2
 from testenv import PROJECT, REGION
 
 from cloudrun_emulator import Emulator
-from controller.report import Report
+from controller.report import Report, item_json
 
 
 def executions_with_key(emulator: Emulator, job: str, key: str) -> list[str]:
@@ -28,4 +28,5 @@ def executions_with_key(emulator: Emulator, job: str, key: str) -> list[str]:
 
 
 def dump(report: Report) -> str:
-    return json.dumps(json.loads(b"".join(report.json_chunks()).decode()), indent=1)
+    document = json.loads(report.header_json())
+    return json.dumps({**document, "items": [json.loads(item_json(item)) for item in report.items]}, indent=1)

@@ -15,6 +15,7 @@ import pytest
 from testenv import BUCKET, FLOW_PARAMS, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
+from controller.batchfolder import open_report
 from controller.catalog import Catalog
 from controller.emulator_jobs import catalog_emulator
 from controller.plan import LOCAL_RESULTS_BUCKET
@@ -95,7 +96,7 @@ def test_one_off_results_reach_a_local_report(tmp_path: Path) -> None:
         fail_on_item_failure=False,
     )
 
-    report = Report.from_json((reports / "oneoff-local" / "report.json").read_bytes())
+    report = open_report(str(reports / "oneoff-local")).report
     assert [(i.key, i.state, i.result) for i in report.items] == EXPECTED
     records = list(read_results(str(reports / "oneoff-local")))
     assert [(r.key, r.state, r.result) for r in records] == EXPECTED

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from flowsupport import dump
 from google.cloud import run_v2
 from testenv import BUCKET, FLOW_PARAMS, PROJECT, REGION
 
 from cloudrun_emulator import Emulator
-from controller.batchfolder import store_report
+from controller.batchfolder import open_report, store_report
 from controller.catalog import Catalog
 from controller.flow import rerun
 from controller.ownership import BatchConflict
@@ -69,10 +70,7 @@ def _params(report_to: str) -> dict[str, Any]:
 
 
 def _report(url: str, gcs: Any) -> Report:
-    if url.startswith("gs://"):
-        bucket, _, name = url.removeprefix("gs://").partition("/")
-        return Report.from_json(gcs.bucket(bucket).blob(name).download_as_bytes())
-    return Report.from_json(Path(url).read_bytes())
+    return open_report(url, gcs).report
 
 
 def _overrides(emulator: Emulator, job: str, batch_id: str) -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -179,7 +177,7 @@ def test_literal_secrets_are_never_stored_and_need_the_spec_again(
     child_spec = store.read(summary["batch_id"], "spec.json")
     assert child_spec is not None and SECRET.encode() not in child_spec
     child = _report(summary["report"], gcs)
-    assert SECRET not in b"".join(child.json_chunks()).decode()
+    assert SECRET not in dump(child)
 
 
 def test_a_finished_batch_run_again_launches_nothing_and_says_so_in_its_state(
@@ -198,7 +196,7 @@ def test_a_finished_batch_run_again_launches_nothing_and_says_so_in_its_state(
     state = fan_out(batch=_spec(batch_id), return_state=True, **params)
 
     url = str(tmp_path / batch_id / "report.json")
-    report = Report.from_json(Path(url).read_bytes())
+    report = open_report(url).report
     when = report.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     lines = state.message.splitlines()
     assert (

@@ -26,6 +26,7 @@ import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from testenv import report_document
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -364,8 +365,7 @@ def fanout(args: Iterable[str], **kwargs: Any) -> subprocess.Popen[str]:
 
 
 def load_report(report_dir: Path, batch_id: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((report_dir / batch_id / "report.json").read_text())
-    return data
+    return report_document(report_dir / batch_id)
 
 
 def check_report(

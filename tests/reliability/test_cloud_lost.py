@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from controller.batch import BatchRunner, PollPolicy
+from controller.batchfolder import open_report, store_report
 from controller.catalog import Catalog
 from controller.clients import Clients, Endpoints
 from controller.cloudrun import CloudRun
@@ -76,13 +77,13 @@ def _run_until_lost(
         runner.cancel()  # what `execute` does on Ctrl-C or SIGTERM
     runner.collect_tasks()
     report = runner.report(runner.item_results())
-    runner.store.write(batch_id, "report.json", report.json_chunks())
+    store_report(runner.store, report)
     runner.close()
     return report, restarted
 
 
 def _check(report: Report, tmp_path: Path, batch_id: str, *, cancelled: bool) -> None:
-    stored = Report.from_json((tmp_path / "reports" / batch_id / "report.json").read_bytes())
+    stored = open_report(str(tmp_path / "reports" / batch_id)).report
     assert stored.summary == report.summary
     items = {item.key: item for item in report.items}
     assert items["quick"].state is ItemState.SUCCEEDED

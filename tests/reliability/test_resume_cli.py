@@ -6,7 +6,6 @@ executions, never on the controller's disk: each run starts in a fresh working d
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testenv import report_document
 
 from controller.catalog import Catalog
 from controller.plan import plan
@@ -69,7 +69,7 @@ def test_cli_sigkill_and_resume(
             out, err = proc.communicate(timeout=180)
             assert proc.returncode == 1, (out, err)  # some items fail by design
             assert "Traceback" not in err
-        report = json.loads(bucket.blob(f"rel/{trial.batch_id}/report.json").download_as_bytes())
+        report = report_document(f"gs://{bucket.name}/rel/{trial.batch_id}", bucket.client)
         keys = {launch["key"] for launch in report["launches"]}  # they carry the nonce made with batch.json
         assert len(keys) == launches
         by_key = cloud_run.by_key(trial.batch_id)

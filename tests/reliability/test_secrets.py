@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
-from testenv import FLOW_PARAMS, PROJECT, REGION
+from testenv import FLOW_PARAMS, PROJECT, REGION, report_document
 
 from controller.catalog import Catalog
 from controller.emulator_jobs import catalog_emulator
@@ -116,8 +116,9 @@ def test_the_secret_canary_appears_nowhere(
     assert isinstance(error, RuntimeError)
     outputs["flow exception"] = f"{error!r} {error}"
     outputs["flow state message"] = state.message or ""
-    report = json.loads((reports / "canary" / "report.json").read_text())
+    report = report_document(reports / "canary")
     outputs["report.json"] = (reports / "canary" / "report.json").read_text()
+    outputs["report items"] = "".join(path.read_text() for path in sorted((reports / "canary" / "items").iterdir()))
     outputs["report.html"] = (reports / "canary" / "report.html").read_text()
     outputs["batch.json"] = (reports / "canary" / "batch.json").read_text()
 

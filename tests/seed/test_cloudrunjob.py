@@ -6,7 +6,6 @@ The article's flow is written here as the article has it; only its ``CloudRunJob
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from testenv import report_document
 
 from controller.report import ItemState
 
@@ -82,7 +82,7 @@ def test_the_seed_articles_flow_runs_with_only_its_import_changed(local: Path) -
     assert result.execution.startswith("projects/local-project/locations/us-central1/jobs/")
     assert result.duration_seconds is not None and result.duration_seconds >= 0
     # A local report, beside the others in ./reports.
-    report = json.loads(Path(result.report_url).read_text())
+    report = report_document(result.report_url)
     assert Path(result.report_url).resolve() == (local / report["batch_id"] / "report.json").resolve()
     assert [item["state"] for item in report["items"]] == ["succeeded"]
 
