@@ -32,8 +32,12 @@ from controller.summary import (
     printable,
     rerun_lines,
     state_label,
+    worst_first,
 )
 
+# The most items one page embeds: a 100,000-item page is ready in under 2 s in headless Chromium (issue 14,
+# docs/benchmarks.md), and a million-item page would be ten times that and a 150 MB file.
+PAGE_ITEMS = 100_000
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 _INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
@@ -209,7 +213,7 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
-def _summary_html(report: Report) -> str:
+def _summary_html(report: Report, *, shown: int | None = None) -> str:
     summary = report.summary
     status = report.status.value
     facts = [
@@ -252,23 +256,55 @@ def _summary_html(report: Report) -> str:
             *(f"<li>{escape(printable(problem))}</li>" for problem in report.problems),
             "</ul>",
         ]
+    if shown is not None:
+        parts.append(
+            f'<p class="muted" id="partial">This page holds {shown:,} of the batch\'s {summary.total:,} items: every '
+            "item that did not succeed first (worst first), then the first that succeeded; the timeline and the "
+            "table show those. Every item is in report.json's shards beside this page (items/*.jsonl), and "
+            "<code>fanout report show</code> reads them.</p>"
+        )
     parts.append("</header>")
     return "\n".join(parts)
 
 
+def shown_items(report: Report, limit: int | None = None) -> list[ItemResult] | None:
+    """The items a page of a report of more than ``limit`` items holds, in spec order: those that did not
+    succeed, worst first, then the first that succeeded, ``limit`` in all, each found as the items stream by.
+    None when the report is no larger: the page holds every item. ``limit`` defaults to ``PAGE_ITEMS``."""
+    limit = PAGE_ITEMS if limit is None else limit
+    if len(report.items) <= limit:
+        return None
+    failed: list[ItemResult] = []
+    succeeded: list[ItemResult] = []
+    for item in report.items:  # once through: a v2 report's items are read a shard at a time
+        if item.state.ok:
+            if len(succeeded) < limit:
+                succeeded.append(item)
+        else:
+            failed.append(item)
+            if len(failed) >= 2 * limit:  # pruned now and then, so at most twice the page is ever held
+                failed = worst_first(failed, limit)
+    shown = worst_first(failed, limit)
+    shown += succeeded[: limit - len(shown)]
+    return sorted(shown, key=lambda item: item.index)
+
+
 def render_html_chunks(report: Report) -> Iterator[bytes]:
     """The whole report as one HTML document, in pieces: inline CSS and JS, data embedded once, no external
-    fetches. The embedded JSON is streamed, so a large report is never held twice."""
+    fetches. The embedded JSON is streamed, so a large report is never held twice. A report of more than
+    ``PAGE_ITEMS`` items embeds that many (``shown_items``), and its page says so: the page loads what it
+    shows, and the summary above it counts every item."""
+    shown = shown_items(report)
     values = {
         "CSP": _content_security_policy(),
         "SCHEMA": escape(report.schema_),
         "TITLE": escape(f"{report.batch_id}: {report.status.value} · fanout report"),
-        "SUMMARY": _summary_html(report),
+        "SUMMARY": _summary_html(report, shown=None if shown is None else len(shown)),
     }
     before, after = _template().split("{{DATA}}")
     # One pass over each part of the template: text inserted for one placeholder is never scanned for another.
     yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], before).encode()
-    yield from page_data_chunks(report)
+    yield from page_data_chunks(report if shown is None else report.model_copy(update={"items": shown}))
     yield _PLACEHOLDER.sub(lambda match: values[match.group(1)], after).encode()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from rich import box
@@ -43,12 +44,17 @@ def state_label(state: ItemState) -> str:
 def failed_first(report: Report, limit: int | None = None) -> list[ItemResult]:
     """The items that did not succeed, worst first (the states' rank, controller.states), then by index; with
     ``limit``, only the first that many, kept as the items stream by (never all of a large report)."""
+    return worst_first(report.failed_items(), limit)
+
+
+def worst_first(items: Iterable[ItemResult], limit: int | None = None) -> list[ItemResult]:
+    """``items`` worst first (the states' rank), then by index; with ``limit``, only the first that many."""
     if limit is None:
-        return sorted(report.failed_items(), key=_worst_first)
-    return heapq.nsmallest(limit, report.failed_items(), key=_worst_first)
+        return sorted(items, key=_rank)
+    return heapq.nsmallest(limit, items, key=_rank)
 
 
-def _worst_first(item: ItemResult) -> tuple[int, int]:
+def _rank(item: ItemResult) -> tuple[int, int]:
     return item.state.rank, item.index
 
 

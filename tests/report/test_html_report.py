@@ -11,8 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.html_report import ITEM_COLUMNS, TASK_COLUMNS, page_data_chunks, render_html
+import pytest
+
+from controller import html_report
+from controller.html_report import ITEM_COLUMNS, TASK_COLUMNS, page_data_chunks, render_html, shown_items
 from controller.report import ItemResult, ItemState, Report, TaskResult, item_json
+from controller.summary import worst_first
 
 MakeReport = Callable[..., Report]
 DATA = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.DOTALL)
@@ -172,3 +176,28 @@ def test_rerun_links_are_in_the_summary_escaped_and_point_nowhere(
     assert "<img" not in markup and "\x1b" not in markup
     assert not re.search(r"<[a-z][^>]*\s(?:src|href)\s*=", markup, re.IGNORECASE)
     assert 'id="lineage"' not in render_html(make_report(10))
+
+
+def test_a_page_of_a_batch_larger_than_a_page_holds_the_failures_first_and_says_so(
+    make_report: MakeReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = make_report(300)
+    failed = [item for item in report.items if not item.state.ok]
+    assert 10 < len(failed) < 100
+    assert shown_items(report, limit=300) is None  # a page holds every item of a batch no larger than a page
+    shown = shown_items(report, limit=100)
+    assert shown is not None and len(shown) == 100
+    assert [item.index for item in shown] == sorted(item.index for item in shown)  # in spec order
+    succeeded = [item for item in report.items if item.state.ok][: 100 - len(failed)]
+    assert {item.key for item in shown} == {item.key for item in failed + succeeded}
+    few = shown_items(report, limit=5)
+    assert few is not None and [item.key for item in few] == sorted(
+        (item.key for item in worst_first(failed, 5)), key=lambda key: int(key.rsplit("-", 1)[1])
+    )
+
+    monkeypatch.setattr(html_report, "PAGE_ITEMS", 100)
+    html = render_html(report)
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))  # type: ignore[union-attr]
+    assert len(data["items"]) == 100 and data["report"]["summary"]["total"] == 300
+    assert 'id="partial">This page holds 100 of the batch\'s 300 items' in html
+    assert 'data-count="total" data-value="300">300</span>' in html  # the summary counts every item
