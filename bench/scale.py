@@ -112,18 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    rows = [run_size(size, profile=args.profile / f"scale-{size}.prof" if args.profile else None) for size in sizes]
-    if args.masks_off:
-        rows.append(run_size(sizes[0], field_masks=False))
-    for row in rows:
+    runs = [(size, True) for size in sizes] + ([(sizes[0], False)] if args.masks_off else [])
+    rows = []
+    for size, masks in runs:  # each row printed as it ends: a million items take a while
+        profile = args.profile / f"scale-{size}.prof" if args.profile and masks else None
+        row = run_size(size, field_masks=masks, profile=profile)
+        rows.append(row)
         print(
-            f"{row['size']:>7,} items masks={'on' if row['field_masks'] else 'off'}: {row['wall_seconds']:.1f} s, "
+            f"{row['size']:>9,} items masks={'on' if row['field_masks'] else 'off'}: {row['wall_seconds']:.1f} s, "
             f"{row['cloud_run_calls']} Cloud Run calls, {row['log_calls']} entries:list, "
             f"{row['cpu_ms_per_item']:.3f} ms CPU/item, peak RSS {row['rss_peak_bytes'] / 2**20:.0f} MiB, "
             f"report.json {row['report_json_bytes'] / 2**10:.1f} KiB, "
             f"item shards {row['report_items_bytes'] / 2**20:.1f} MiB, "
             f"report.html {row['report_html_bytes'] / 2**20:.1f} MiB, "
-            f"default quotas alone: {row['quota_bound_seconds']:.0f} s"
+            f"default quotas alone: {row['quota_bound_seconds']:.0f} s",
+            flush=True,
         )
     verdicts = targets([row for row in rows if row["field_masks"]])
     for line in verdicts:

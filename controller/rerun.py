@@ -113,8 +113,10 @@ def parse_states(states: str | Iterable[str] | None) -> tuple[ItemState, ...]:
 # -- what the rerun runs ---------------------------------------------------------------------------------
 
 
-def _stored_entries(parent: Parent) -> tuple[dict[str, Any], bool]:
-    """The parent's stored spec entries by key, and its keep_jobs."""
+def _stored_entries(parent: Parent, wanted: set[str]) -> tuple[dict[str, Any], bool]:
+    """The parent's stored spec entries of the ``wanted`` keys, by key, and its keep_jobs. save_spec writes
+    one entry per line, so the entries are read line by line and only the wanted ones kept: a rerun of a
+    million-item batch's few failures never holds a million entries."""
     where = parent.store.url(parent.batch_id, SPEC_FILE)
     data = parent.store.read(parent.batch_id, SPEC_FILE)
     if data is None:
@@ -122,14 +124,32 @@ def _stored_entries(parent: Parent) -> tuple[dict[str, Any], bool]:
             f"{where} does not exist (the batch ran before fanout stored specs); give its spec with --spec FILE"
         )
     try:
-        document = json.loads(data)
-        entries = {entry["key"]: entry for entry in document["items"]}
-        digest, keep_jobs = document["spec_digest"], bool(document["keep_jobs"])
+        head, entries = _spec_lines(data)
+        kept = {}
+        for entry in entries:
+            if entry["key"] in wanted:
+                kept[entry["key"]] = entry
+        digest, keep_jobs = head["spec_digest"], bool(head["keep_jobs"])
     except (ValueError, TypeError, KeyError):
         raise RerunError(f"{where} is not a stored fanout spec") from None
     if digest != parent.report.spec_digest:
         raise RerunError(f"{where} belongs to another spec than {parent.url}; give the batch's spec with --spec FILE")
-    return entries, keep_jobs
+    return kept, keep_jobs
+
+
+_ITEMS_LINE = b'\n "items": [\n'
+
+
+def _spec_lines(data: bytes) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """spec.json's head and its entries, parsed one line at a time; a document laid out otherwise is
+    parsed whole."""
+    cut = data.find(_ITEMS_LINE)
+    if cut < 0 or not data.endswith(b"\n ]\n}"):
+        document = json.loads(data)
+        return document, iter(document["items"])
+    head = json.loads(data[:cut].removesuffix(b",") + b"\n}")
+    body = data[cut + len(_ITEMS_LINE) : -len(b"\n ]\n}")]
+    return head, (json.loads(line.removesuffix(b",")) for line in body.split(b"\n") if line)
 
 
 def _withheld(entry: Mapping[str, Any]) -> list[str]:
@@ -148,7 +168,7 @@ def _entries(parent: Parent, keys: list[str], spec: Batch | None, spec_name: str
         wanted = set(keys)
         entries = [spec_entry(i, withhold_secrets=False, retry=spec.retry) for i in spec.items if i.key in wanted]
         return entries, spec.keep_jobs
-    stored, keep_jobs = _stored_entries(parent)
+    stored, keep_jobs = _stored_entries(parent, set(keys))
     missing = [key for key in keys if key not in stored]
     if missing:
         raise RerunError(f"{parent.url}: items {missing[:5]} are not in the batch's stored spec")

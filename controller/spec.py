@@ -28,8 +28,8 @@ from controller.policy import RetryPolicy, StopAction, StopRule, parse_max_failu
 from controller.redact import MIN_SECRET_CHARS, Redactor
 from controller.spec_lines import LazyLines, line_of
 
-MAX_SPEC_BYTES = 64 * 1024 * 1024
-MAX_ITEMS = 100_000
+MAX_SPEC_BYTES = 256 * 1024 * 1024  # a million-item spec: about 55 MB of YAML, 100 MB of JSON
+MAX_ITEMS = 1_000_000  # a packed batch of a million items is 100 executions of 10,000 tasks (issue 37)
 # Cloud Run refuses requests over its API size limits; one item's args and env must fit comfortably.
 MAX_ARGS_BYTES = 64 * 1024
 MAX_ENV_VALUE_BYTES = 32 * 1024

@@ -20,14 +20,14 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read
 def _generated(folder: Path) -> dict[str, dict[str, Any]]:
     """Cases too big to keep as files."""
     too_many_items = folder / "too-many-items.json"
-    too_many_items.write_text(json.dumps({"items": [{"job": "hello"}] * 100_001}))
+    too_many_items.write_text(json.dumps({"items": [{"job": "hello"}] * 1_000_001}))
     too_many_env = folder / "too-many-env-vars.json"
     too_many_env.write_text(json.dumps({"items": [{"job": "hello", "env": {f"V{i}": "x" for i in range(1001)}}]}))
     long_number = folder / "integer-over-4300-digits.yaml"
     long_number.write_text("items:\n  - job: hello\n    task_count: " + "9" * 5000 + "\n")
     return {
         str(long_number): {"fragment": "a number in the spec has over 4,300 digits"},
-        str(too_many_items): {"fragment": "items: List should have at most 100000 items"},
+        str(too_many_items): {"fragment": "items: List should have at most 1000000 items"},
         str(too_many_env): {"fragment": "at most 1000 env vars per container"},
     }
 

@@ -163,7 +163,7 @@ def test_the_secret_canary_appears_nowhere(
     tails = {item["key"]: item["log_tail"] for item in report["items"]}
     assert any("***" in line for line in tails["prints-and-fails"]), tails
     assert any("got the api key" in line for line in tails["uses-secret"]), tails
-    assert "token=***" in outputs["report.json"]
+    assert "token=***" in outputs["report items"]
 
     leaks = _find(outputs, CANARY)
     sm_leaks = _find(outputs, SM_CANARY)
