@@ -2,9 +2,12 @@
 
     .venv/bin/python -m bench.report_page                 # 10,000 and 100,000 items, 3 loads each
     .venv/bin/python -m bench.report_page --items 100000 --runs 5
+    .venv/bin/python -m bench.report_page --items 1000000 --runs 3
 
 The synthetic report (bench/synthetic_report.py) is heavier than a real one: every item has its own log link
-and up to seven log lines. Target (issue 14): a 100,000-item page ready in under 2 s.
+and up to seven log lines. A report of more than ``PAGE_ITEMS`` items is made as a stored v2 report (its
+items written to shards as they are made) and its page holds that many. Targets: a 100,000-item page ready
+in under 2 s (issue 14), a 1,000,000-item batch's in under 3 s (issue 37).
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ from pathlib import Path
 
 from bench.chromium import Browser, find_chromium, launched
 from bench.synthetic_report import build_report
-from controller.html_report import render_html_chunks
+from controller.html_report import PAGE_ITEMS, render_html_chunks
+from controller.store import LocalStore
 
-TARGET_S = 2.0
+TARGETS_S = {100_000: 2.0, 1_000_000: 3.0}
+
+
+def target(items: int) -> float:
+    """The load time a page of that many items must stay under: that of the nearest larger size named."""
+    return next((seconds for size, seconds in sorted(TARGETS_S.items()) if items <= size), max(TARGETS_S.values()))
 
 
 def measure(items: int, runs: int, folder: Path, browser: Browser) -> dict[str, float]:
-    report = build_report(items, seed=2026)
+    store = LocalStore(folder / f"store-{items}") if items > PAGE_ITEMS else None
+    report = build_report(items, seed=2026, store=store)
     started = time.process_time()
     path = folder / f"report-{items}.html"
     with path.open("wb") as out:
@@ -63,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp, launched(executable, Path(tmp) / "profile") as browser:
         rows = [measure(n, args.runs, Path(tmp), browser) for n in args.items]
-    print(f"{'items':>8} {'page MB':>8} {'render CPU':>11} {'ready (page)':>13} {'navigate→ready':>15} {'max':>6}  "
-          f"target {TARGET_S:.0f} s")
+    print(f"{'items':>9} {'page MB':>8} {'render CPU':>11} {'ready (page)':>13} {'navigate→ready':>15} {'max':>6}  "
+          "target")
     for row in rows:
-        verdict = "PASS" if row["load_s"] < TARGET_S else "FAIL"
-        print(f"{row['items']:>8,} {row['mb']:>8.1f} {row['render_cpu_s']:>10.2f}s {row['ready_s']:>12.2f}s "
-              f"{row['load_s']:>14.2f}s {row['load_max_s']:>5.2f}s  {verdict} ({row['load_s'] / TARGET_S:.2f}x)")
+        goal = target(int(row["items"]))
+        verdict = "PASS" if row["load_s"] < goal else "FAIL"
+        print(f"{row['items']:>9,} {row['mb']:>8.1f} {row['render_cpu_s']:>10.2f}s {row['ready_s']:>12.2f}s "
+              f"{row['load_s']:>14.2f}s {row['load_max_s']:>5.2f}s  {verdict} < {goal:.0f} s "
+              f"({row['load_s'] / goal:.2f}x)")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         print(

@@ -4,18 +4,23 @@ report page's benchmark (``python -m bench.report_page``)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from controller.batchfolder import reader, write_items
 from controller.report import (
     ItemResult,
     ItemState,
     LaunchResult,
     LaunchStatus,
     Report,
+    StoredItems,
+    Summary,
     TaskResult,
     batch_status,
     summarize,
 )
+from controller.store import LocalStore
 
 HOSTILE = "</script><img src=x onerror=alert(1)> [red]markup[/red] | `tick` <!-- \x1b[31mred"
 BATCH_START = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -39,11 +44,29 @@ def _execution(launch: int) -> str:
 
 
 def build_report(
-    n: int, *, seed: int = 7, hostile_every: int = 97, states: list[ItemState] | None = None
+    n: int,
+    *,
+    seed: int = 7,
+    hostile_every: int = 97,
+    states: list[ItemState] | None = None,
+    store: LocalStore | None = None,
 ) -> Report:
-    """A report of ``n`` items with mixed outcomes, retries, and some hostile log lines, deterministic per seed."""
+    """A report of ``n`` items with mixed outcomes, retries, and some hostile log lines, deterministic per seed.
+    With ``store``, its items are written there as a v2 report's shards as they are made (a million of them
+    would not fit in memory as a list) and read from there."""
+    made = _items(n, seed=seed, hostile_every=hostile_every, states=states)
+    if store is None:
+        items: list[ItemResult] | StoredItems = list(made)
+        summary = summarize(items, launches=-(-n // PACK), duration_seconds=3900.0)
+    else:
+        shards, tally = write_items(store, "batch-demo", made)
+        items = StoredItems(shards, reader(store, "batch-demo"))
+        summary = tally.summary(launches=-(-n // PACK), duration_seconds=3900.0)
+    return _report(n, items, summary)
+
+
+def _items(n: int, *, seed: int, hostile_every: int, states: list[ItemState] | None) -> Iterator[ItemResult]:
     rng = random.Random(seed)
-    items: list[ItemResult] = []
     for index in range(n):
         state = states[index % len(states)] if states else rng.choices(_STATES, _WEIGHTS)[0]
         launch = index // PACK
@@ -55,11 +78,7 @@ def build_report(
         )
         log_url = f"https://console.cloud.google.com/logs/query;query=labels.key%3D{key}?project={PROJECT}"
         if state is ItemState.NOT_LAUNCHED:
-            items.append(
-                ItemResult(
-                    key=key, index=index, job="worker", state=state, reason="batch cancelled before launch"
-                )
-            )
+            yield ItemResult(key=key, index=index, job="worker", state=state, reason="batch cancelled before launch")
             continue
         start = BATCH_START + timedelta(seconds=rng.uniform(0, 3600))
         duration = rng.uniform(5, 300)
@@ -79,7 +98,7 @@ def build_report(
         if state is ItemState.FAILED:
             tail.append(f"Traceback: ValueError: bad input in {key}")
         end = start + timedelta(seconds=duration)
-        items.append(
+        yield (
             ItemResult(
                 key=key,
                 index=index,
@@ -111,6 +130,9 @@ def build_report(
                 log_tail_truncated=len(tail) > 4,
             )
         )
+
+
+def _report(n: int, items: list[ItemResult] | StoredItems, summary: Summary) -> Report:
     launches = [
         LaunchResult(
             index=launch,
@@ -123,7 +145,6 @@ def build_report(
         )
         for launch in range((n + PACK - 1) // PACK)
     ]
-    summary = summarize(items, launches=len(launches), duration_seconds=3900.0)
     return Report(
         batch_id="batch-demo",
         status=batch_status(summary, cancelled=False),
@@ -135,6 +156,7 @@ def build_report(
         finished_at=BATCH_START + timedelta(seconds=3900),
         summary=summary,
         launches=launches,
+        item_shards=list(items.shards) if isinstance(items, StoredItems) else None,
         items=items,
         problems=[f"one launch was retried: {HOSTILE}"],
     )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testenv import report_document
 
 from controller import prefect_server, warm
 from tests.reliability.harness import FANOUT, REPO, CloudRunView, EmulatorProcess, mixed_spec, wait_for
@@ -154,7 +155,7 @@ def _spawned_host(env: dict[str, str]) -> tuple[Host, subprocess.Popen[bytes]]:
 
 
 def _summary(report_dir: Path, batch_id: str) -> dict[str, Any]:
-    report = json.loads((report_dir / batch_id / "report.json").read_text())
+    report = report_document(report_dir / batch_id)
     items = {item["key"]: (item["state"], item["exit_code"]) for item in report["items"]}
     counts = {name: report["summary"][name] for name in ("total", "by_state", "launches")}
     return {"status": report["status"], "summary": counts, "items": items}
@@ -272,7 +273,7 @@ def test_a_signal_to_the_command_cancels_the_batch_in_the_warm_host(
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert not cloud_run.running(batch_id)
-    report = json.loads((reports / batch_id / "report.json").read_text())
+    report = report_document(reports / batch_id)
     assert report["status"] == "cancelled"
     assert {item["state"] for item in report["items"]} <= {"cancelled", "not_launched"}
     assert f"report: {reports / batch_id / 'report.json'}" in out

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from prefectsupport import TokenEndpoint, service_account_key
-from testenv import BUCKET, PROJECT, REGION
+from testenv import BUCKET, PROJECT, REGION, report_document
 
 from cloudrun_emulator import Emulator
 from controller.store import StoreError, open_bucket_block
@@ -69,7 +69,7 @@ def test_flow_by_block_names_persists_result_and_report(
     # The report went to the GcsBucket block's bucket and folder, not to report_to's default.
     assert summary["report"] == f"gs://{BUCKET}/{folder}/{batch_id}/report.json"
     bucket = gcs.bucket(BUCKET)
-    report = json.loads(bucket.blob(f"{folder}/{batch_id}/report.json").download_as_bytes())
+    report = report_document(f"gs://{BUCKET}/{folder}/{batch_id}", gcs)
     assert report["batch_id"] == batch_id
     assert [item["state"] for item in report["items"]] == ["succeeded"] * 4
 

@@ -7,7 +7,6 @@ flow runs in the worker's subprocess against the Cloud Run emulator (its own pro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
@@ -29,7 +28,7 @@ from prefectsupport import (
     run_cli,
     wait_for,
 )
-from testenv import PROJECT
+from testenv import PROJECT, report_document
 
 pytestmark = pytest.mark.slow
 
@@ -179,8 +178,7 @@ def test_deployment_run_through_a_worker(
     assert flow_run.deployment_id is not None
 
     # The report is in the bucket, with every item of examples/hello.yaml succeeded.
-    blob = gcs.bucket(E2E_BUCKET).blob(f"reports-{kind}/{batch_id}/report.json")
-    report = json.loads(blob.download_as_bytes())
+    report = report_document(f"gs://{E2E_BUCKET}/reports-{kind}/{batch_id}", gcs)
     assert report["batch_id"] == batch_id
     assert report["flow_run_id"] == str(flow_run.id)
     assert len(report["items"]) == 25

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import requests
+from testenv import report_document
 
 from tests.reliability.harness import CloudRunView, EmulatorProcess, fanout, wait_for
 
@@ -123,7 +124,8 @@ def test_an_outage_shorter_than_the_lease_keeps_the_batch(
     assert proc.returncode == 0, out + err
     assert "Traceback" not in err, err
     report = json.loads(_object(own_gcs, f"out/{batch_id}/report.json") or b"{}")
-    assert [item["state"] for item in report["items"]] == ["succeeded", "succeeded"], report
+    shard = _object(own_gcs, f"out/{batch_id}/items/00000.jsonl") or b""  # the v2 report's one item shard
+    assert [json.loads(line)["state"] for line in shard.splitlines()] == ["succeeded", "succeeded"], report
     assert sum(len(runs) for runs in cloud_run.by_key(batch_id).values()) == 2
 
 
@@ -147,7 +149,7 @@ def test_gcs_gone_for_good_ends_the_run_with_its_report_in_a_local_folder(
     assert f"the report could not be stored at gs://{BUCKET}/out/{batch_id}/report.json" in err, err
     assert f"this copy was written to {local}" in err
     assert "all 2 items succeeded" in out  # the summary
-    report = json.loads((local / "report.json").read_text())
+    report = report_document(local)
     # Watched to their end: as Cloud Run says they ended, never cancelled by this controller.
     assert [item["state"] for item in report["items"]] == ["succeeded", "succeeded"], report["problems"]
     assert any(f"could not be stored at gs://{BUCKET}/out/{batch_id}/report.json" in p for p in report["problems"])

@@ -14,7 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from testenv import migrated_prefect_database
+from testenv import migrated_prefect_database, report_document
 
 from tests.reliability.harness import CloudRunView, EmulatorProcess, fanout, wait_for
 
@@ -60,7 +60,7 @@ def test_the_prefect_server_killed_mid_batch_cancels_nothing(
     executions = cloud_run.all_executions(batch_id)
     figures("Prefect API killed: executions cancelled", sum(e.cancelled for e in executions))
     assert len(executions) == 2 and all(e.done and e.cancelled == 0 for e in executions), executions
-    report = json.loads((tmp_path / "reports" / batch_id / "report.json").read_text())
+    report = report_document(tmp_path / "reports" / batch_id)
     assert [item["state"] for item in report["items"]] == ["succeeded", "succeeded"], report["problems"]
     assert proc.returncode == 0, out + err
     assert "Traceback" not in err, err
