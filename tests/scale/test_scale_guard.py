@@ -5,7 +5,7 @@ Not a timed test: it asserts what does not depend on the machine's load. The cal
 batch are exact (one RunJob, one ListTasks page per 1,000 tasks, no log reads: every task succeeds), the
 polls are bounded, and the controller's peak RSS grows by less than 1 KiB per item from 10,000 items to
 20,000 (issue 37: the batch's per-item state is held compactly and its report is written a shard at a time,
-so what grows with the batch is the validated items and their task columns, about 400 bytes each; the
+so what grows with the batch is the validated items and their task columns; the
 shard being written or read is the same 10,000 items at both sizes). ``python -m bench.scale`` is the
 measured 100,000 and 1,000,000-item run.
 """
