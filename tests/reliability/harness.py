@@ -153,6 +153,7 @@ class Execution:
     running: int
     done: bool
     cancelled: int
+    succeeded: int = 0
 
 
 class CloudRunView:
@@ -186,6 +187,7 @@ class CloudRunView:
                         running=ex.running_count,
                         done=bool(ex.completion_time),
                         cancelled=ex.cancelled_count,
+                        succeeded=ex.succeeded_count,
                     )
                 )
         return out
