@@ -114,6 +114,7 @@ class BatchRunner:
         self._retry_pool: ThreadPoolExecutor | None = None
         self._retry_futures: list[Future[LaunchState]] = []
         self._emitted: set[int] = set()  # items handed to on_result
+        self._counted: dict[str, Counter[str]] = {}  # ended launches' items by state, by launch key (progress)
         self._watched_ends = self.attempts.watched or self.on_result is not None
 
     # -- before launching ----------------------------------------------------------------------------
@@ -285,6 +286,8 @@ class BatchRunner:
                 counts[ItemState.FAILED] += items  # as reported unless found later: outcome unknown
             elif execution is None:
                 counts["pending"] += items
+            elif execution.done and state.tasks is not None:
+                counts.update(self._ended_counts(state))
             elif state.launch.packed:
                 counts[ItemState.SUCCEEDED] += execution.succeeded
                 counts[ItemState.FAILED] += execution.failed
@@ -297,6 +300,14 @@ class BatchRunner:
                 counts["running" if execution.start_time else "pending"] += 1
         self.attempts.progress(counts)
         return dict(counts)
+
+    def _ended_counts(self, state: LaunchState) -> Counter[str]:
+        """An ended launch's items by state, as its results read (the report's classification, so a task that
+        ran past its timeout counts as timed out, not as failed), made once: they no longer change."""
+        counted = self._counted.get(state.launch.key)
+        if counted is None:
+            counted = self._counted[state.launch.key] = Counter(r.state for r in self.outcomes().item_results([state]))
+        return counted
 
     def _deadline_passed(self) -> bool:
         return self.deadline_seconds is not None and self.clock() - self._start_clock > self.deadline_seconds
@@ -359,7 +370,14 @@ class BatchRunner:
         stop rule or a result sink needs them; returns its results and the items retried. Its tasks are read
         now rather than after the batch; when they cannot be, the launch is decided on nothing: no retry, and
         its failures wait for the report."""
-        if not self._watched_ends or (state.tasks is None and not self._read_tasks(state)):
+        assert state.execution is not None
+        # An execution with failed tasks has them read now rather than after the batch (``collect_tasks``
+        # skips them then): only its tasks tell one that ran past its timeout from one that failed, and the
+        # live progress counts them apart, as the report does.
+        needed = self._watched_ends or state.execution.failed > 0
+        if needed and state.tasks is None and not self._read_tasks(state):
+            return None
+        if not self._watched_ends:
             return None
         results = list(self.outcomes().item_results([state]))
         return state, results, self.attempts.ended(state.launch, results, self.clock())

@@ -110,3 +110,27 @@ def test_transient_run_errors_are_retried_without_a_second_execution(run_flow: R
     assert len(keys) == 12
     for launch in report.launches:
         assert executions_with_key(emulator, "hello", launch.key) == [launch.execution]
+
+
+def test_live_progress_counts_a_timed_out_item_apart_from_a_failed_one(run_flow: Run) -> None:
+    # Cloud Run counts a task stopped at its timeout among the execution's failed tasks; the live counts
+    # must say what the summary says: one failed, one timed out (flaky retries once: two attempts each).
+    from controller.flow import progress_sink
+
+    seen: list[dict[str, int]] = []
+    spec = {
+        "batch_id": "it-progress-timeout",
+        "items": [
+            {"key": "slow", "job": "flaky", "args": ["--sleep", "30"], "timeout": "1s"},
+            {"key": "exit3", "job": "flaky", "args": ["--exit-code", "3"]},
+        ],
+    }
+    token = progress_sink.set(lambda counts: seen.append(dict(counts)))
+    try:
+        summary, _report = run_flow(spec, mode="per-item")
+    finally:
+        progress_sink.reset(token)
+    assert (summary["failed"], summary["timed_out"]) == (1, 1)
+    assert seen, "the watch reported no progress"
+    assert {state: n for state, n in seen[-1].items() if n} == {ItemState.FAILED: 1, ItemState.TIMED_OUT: 1}
+    assert all(counts.get(ItemState.FAILED, 0) <= 1 for counts in seen), seen
