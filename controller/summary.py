@@ -99,6 +99,16 @@ def _failed_task_span(item: ItemResult) -> tuple[int, int]:
     return span
 
 
+def _shortened(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in an ellipsis, at a space when one is in its second
+    half: a word is broken only when it alone is that long."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip() + "…"
+
+
 def last_log_entry(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> tuple[str, bool] | None:
     """The last non-blank line the item's failed task printed (any task's when it succeeded), made printable
     and cut to ``limit`` characters, and whether it was logged at ERROR severity or worse."""
@@ -108,7 +118,7 @@ def last_log_entry(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> tuple[s
     for position in range(end - 1, first - 1, -1):
         if raw := tail[position].strip():
             line = printable(raw)
-            return (line if len(line) <= limit else line[: limit - 1] + "…"), position in errors
+            return _shortened(line, limit), position in errors
     return None
 
 
@@ -168,6 +178,17 @@ def _md(text: str) -> str:
     return _MD_ESCAPE.sub(r"\\\1", text)
 
 
+# The Prefect UI shows a Markdown table at the artifact's width and cuts off what is wider: a cell of free text
+# (a reason, a log line, a long key) is cut to this many characters, at a space where one is near; the report
+# and the failed-items table artifact hold the text whole.
+_MD_CELL_CHARS = 60
+
+
+def _md_cell(text: str) -> str:
+    """Untrusted text as one narrow table cell: made printable and cut first, so an escape is never cut."""
+    return _md(_shortened(printable(text), _MD_CELL_CHARS))
+
+
 def _md_link(label: str, url: str | None) -> str:
     # Only web links: a report is data from many places and a javascript: URL must not become clickable.
     if not url or not url.startswith(("https://", "http://")):
@@ -216,21 +237,22 @@ def render_markdown(report: Report, *, max_failed: int = 50, report_url: str | N
                 link for link in (_md_link("execution", item.console_url), _md_link("logs", item.log_url)) if link
             )
             cells = [
-                _md(item.key),
-                _md(item.job),
+                _md_cell(item.key),
+                _md_cell(item.job),
                 state_label(item.state),
                 "" if item.exit_code is None else str(item.exit_code),
-                _md(item.reason or ""),
-                _md_log_line(item),
+                _md_cell(item.reason or ""),
+                _md_log_line(item, limit=_MD_CELL_CHARS),
                 links,
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Longer text is cut to {_MD_CELL_CHARS} characters here; the report has it whole."]
     return "\n".join(lines) + "\n"
 
 
-def _md_log_line(item: ItemResult) -> str:
+def _md_log_line(item: ItemResult, *, limit: int = _LOG_LINE_CHARS) -> str:
     """The last log line as Markdown, led by a bold ERROR when it was logged at that severity or worse."""
-    entry = last_log_entry(item)
+    entry = last_log_entry(item, limit=limit)
     if entry is None:
         return ""
     return ("**ERROR** " if entry[1] else "") + _md(entry[0])

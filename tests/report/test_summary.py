@@ -94,6 +94,26 @@ def test_markdown_escapes_untrusted_text(make_report: MakeReport) -> None:
     assert "\x1b" not in text
 
 
+def test_markdown_failed_table_stays_narrow_with_long_text_cut_at_a_word(make_report: MakeReport) -> None:
+    # The Prefect UI cuts off a table wider than the artifact: long reasons, log lines and keys are shortened.
+    report = make_report(1, states=[ItemState.FAILED])
+    words = " ".join(f"word{i:03d}" for i in range(80))  # 639 characters, no Markdown to escape
+    item = replace(report.items[0], key="k" + "-long" * 40, reason="reason " + words, log_tail=["log " + words])
+    text = render_markdown(report.model_copy(update={"items": [item]}))
+    row = next(line for line in text.splitlines() if line.startswith("| k-long"))
+    key, job, state, _exit, reason, log_line, _links = (cell.strip() for cell in row.strip("|").split(" | "))
+    assert (job, state) == (item.job, "failed")
+    for cell in (key, reason, log_line):
+        assert len(cell) <= 60 and cell.endswith("…"), cell
+    assert reason.startswith("reason word000 ") and re.fullmatch(r"reason( word\d{3})+…", reason), reason
+    assert re.fullmatch(r"log( word\d{3})+…", log_line), log_line
+    assert len(re.sub(r"\]\([^)]*\)", "]", row)) < 250  # as shown: a link reads as its label
+    assert words not in text
+    assert "Longer text is cut to 60 characters here; the report has it whole." in text
+    # The failed-items table artifact keeps the text whole.
+    assert failed_rows(report.model_copy(update={"items": [item]}))[0]["reason"] == "reason " + words
+
+
 def test_markdown_links_only_web_urls(make_report: MakeReport) -> None:
     report = make_report(1, states=[ItemState.FAILED])
     item = replace(report.items[0], console_url="javascript:alert(1)", log_url=None)
