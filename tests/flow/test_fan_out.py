@@ -112,14 +112,15 @@ def test_transient_run_errors_are_retried_without_a_second_execution(run_flow: R
         assert executions_with_key(emulator, "hello", launch.key) == [launch.execution]
 
 
-def test_live_progress_counts_a_timed_out_item_apart_from_a_failed_one(run_flow: Run) -> None:
+@pytest.mark.parametrize("mode", ["per-item", "packed"])
+def test_live_progress_counts_a_timed_out_item_apart_from_a_failed_one(run_flow: Run, mode: str) -> None:
     # Cloud Run counts a task stopped at its timeout among the execution's failed tasks; the live counts
     # must say what the summary says: one failed, one timed out (flaky retries once: two attempts each).
     from controller.flow import progress_sink
 
     seen: list[dict[str, int]] = []
     spec = {
-        "batch_id": "it-progress-timeout",
+        "batch_id": f"it-progress-timeout-{mode}",
         "items": [
             {"key": "slow", "job": "flaky", "args": ["--sleep", "30"], "timeout": "1s"},
             {"key": "exit3", "job": "flaky", "args": ["--exit-code", "3"]},
@@ -127,7 +128,7 @@ def test_live_progress_counts_a_timed_out_item_apart_from_a_failed_one(run_flow:
     }
     token = progress_sink.set(lambda counts: seen.append(dict(counts)))
     try:
-        summary, _report = run_flow(spec, mode="per-item")
+        summary, _report = run_flow(spec, mode=mode)
     finally:
         progress_sink.reset(token)
     assert (summary["failed"], summary["timed_out"]) == (1, 1)
