@@ -523,9 +523,12 @@ class BatchRunner:
         finished = [outcome for state in ended if (outcome := self._ended(state)) is not None]
         if self.on_result is not None:
             finished += [self._ended_tasks(state) for state in progressed]
-        # Handed over in the order the items ended, not the spec's, when several ended since the last poll.
-        for state, results, retried in finished:
-            self._emit(state, sorted(results, key=_end_time), retried)
+        # Handed over in the order the items ended, not the spec's or the launches', when several ended since
+        # the last poll: across launches too (one-off mode launches each item alone, and a poll that a loaded
+        # machine held back sees several of them done at once).
+        seen = [(result, state, retried) for state, results, retried in finished for result in results]
+        for result, state, retried in sorted(seen, key=lambda entry: _end_time(entry[0])):
+            self._emit(state, [result], retried)
         # Before the slots are freed: a launch waiting for room must not start once the batch should stop.
         self._check_stop()
         self.task_slots.changed()
