@@ -59,6 +59,12 @@ from controller.tasktable import TaskTable
 log = logging.getLogger(__name__)
 
 CANCEL_SECONDS = 60.0  # a cancelled batch's wait for RunJob calls in flight and its executions to stop
+# The signals the CLI took (SIGINT, SIGTERM), in the words that say what stopped the batch: the watch raises
+# them as KeyboardInterrupt between polls. A handler that raised at once could land in the middle of a lock's
+# __enter__ (httpcore's connection pool during a Prefect API call), leaving it held: the flow's next API call
+# then waited for it forever, and so did the run.
+interrupts: list[str] = []
+INTERRUPT_CHECK_SECONDS = 0.2  # how soon the watch notices a signal while it waits for the next poll
 
 
 def cloud_error(exc: Exception) -> str | None:
@@ -317,6 +323,8 @@ class BatchRunner:
         batch deadline (then cancel), no longer the batch's owner, or Cloud Run stopped answering."""
         pace = Pace(self.poll)
         while True:
+            if interrupts:
+                raise KeyboardInterrupt(interrupts[0])
             # Launching is asked first: a launch that ends between the two looks is then among the active ones.
             # Asked second, the last launch (late under a running-task cap) could end unseen and go unwatched.
             launched = launching_done() and self._retries_launched()
@@ -337,8 +345,16 @@ class BatchRunner:
                 self._look_for_unverified()  # their slots stay taken until Cloud Run says whether they started
             if self.progress:
                 self.progress(self.counts())
-            self.cancel_event.wait(self._next_wait(pace, waiting_for_launches=not active or self.task_slots.waiting))
+            self._wait(self._next_wait(pace, waiting_for_launches=not active or self.task_slots.waiting))
         self._watched()
+
+    def _wait(self, seconds: float) -> None:
+        """Until the next poll, or sooner when the batch is cancelled or a signal asks it to stop (a signal
+        handler only records it: see ``interrupts``)."""
+        until = time.monotonic() + seconds
+        while not interrupts and (left := until - time.monotonic()) > 0:
+            if self.cancel_event.wait(min(left, INTERRUPT_CHECK_SECONDS)):
+                return
 
     def _next_wait(self, pace: Pace, *, waiting_for_launches: bool) -> float:
         """Until the next poll: the pace's, or sooner when a retry's backoff runs out first."""

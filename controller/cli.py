@@ -416,9 +416,8 @@ def _print_plan(options: RunOptions, catalog: Catalog, batch: Batch, the_plan: P
     _say("nothing was launched (dry run)")
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    name = signal.Signals(signum).name
-    raise KeyboardInterrupt("Ctrl-C (SIGINT)" if signum == signal.SIGINT else name)
+def _interruption(signum: int) -> str:
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 def _check_report_to(options: RunOptions, catalog: Catalog, *, embedded: bool) -> None:
@@ -596,13 +595,15 @@ def _print_where(url: str | None) -> None:
 
 @contextlib.contextmanager
 def _interrupting_signals(signalled: list[int]) -> Iterator[None]:
-    """SIGTERM, and SIGINT unless it is ignored (nohup), raise KeyboardInterrupt in the main thread and are
-    recorded in ``signalled``: the flow catches them, cancels the batch and ends Cancelled, and the command
-    then knows it was interrupted (exit 130). SIGINT's own handler again afterwards."""
+    """SIGTERM, and SIGINT unless it is ignored (nohup), are recorded in ``signalled`` and handed to the
+    batch's watch, which raises KeyboardInterrupt between polls (``controller.batch.interrupts``: never in the
+    middle of an API call): the flow catches it, cancels the batch and ends Cancelled, and the command then
+    knows it was interrupted (exit 130). SIGINT's own handler again afterwards."""
+    from controller.batch import interrupts
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        signalled.append(signum)
-        _raise_interrupt(signum, frame)
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        signalled.append(signum)  # appends only: a handler that takes a lock can wait for itself
+        interrupts.append(_interruption(signum))
 
     signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -612,6 +613,7 @@ def _interrupting_signals(signalled: list[int]) -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGINT) is interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupts.clear()  # the next run in this process (a test, the warm host's child) starts with none
 
 
 def _run_flow(
