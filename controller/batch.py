@@ -59,12 +59,22 @@ from controller.tasktable import TaskTable
 log = logging.getLogger(__name__)
 
 CANCEL_SECONDS = 60.0  # a cancelled batch's wait for RunJob calls in flight and its executions to stop
+INTERRUPT_CHECK_SECONDS = 0.2  # how soon the watch notices a signal while it waits for the next poll
+
+
+class Interrupts:
+    """The signals taken while ``taken`` (the CLI's handlers are set), as the words for what stopped the batch."""
+
+    def __init__(self) -> None:
+        self.taken = False
+        self.pending: list[str] = []
+
+
 # The signals the CLI took (SIGINT, SIGTERM), in the words that say what stopped the batch: the watch raises
 # them as KeyboardInterrupt between polls. A handler that raised at once could land in the middle of a lock's
 # __enter__ (httpcore's connection pool during a Prefect API call), leaving it held: the flow's next API call
 # then waited for it forever, and so did the run.
-interrupts: list[str] = []
-INTERRUPT_CHECK_SECONDS = 0.2  # how soon the watch notices a signal while it waits for the next poll
+interrupts = Interrupts()
 
 
 def cloud_error(exc: Exception) -> str | None:
@@ -323,8 +333,8 @@ class BatchRunner:
         batch deadline (then cancel), no longer the batch's owner, or Cloud Run stopped answering."""
         pace = Pace(self.poll)
         while True:
-            if interrupts:
-                raise KeyboardInterrupt(interrupts[0])
+            if interrupts.pending:
+                raise KeyboardInterrupt(interrupts.pending[0])
             # Launching is asked first: a launch that ends between the two looks is then among the active ones.
             # Asked second, the last launch (late under a running-task cap) could end unseen and go unwatched.
             launched = launching_done() and self._retries_launched()
@@ -351,8 +361,11 @@ class BatchRunner:
     def _wait(self, seconds: float) -> None:
         """Until the next poll, or sooner when the batch is cancelled or a signal asks it to stop (a signal
         handler only records it: see ``interrupts``)."""
-        until = time.monotonic() + seconds
-        while not interrupts and (left := until - time.monotonic()) > 0:
+        if not interrupts.taken:
+            self.cancel_event.wait(seconds)
+            return
+        until = self.clock() + seconds
+        while not interrupts.pending and (left := until - self.clock()) > 0:
             if self.cancel_event.wait(min(left, INTERRUPT_CHECK_SECONDS)):
                 return
 

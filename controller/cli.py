@@ -603,8 +603,9 @@ def _interrupting_signals(signalled: list[int]) -> Iterator[None]:
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
         signalled.append(signum)  # appends only: a handler that takes a lock can wait for itself
-        interrupts.append(_interruption(signum))
+        interrupts.pending.append(_interruption(signum))
 
+    interrupts.taken = True
     signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, interrupt)
@@ -613,7 +614,8 @@ def _interrupting_signals(signalled: list[int]) -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGINT) is interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        interrupts.clear()  # the next run in this process (a test, the warm host's child) starts with none
+        interrupts.taken = False
+        interrupts.pending.clear()  # the next run in this process (a test, the warm host's child) starts with none
 
 
 def _run_flow(
