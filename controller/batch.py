@@ -407,6 +407,10 @@ class BatchRunner:
         if needed and state.tasks is None and not self._read_tasks(state):
             return None
         if not self._watched_ends:
+            if state.tasks is not None and len(state.tasks) < state.execution.task_count:
+                # Cloud Run's lists are eventually consistent: a short one is read again after the batch
+                # (``collect_tasks``) rather than decide the report; only the live counts went without it.
+                state.tasks = None
             return None
         results = list(self.outcomes().item_results([state]))
         return state, results, self.attempts.ended(state.launch, results, self.clock())
