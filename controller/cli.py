@@ -531,14 +531,9 @@ def _launch(
     if (code := _finished_already(options, catalog, batch, the_plan, spec)) is not None:
         return code
 
-    from controller.prefect_server import ServerError, ServerSettingError, local_api
-
     prefect_api = contextlib.ExitStack()
-    try:  # before Prefect is imported, which reads PREFECT_API_URL once
-        prefect_api.enter_context(local_api())
-    except ServerError as exc:
-        print(f"fanout: {exc}", file=sys.stderr)
-        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
+    if (code := _enter_prefect_api(prefect_api)) is not None:
+        return code
     console = Console(stderr=True)
     if (embedded := prefect_api.enter_context(serving(target))) and not options.quiet:
         console.print(f"fanout: no --project: running on the local emulator at {embedded}", highlight=False)
@@ -687,9 +682,21 @@ def _run_flow(
     return captured.get("report"), captured.get("url"), interrupted
 
 
+def _enter_prefect_api(stack: contextlib.ExitStack) -> int | None:
+    """Enter the Prefect API this command uses (the local server started if none is configured) on ``stack``,
+    before Prefect is imported, which reads PREFECT_API_URL once; the exit code when there is none to use."""
+    from controller.prefect_server import ServerError, ServerSettingError, local_api
+
+    try:
+        stack.enter_context(local_api())
+    except ServerError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
+    return None
+
+
 def cmd_limits(args: argparse.Namespace) -> int:
     from controller.options import MAX_RATE_PER_MINUTE
-    from controller.prefect_server import ServerError, ServerSettingError, local_api
 
     if args.limits_command == "set":
         if not args.name.startswith("fanout:"):
@@ -697,11 +704,8 @@ def cmd_limits(args: argparse.Namespace) -> int:
         if not 1 <= args.per_minute <= MAX_RATE_PER_MINUTE:
             raise InputError(f"calls per minute must be between 1 and {MAX_RATE_PER_MINUTE:,}")
     prefect_api = contextlib.ExitStack()
-    try:  # before Prefect is imported, which reads PREFECT_API_URL once
-        prefect_api.enter_context(local_api())
-    except ServerError as exc:
-        print(f"fanout: {exc}", file=sys.stderr)
-        return EXIT_INVALID if isinstance(exc, ServerSettingError) else EXIT_ITEMS_FAILED
+    if (code := _enter_prefect_api(prefect_api)) is not None:
+        return code
     with prefect_api:
         from controller.quota import set_rate_limit, shared_rate_limits
 
