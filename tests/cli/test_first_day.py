@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from testenv import report_document
 
 REPO = Path(__file__).resolve().parents[2]
 FANOUT = [sys.executable, "-m", "controller.cli"]
@@ -63,8 +64,7 @@ def test_plan_names_the_one_off_job_the_run_creates_and_the_summary_ends_with_re
 
     ran = fanout("run", str(spec), "--report-to", str(reports))
     assert ran.returncode == 0, ran.stderr[-3000:]
-    report = json.loads((reports / "first-day-oneoff" / "report.json").read_text())
-    [item] = report["items"]
+    [item] = report_document(reports / "first-day-oneoff")["items"]
     assert f"/jobs/{job}/executions/" in item["execution"], (job, item["execution"])
     lines = ran.stdout.splitlines()
     assert lines[-2:] == [
@@ -103,15 +103,16 @@ def test_report_list_shows_the_batches_of_a_report_folder_newest_first(tmp_path:
     from datetime import timedelta
 
     from bench.synthetic_report import build_report
+    from controller.batchfolder import store_report
     from controller.report import ItemState
+    from controller.store import LocalStore
 
     older = build_report(20, seed=1).model_copy(update={"batch_id": "older"})
     newer = build_report(5, states=[ItemState.SUCCEEDED]).model_copy(
         update={"batch_id": "newer", "finished_at": older.finished_at + timedelta(hours=1)}
     )
-    for report in (older, newer):
-        (tmp_path / report.batch_id).mkdir()
-        (tmp_path / report.batch_id / "report.json").write_bytes(b"".join(report.json_chunks()))
+    for report in (older, newer):  # as a run writes them: report.json, its summary, beside its item shards
+        store_report(LocalStore(tmp_path), report)
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "report.json").write_text("{}")
 

@@ -7,7 +7,6 @@ run ends, each batch must end in the state its items call for, and the worker mu
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from testenv import migrated_prefect_database
+from testenv import migrated_prefect_database, report_document
 
 from controller import prefect_server
 
@@ -89,8 +88,8 @@ def test_the_readme_deploys_runs_and_watches_batches_to_their_end(tmp_path: Path
     assert "Flow run finished in state 'Failed'." in output, output[-5000:]
 
     reports = {
-        json.loads(path.read_text())["status"]: json.loads(path.read_text())
-        for path in (checkout / "reports").glob("*/report.json")
+        document["status"]: document
+        for document in map(report_document, sorted((checkout / "reports").glob("*/report.json")))
     }
     assert sorted(reports) == ["failed", "succeeded"], sorted(reports)
     assert len(reports["succeeded"]["items"]) == 25  # examples/hello.yaml
