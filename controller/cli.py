@@ -627,7 +627,14 @@ def _run_flow(
     run was interrupted. ``watch`` starts once the report is stored (``ApiWatch``)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from controller.flow import MAX_LAUNCH_THREADS, prepared_batch, prepared_catalog, progress_sink, report_sink
+    from controller.flow import (
+        MAX_LAUNCH_THREADS,
+        BatchCancelled,
+        prepared_batch,
+        prepared_catalog,
+        progress_sink,
+        report_sink,
+    )
 
     stack = contextlib.ExitStack()
     captured: dict[str, Any] = {}
@@ -668,7 +675,7 @@ def _run_flow(
         # Prefect's engine turns a SIGTERM during the run into its own TerminationSignal, past the handler
         # set here: the flow says it was interrupted in its Cancelled state's data.
         ended = state.result(raise_on_failure=False) if state.is_cancelled() else None
-        interrupted = bool(signalled) or (isinstance(ended, dict) and bool(ended.get("interrupted")))
+        interrupted = bool(signalled) or (isinstance(ended, BatchCancelled) and ended.interrupted)
     except KeyboardInterrupt:
         interrupted = True
     finally:

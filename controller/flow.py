@@ -573,14 +573,34 @@ class ItemsFailed(RuntimeError):
         return (type(self), (str(self), self.summary))
 
 
+class BatchCancelled(RuntimeError):
+    """What a Cancelled ``fan_out`` run raises when asked for its result: the batch was cancelled (a signal,
+    a Prefect cancellation, its deadline), whatever ``fail_on_item_failure`` says, since its items did not
+    all run. ``summary`` is what the run would have returned, with ``cancelled_by`` (by what) and
+    ``interrupted`` (true for a signal) added; its report is written all the same."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.summary.get("interrupted"))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Prefect may pickle a state's data
+        return (type(self), (str(self), self.summary))
+
+
 def _final_state(
     report: Report, url: str, fail_on_item_failure: bool, cancelled_by: str | None = None, interrupted: bool = False
 ) -> dict[str, Any] | State[Any]:
     """The flow's return value: the summary; a Cancelled state when the batch was cancelled (``cancelled_by``
-    says by what: a signal, a Prefect cancellation, its deadline; its data is the summary with
-    ``interrupted`` true for a signal); or a Failed state when an item did not succeed. Both after the report
-    is written and the artifacts published, and returned, not raised, so Prefect logs no traceback (nor
-    "Crash detected!") for them."""
+    says by what: a signal, a Prefect cancellation, its deadline; its data a ``BatchCancelled`` carrying the
+    summary, with ``interrupted`` true for a signal); or a Failed state when an item did not succeed (its
+    data an ``ItemsFailed``). The data of either is an exception because Prefect's ``State.result()`` raises
+    a failed or cancelled state's data and refuses anything else with a TypeError, so a Python caller of
+    ``fan_out`` gets one it can catch, with the summary on it. Both after the report is written and the
+    artifacts published, and returned, not raised, so Prefect logs no traceback (nor "Crash detected!")."""
     summary = _summary(report, url)
     counts = ", ".join(f"{count:,} {state}" for state, count in report.summary.by_state.items() if count)
     stopped = f"; {report.stopped}" if report.stopped else ""
@@ -590,7 +610,8 @@ def _final_state(
     )
     if report.status is BatchStatus.CANCELLED:
         message = f"batch {report.batch_id} cancelled by {cancelled_by or 'request'}: {outcome}"
-        return Cancelled(message=message, data={**summary, "cancelled_by": cancelled_by, "interrupted": interrupted})
+        cancelled = {**summary, "cancelled_by": cancelled_by, "interrupted": interrupted}
+        return Cancelled(message=message, data=BatchCancelled(message, cancelled))
     if not fail_on_item_failure or not report.summary.not_succeeded:
         return summary
     message = f"batch {report.batch_id}: {outcome}"
@@ -787,12 +808,14 @@ def rerun(
     through the ``fan_out`` flow: a flow run of its own. ``report`` is a report.json, its folder or a gs://
     URL; ``spec`` the batch's spec, needed only for items with literal secrets; ``parameters`` are
     ``fan_out``'s (``report_to`` defaults to the parent's report location). Returns what ``fan_out`` does: the
-    summary, or it raises ``ItemsFailed`` when rerun items fail again (unless ``fail_on_item_failure=False``)."""
+    summary, or it raises ``ItemsFailed`` when rerun items fail again (unless ``fail_on_item_failure=False``)
+    and ``BatchCancelled`` when the rerun is cancelled."""
     listed = None if states is None else [str(s) for s in (states.split(",") if isinstance(states, str) else states)]
     return fan_out(batch=spec, rerun_of=report, rerun_states=listed, **parameters)
 
 
 __all__ = [
+    "BatchCancelled",
     "ItemsFailed",
     "LaunchState",
     "Options",

@@ -20,6 +20,7 @@ from google.cloud import run_v2
 from testenv import PROJECT, REGION
 
 from cloudrun_emulator import Emulator
+from controller.batchfolder import open_report
 from controller.catalog import Catalog
 from controller.cli import main
 from controller.emulator_jobs import catalog_emulator
@@ -245,14 +246,18 @@ def test_a_cancelled_execution_frees_its_slots(run_flow: Run, emulator: Emulator
 
 
 def test_a_cancelled_batch_starts_nothing_that_waited_and_leaves_nothing_running(
-    run_flow: Run, emulator: Emulator
+    run_flow: Run, emulator: Emulator, gcs: Any
 ) -> None:
+    from controller.flow import BatchCancelled
+
     emulator.reset_stats()
     spec: dict[str, Any] = {"batch_id": "cap-deadline", "items": _items(3, args=["x", "--sleep", "60"])}
 
     started = time.monotonic()
-    with RunningTasks(emulator, spec["batch_id"]) as running:
-        _summary, report = run_flow(spec, mode="per-item", max_running_tasks=1, deadline="3s")
+    cancelled = pytest.raises(BatchCancelled, match="batch cap-deadline cancelled by its deadline of 3s")
+    with RunningTasks(emulator, spec["batch_id"]) as running, cancelled as raised:
+        run_flow(spec, mode="per-item", max_running_tasks=1, deadline="3s")
+    report = open_report(raised.value.summary["report"], gcs).report
 
     assert time.monotonic() - started < 60  # the launches waiting for a slot did not hold the flow
     # Whichever launch reached its slot first ran and was cancelled at the deadline; the two that waited for

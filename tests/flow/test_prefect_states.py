@@ -84,7 +84,7 @@ def test_failed_items_fail_the_flow_run_and_their_launch_task_runs(
 def test_a_batch_past_its_deadline_ends_cancelled_with_its_counts_and_report(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controller.flow import fan_out
+    from controller.flow import BatchCancelled, fan_out
 
     monkeypatch.setenv("FANOUT_EMULATOR_HOST", emulator.url)
     items = [{"job": "hello", "args": [f"n{i}", "--sleep", "120"]} for i in range(2)]
@@ -99,7 +99,9 @@ def test_a_batch_past_its_deadline_ends_cancelled_with_its_counts_and_report(
         f"batch states-deadline cancelled by its deadline of 3s: 2 of 2 items did not succeed (2 cancelled); "
         f"report: {report_url}"
     )
-    summary = state.result(raise_on_failure=False)
+    cancelled = state.result(raise_on_failure=False)
+    assert isinstance(cancelled, BatchCancelled) and str(cancelled) == state.message, cancelled
+    summary = cancelled.summary
     assert summary["cancelled"] == 2 and summary["interrupted"] is False  # a deadline, not a signal: exit 1
     run, _tasks, artifacts = _runs(state.state_details.flow_run_id)
     assert run.state and run.state.is_cancelled() and run.state.message == state.message

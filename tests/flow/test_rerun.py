@@ -217,13 +217,15 @@ def test_a_resumed_parent_keeps_the_reruns_listed_in_its_report(
 ) -> None:
     """A batch cut short by its deadline leaves a report; a rerun is listed in it; running the batch again
     resumes it (some launches never started) and rewrites its report, with that rerun still listed."""
-    from controller.flow import fan_out
+    from controller.flow import BatchCancelled, fan_out
 
     parent_id = _unique("resume")
     items = [{"key": "bad-0", "job": "flaky", "args": ["--exit-code", "3"]}]
     items += [{"key": f"slow-{i}", "job": "hello", "args": ["x", "--sleep", "6"]} for i in range(2)]
     spec = {"batch_id": parent_id, "defaults": {"timeout": "30s"}, "items": items}
-    cut = fan_out(batch=spec, **{**_params(where), "max_running_tasks": 1, "deadline": "2s"})
+    with pytest.raises(BatchCancelled, match=f"batch {parent_id} cancelled by its deadline of 2s") as raised:
+        fan_out(batch=spec, **{**_params(where), "max_running_tasks": 1, "deadline": "2s"})
+    cut = raised.value.summary
     first = _report(cut["report"], gcs)
     assert any(item.state is ItemState.NOT_LAUNCHED for item in first.items), [i.state for i in first.items]
 
