@@ -14,7 +14,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.report import Report
 
 # One project per xdist worker: the workers share one Prefect server, and a batch's API-call budget there is
 # its project's (controller/quota.py).
@@ -117,12 +120,18 @@ def migrated_prefect_database(dest: Path) -> None:
 def report_document(location: str | Path, storage_client: Any | None = None) -> dict[str, Any]:
     """A stored report as one JSON object with its items inline, whichever schema wrote it (v2 keeps them in
     shards beside report.json): what a test asserts on, field by field."""
+    from controller.batchfolder import open_report
+
+    return document_of(open_report(str(location), storage_client).report)
+
+
+def document_of(report: Report) -> dict[str, Any]:
+    """A report as one JSON object with its items inline, as its files hold it: a v2 report read back keeps
+    its items in shards (``StoredItems``), which ``model_dump`` cannot write, so each item is read and dumped."""
     import json
 
-    from controller.batchfolder import open_report
     from controller.report import item_json
 
-    report = open_report(str(location), storage_client).report
     document: dict[str, Any] = json.loads(report.header_json())
     document["items"] = [json.loads(item_json(item)) for item in report.items]
     return document

@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from testenv import document_of
 
+from controller.report import ItemsUnreadable, Report
 from tests.reliability.faultproxy import FaultProxy, Mode
 from tests.reliability.harness import PROJECT, CloudRunView, EmulatorProcess, fanout, wait_for
 
@@ -316,12 +318,15 @@ class Matrix:
         files = self._report_files(batch_id, err, folder)
         if any(CANARY.encode() in data for data in files.values()):
             broke.append("the secret appears in a file of the report")
-        report_data = next((data for name, data in files.items() if name.endswith("/report.json")), None)
-        if report_data is None:
+        report_name = next((name for name in files if name.endswith("/report.json")), None)
+        if report_name is None:
             if not by_key and code not in (0, None) and "fanout:" in err:
                 return broke  # nothing launched, and the run said why it could not start
             return [*broke, f"no report (exit {code}): {err.strip().splitlines()[-3:]}"]
-        report = json.loads(report_data)
+        try:
+            report = _report_document(files, report_name)
+        except ItemsUnreadable as exc:
+            return [*broke, f"the report's items cannot be read: {exc}"]
         stored_in_place = f"gs://{BUCKET}/matrix/{batch_id}/report.json" in out
         broke += _agrees(report, by_key)
         all_ok = report["summary"]["total"] == ITEMS and all(i["state"] == "succeeded" for i in report["items"])
@@ -354,6 +359,12 @@ class Matrix:
                     str(local): local.read_bytes()
                 }
         return files
+
+
+def _report_document(files: dict[str, bytes], name: str) -> dict[str, Any]:
+    """The report.json called ``name`` with its items inline: a v2 report's shards are files beside it."""
+    folder = name.removesuffix("report.json")
+    return document_of(Report.from_json(files[name], read=lambda shard: files.get(folder + shard)))
 
 
 def _agrees(report: dict[str, Any], by_key: dict[str, list[Any]]) -> list[str]:

@@ -300,14 +300,13 @@ def _controller_main(spec_path: str, url: str, report_dir: str, batch_id: str, o
 
     from controller.batch import PollPolicy
     from controller.catalog import Catalog
-    from controller.cli import _raise_interrupt
+    from controller.cli import _interrupting_signals
     from controller.clients import Clients, Endpoints
     from controller.flow import Options, execute
     from controller.quota import Rates
     from controller.spec import load_batch
     from controller.store import open_store
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     catalog = Catalog.from_jobs_dir()
     batch = load_batch(Path(spec_path), catalog, batch_id=batch_id)
     options = Options(
@@ -318,9 +317,10 @@ def _controller_main(spec_path: str, url: str, report_dir: str, batch_id: str, o
         poll=PollPolicy(fastest=0.25, slowest=1.0),
     )
     clients = Clients(project=PROJECT, endpoints=Endpoints.from_env())
-    report, where = execute(
-        batch, catalog, options, clients=clients, store=open_store(report_dir), use_prefect_tasks=False
-    )
+    with _interrupting_signals([]):
+        report, where = execute(
+            batch, catalog, options, clients=clients, store=open_store(report_dir), use_prefect_tasks=False
+        )
     print(f"report: {where} status {report.status}", flush=True)
     os._exit(0)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testenv import BUCKET
+from testenv import BUCKET, document_of
 
 from controller.batch import BatchConflict, BatchOwned, PollPolicy
 from controller.catalog import Catalog
@@ -103,7 +103,7 @@ def test_two_controllers_started_together_run_a_batch_once(
         if len(outcomes) != 2 or not reports:
             problems.append(f"{len(reports)} report(s) and {len(refusals)} refusal(s) from 2 controllers")
         else:
-            problems += check_report(reports[0].model_dump(mode="json"), trial, by_key)
+            problems += check_report(document_of(reports[0]), trial, by_key)
         if refusals:
             assert "is being run by another controller (host" in str(refusals[0])
         if duplicates or any(len(runs) > 1 for runs in by_key.values()):
@@ -133,7 +133,7 @@ def test_a_reused_batch_id_with_another_spec(
     folder = tmp_path / "reports"
     store = LocalStore(folder)
     report = _run(first, catalog, store, emulator_process.url)
-    assert not check_report(report.model_dump(mode="json"), first, cloud_run.by_key("reused"), check_executions=False)
+    assert not check_report(document_of(report), first, cloud_run.by_key("reused"), check_executions=False)
     stored = {name: (folder / "reused" / name).read_bytes() for name in ("batch.json", "report.json")}
     calls = emulator_process.stats()["requests"].get("Jobs.RunJob", 0)
 
@@ -161,7 +161,7 @@ def test_a_reused_batch_id_with_another_spec(
     runs = emulator_process.stats()["requests"].get("Jobs.RunJob", 0) - calls
     assert runs == len(elsewhere.launches)
     assert {i.execution for i in elsewhere.items}.isdisjoint({i.execution for i in report.items})
-    assert not check_report(elsewhere.model_dump(mode="json"), other, cloud_run.by_key("reused"))
+    assert not check_report(document_of(elsewhere), other, cloud_run.by_key("reused"))
     figures("reused batch id, other spec, same folder", "refused (exit 2), stored batch untouched, 0 RunJob")
     figures(
         "reused batch id, other spec, other folder", f"{runs} RunJob for {len(elsewhere.launches)} launches, 0 adopted"

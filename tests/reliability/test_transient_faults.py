@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testenv import document_of
 
 from cloudrun_emulator.faults import Faults, MethodFaults
 from controller.batch import PollPolicy
@@ -77,7 +78,7 @@ def test_every_launch_runs_once_under_transient_faults(catalog: Catalog, tmp_pat
         executions_started = emu.task_stats()["executions_started"]
 
     duplicates = sum(len(runs) - 1 for runs in by_key.values())
-    problems = check_report(report.model_dump(mode="json"), trial, by_key)
+    problems = check_report(document_of(report), trial, by_key)
     lost = sum(1 for p in problems if "missing" in p or "not_launched" in p)
     calls = sum(stats.values())
     figures("faults: items / launches", f"{len(trial.expected)} / {len(launches)}")

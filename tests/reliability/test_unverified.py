@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testenv import document_of
 
 from cloudrun_emulator import Emulator, Faults, MethodFaults
 from controller.batch import BatchRunner, PollPolicy
@@ -108,7 +109,7 @@ def test_unverifiable_launches_are_never_sent_twice(catalog: Catalog, tmp_path: 
         runner.collect_tasks()
         report = runner.report(runner.item_results())
         runner.close()
-        problems = check_report(report.model_dump(mode="json"), lost, view.by_key("unverified"))
+        problems = check_report(document_of(report), lost, view.by_key("unverified"))
         assert not problems, "\n".join(problems)
         figures(
             "unverifiable launches: answers lost, look-ups failing",
@@ -125,7 +126,7 @@ def test_unverifiable_launches_are_never_sent_twice(catalog: Catalog, tmp_path: 
         runner.collect_tasks()
         report = runner.report(runner.item_results())
         runner.close()
-        problems = check_report(report.model_dump(mode="json"), lagging, view.by_key("lagging"))
+        problems = check_report(document_of(report), lagging, view.by_key("lagging"))
         duplicates = _duplicates(view, "lagging")
         figures(
             "lagging list (1.5 s): RunJob",
