@@ -216,14 +216,13 @@ def test_a_project_from_an_unsaved_block_is_refused_before_anything_starts(adc: 
 
 # -- results as they finish, and the awaitable calls ---------------------------------------------------------
 
+# Sleeps argv[1] seconds, then (given a second argument) waits for that file to exist, within a deadline so a
+# stream that never hands a result over fails the test rather than hanging it; then answers.
 SLEEP_THEN_ANSWER = (
-    "import json, os, sys, time; time.sleep(float(sys.argv[1]));"
+    "import json, os, sys, time; time.sleep(float(sys.argv[1])); gate = sys.argv[2:]; until = time.time() + 120\n"
+    "while gate and not os.path.exists(gate[0]) and time.time() < until: time.sleep(0.05)\n"
     "json.dump({'slept': sys.argv[1]}, open(os.environ['FANOUT_RESULT_FILE'], 'w'))"
 )
-# Spec order 0, 1, 2; started together, they end in the order 2, 1, 0, seconds apart (the watcher polls
-# every 0.3 s). A poll asks each one-off execution in spec order, so however late a loaded machine polls,
-# one seen ended has each later one in spec order that ended before it seen ended in that poll too.
-NAPS = [["6"], ["3"], ["0.2"]]
 
 
 def _sleeper() -> Any:
@@ -238,25 +237,32 @@ def _sleeper() -> Any:
     )
 
 
-def test_imap_yields_each_result_as_it_ends_in_completion_order(local: Path) -> None:
+def test_imap_yields_each_result_as_it_ends_in_completion_order(local: Path, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    stream = _sleeper().imap(NAPS)
-    received = [(result, datetime.now(UTC)) for result in stream]
+    # Item 0 runs until the test has its first result: streamed, that comes while item 0 still runs, however
+    # late a loaded machine polls; handed over only once the batch ended, it never comes before item 0 ends.
+    gate = tmp_path / "first-result-received"
+    naps = [["0", str(gate)], ["3"], ["0.2"]]
+    stream = _sleeper().imap(naps)
+    received = []
+    for result in stream:
+        received.append((result, datetime.now(UTC)))
+        gate.touch()
 
     assert sorted(result.item.index for result, _ in received) == [0, 1, 2]
     assert all(result.state is ItemState.SUCCEEDED for result, _ in received)
     assert {result.item.index: result.result for result, _ in received} == {
-        n: {"slept": nap} for n, [nap] in enumerate(NAPS)
+        n: {"slept": nap} for n, [nap, *_] in enumerate(naps)
     }
     # In completion order (as Cloud Run's task end times say, not spec order: a loaded machine may start
-    # them late), and the first came while the batch still ran: before its last task ended. A poll held back
+    # them late), and the first came while the batch still ran: before item 0's task ended. A poll held back
     # by load may see several ends at once: they come by end time across launches, not in launch order.
     ends = [result.item.end_time for result, _ in received]
     assert ends == sorted(ends)  # type: ignore[type-var]
-    assert stream.report is not None
-    last_end = max(item.end_time for item in stream.report.items if item.end_time)
-    assert received[0][1] < last_end, (received[0][1], last_end)
+    assert received[0][0].item.index != 0
+    item_0_end = next(result.item.end_time for result, _ in received if result.item.index == 0)
+    assert item_0_end is not None and received[0][1] < item_0_end, (received[0][1], item_0_end)
 
 
 def test_imap_in_spec_order_and_failures_as_values_or_raised(local: Path) -> None:
