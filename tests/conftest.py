@@ -245,3 +245,15 @@ def prefect_server() -> Iterator[None]:
         finally:
             drain_to_the_server()
             context.GLOBAL_SETTINGS_CONTEXT = before
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Debian's Chromium, headless, for the tests that open a page (bench.chromium drives it)."""
+    from bench.chromium import find_chromium, launched
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("needs Debian's chromium: apt-get install chromium")
+    with launched(executable, tmp_path_factory.mktemp("chromium-profile")) as started:
+        yield started

@@ -16,14 +16,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from testenv import PROJECT, REGION
 
-from bench.chromium import Browser, find_chromium, launched
+from bench.chromium import Browser
 from cloudrun_emulator import Emulator
 from controller import prefect_server
 
@@ -36,15 +35,6 @@ PAGE_S = 90.0  # the UI's first load compiles nothing, but a loaded machine serv
 RUNNING = re.compile(r"· [1-9][0-9]* running")
 VIEW_AT = re.compile(r"View at (http://\S+/runs/flow-run/[0-9a-f-]{36})")
 SCREENSHOTS = os.environ.get("FANOUT_SCREENSHOTS")  # a folder: keep the pages seen (docs/prefect.md's)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("needs Debian's chromium: apt-get install chromium")
-    with launched(executable, tmp_path_factory.mktemp("chromium-profile")) as started:
-        yield started
 
 
 def _env() -> dict[str, str]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bench.chromium import Browser, find_chromium, launched
+from bench.chromium import Browser
 from controller.html_report import render_html
 from controller.report import ItemState, Report
 from controller.summary import failed_first, printable
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.browser
 MakeReport = Callable[..., Report]
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 LOAD_BUDGET_S = 10.0  # a hang guard, not a benchmark: the measured number is in docs/report.md
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("needs Debian's chromium: apt-get install chromium")
-    with launched(executable, tmp_path_factory.mktemp("chromium-profile")) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")
